@@ -1,0 +1,19 @@
+"""The one Definitions object of the lineage_forge code location."""
+
+import dagster as dg
+
+from assets import ALL_ASSETS
+from jobs import ALL_JOBS
+from resources import ArtifactStoreResource, CatalogResource, LandingZone
+from sensors import ALL_SENSORS
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    jobs=ALL_JOBS,
+    sensors=ALL_SENSORS,
+    resources={
+        "store": ArtifactStoreResource(),
+        "catalog": CatalogResource(),
+        "landing": LandingZone(),
+    },
+)

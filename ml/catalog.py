@@ -1,0 +1,269 @@
+"""Append-only catalog of versions, lineage, stats, metrics, checks and decisions.
+
+Writers never open a database. Each ``Catalog.append`` call is one *batch*: one
+Parquet file per table it touches, written into a private staging directory and
+renamed to ``catalog/batches/<batch_id>/``. A rename is atomic, so a batch's rows
+appear in every table at once or not at all, and any number of processes can
+append at the same moment without locks, waits or lost rows.
+
+Readers see the batches through DuckDB views::
+
+    catalog/catalog.duckdb   CREATE VIEW asset_versions AS
+                             SELECT * FROM read_parquet('<home>/catalog/batches/*/asset_versions.parquet', union_by_name=true)
+
+``catalog/batches/_schema/`` holds one empty file per table so that every view
+exists (with the right column types) before the first row is written.
+``Catalog.query`` runs SQL on an in-memory DuckDB with the same views, so queries
+never contend for the ``catalog.duckdb`` file lock either.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import duckdb
+import polars as pl
+
+from ml.fsutil import atomic_write_json, digest_json, fsync_dir
+from ml.paths import catalog_dir
+
+S, I, F, B = pl.String, pl.Int64, pl.Float64, pl.Boolean
+TS = pl.Datetime("us", "UTC")
+
+# Column order and types of every table. DESIGN.md's minimum columns come first.
+SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "asset_versions": {
+        "asset": S, "data_version": S, "code_version": S, "fingerprint": S, "run_id": S,
+        "created_at": TS, "path": S, "bytes": I, "rows": I, "cache_hit": B,
+    },
+    "lineage_edges": {
+        "asset": S, "data_version": S, "upstream_asset": S, "upstream_version": S,
+        "run_id": S, "created_at": TS,
+    },
+    "dataset_stats": {"asset": S, "data_version": S, "stat": S, "value": F},
+    "training_metrics": {
+        "asset": S, "data_version": S, "run_id": S, "step": I, "split": S, "metric": S, "value": F,
+    },
+    "check_results": {
+        "asset": S, "data_version": S, "check_name": S, "passed": B, "severity": S, "details": S,
+        "run_id": S, "created_at": TS,
+    },
+    "quarantine": {
+        "source": S, "line": I, "reason": S, "excerpt": S, "run_id": S,
+        "asset": S, "data_version": S, "detail": S,
+    },
+    "doc_decisions": {
+        "doc_id": S, "data_version": S, "decision": S, "reason": S, "duplicate_of": S, "asset": S,
+    },
+}
+
+BATCHES = "batches"
+SCHEMA_BATCH = "_schema"
+
+
+class CatalogError(ValueError):
+    pass
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _frame(table: str, rows: pl.DataFrame | Iterable[Mapping[str, Any]]) -> pl.DataFrame:
+    schema = SCHEMAS[table]
+    df = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(list(rows), infer_schema_length=None)
+    unknown = set(df.columns) - set(schema)
+    if unknown:
+        raise CatalogError(f"{table}: unknown columns {sorted(unknown)}; known: {list(schema)}")
+    exprs = []
+    for name, dtype in schema.items():
+        if name in df.columns:
+            exprs.append(pl.col(name).cast(dtype, strict=True))
+        else:
+            exprs.append(pl.lit(None, dtype=dtype).alias(name))
+    return df.select(exprs) if df.width else pl.DataFrame(schema=schema)
+
+
+class Catalog:
+    def __init__(self, home: Path):
+        self.home = Path(home)
+        self.root = catalog_dir(self.home)
+        self.batches = self.root / BATCHES
+        self.db_path = self.root / "catalog.duckdb"
+        self._ready = False
+
+    # ---- writing ------------------------------------------------------------------------
+    def init(self) -> None:
+        """Create the layout and one empty typed file per table (idempotent, concurrent-safe)."""
+        if self._ready:
+            return
+        schema_dir = self.batches / SCHEMA_BATCH
+        schema_dir.mkdir(parents=True, exist_ok=True)
+        for table, schema in SCHEMAS.items():
+            target = schema_dir / f"{table}.parquet"
+            if target.exists() and pl.read_parquet_schema(target) == schema:
+                continue
+            tmp = schema_dir / f".{table}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+            pl.DataFrame(schema=schema).write_parquet(tmp)
+            os.replace(tmp, target)
+        self._ready = True
+
+    def append(self, tables: Mapping[str, pl.DataFrame | Iterable[Mapping[str, Any]]]) -> str | None:
+        """Write one batch of rows (several tables) atomically. Returns the batch id."""
+        self.init()
+        frames = {}
+        for table, rows in tables.items():
+            if table not in SCHEMAS:
+                raise CatalogError(f"unknown catalog table {table!r}; known: {sorted(SCHEMAS)}")
+            df = _frame(table, rows)
+            if df.height:
+                frames[table] = df
+        if not frames:
+            return None
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        batch_id = f"{stamp}-{time.time_ns() % 10**9:09d}-{os.getpid()}-{secrets.token_hex(4)}"
+        staging = self.root / "_staging" / batch_id
+        staging.mkdir(parents=True)
+        try:
+            for table, df in frames.items():
+                path = staging / f"{table}.parquet"
+                df.write_parquet(path)
+                with open(path, "rb+") as f:
+                    os.fsync(f.fileno())
+            fsync_dir(staging)
+            os.rename(staging, self.batches / batch_id)
+            fsync_dir(self.batches)
+        finally:
+            if staging.exists():
+                for p in staging.iterdir():
+                    p.unlink()
+                staging.rmdir()
+        return batch_id
+
+    # ---- reading ------------------------------------------------------------------------
+    def view_sql(self) -> list[str]:
+        out = []
+        for table in SCHEMAS:
+            glob = str(self.batches / "*" / f"{table}.parquet").replace("'", "''")
+            out.append(
+                f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM "
+                f"read_parquet('{glob}', union_by_name=true)"
+            )
+        return out
+
+    def ensure_views(self) -> Path:
+        """Create/refresh the views in catalog.duckdb for people and tools that open it.
+
+        Done under a file lock and only when the view definitions changed (new home
+        path, new schema), so writers normally never touch the database file.
+        """
+        self.init()
+        stamp_path = self.root / "views.json"
+        stamp = {"sql": digest_json(self.view_sql()), "home": str(self.home)}
+        if stamp_path.exists() and self.db_path.exists():
+            try:
+                if json.loads(stamp_path.read_text()) == stamp:
+                    return self.db_path
+            except ValueError:
+                pass
+        with open(self.root / ".views.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            con = duckdb.connect(str(self.db_path))
+            try:
+                for sql in self.view_sql():
+                    con.execute(sql)
+            finally:
+                con.close()
+            atomic_write_json(stamp_path, stamp)
+        return self.db_path
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with every catalog table as a view."""
+        self.init()
+        con = duckdb.connect(":memory:")
+        for sql in self.view_sql():
+            con.execute(sql.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW"))
+        return con
+
+    def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
+        con = self.connect()
+        try:
+            return con.sql(sql, params=params or None).pl()
+        finally:
+            con.close()
+
+    def table(self, name: str) -> pl.DataFrame:
+        if name not in SCHEMAS:
+            raise CatalogError(f"unknown catalog table {name!r}")
+        return self.query(f"SELECT * FROM {name}")
+
+    # ---- questions asked often ------------------------------------------------------------
+    def latest_versions(self) -> pl.DataFrame:
+        """Per asset: the newest materialization, and how many distinct versions exist."""
+        return self.query(
+            """
+            SELECT asset, data_version, code_version, rows, bytes, cache_hit, created_at, run_id, n_versions
+            FROM (
+              SELECT *, row_number() OVER (PARTITION BY asset ORDER BY created_at DESC) AS rn,
+                     count(DISTINCT data_version) OVER (PARTITION BY asset) AS n_versions
+              FROM asset_versions)
+            WHERE rn = 1 ORDER BY created_at
+            """
+        )
+
+    def latest_version_of(self, asset: str) -> str | None:
+        df = self.query(
+            "SELECT data_version FROM asset_versions WHERE asset = ? ORDER BY created_at DESC LIMIT 1", [asset]
+        )
+        return df.item(0, 0) if df.height else None
+
+    def trace(self, asset: str, data_version: str | None = None) -> dict[str, Any]:
+        """Version-level lineage of one asset version: everything upstream and downstream."""
+        data_version = data_version or self.latest_version_of(asset)
+        if data_version is None:
+            raise CatalogError(f"no version of {asset!r} in the catalog")
+        known = self.query(
+            "SELECT count(*) FROM asset_versions WHERE asset = ? AND data_version LIKE ? || '%'",
+            [asset, data_version],
+        ).item()
+        if not known:
+            raise CatalogError(f"{asset}@{data_version} is not in the catalog")
+        if len(data_version) < 16:  # allow unambiguous prefixes
+            full = self.query(
+                "SELECT DISTINCT data_version FROM asset_versions WHERE asset = ? AND data_version LIKE ? || '%'",
+                [asset, data_version],
+            )
+            if full.height != 1:
+                raise CatalogError(f"version prefix {data_version!r} of {asset} is ambiguous")
+            data_version = full.item(0, 0)
+        edges = self.query(
+            "SELECT DISTINCT asset, data_version, upstream_asset, upstream_version FROM lineage_edges"
+        ).rows()
+        ups: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        downs: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        for a, v, ua, uv in edges:
+            ups.setdefault((a, v), set()).add((ua, uv))
+            downs.setdefault((ua, uv), set()).add((a, v))
+
+        def walk(node: tuple[str, str], graph, seen) -> dict[str, Any]:
+            children = []
+            for nxt in sorted(graph.get(node, ())):
+                if nxt in seen:
+                    continue
+                children.append(walk(nxt, graph, seen | {nxt}))
+            return {"asset": node[0], "data_version": node[1], "children": children}
+
+        root = (asset, data_version)
+        return {
+            "asset": asset,
+            "data_version": data_version,
+            "upstream": walk(root, ups, {root})["children"],
+            "downstream": walk(root, downs, {root})["children"],
+        }

@@ -1,0 +1,338 @@
+"""raw_docs: validate landing-zone JSONL into documents + a quarantine with reasons.
+
+Every input line ends in exactly one place: ``docs`` (kept) or ``quarantine`` with
+one reason code, so ``lines_read == kept + quarantined`` always holds, and the
+per-reason counts say why. Files are streamed line by line (``*.jsonl.gz`` through
+``gzip``) and a line is never read into memory past ``max_doc_bytes + 1`` bytes:
+longer lines are skipped in bounded chunks and quarantined as ``too_large``.
+
+Reason codes (``REASONS``):
+
+==================  =================================================================
+blank_line          an empty or whitespace-only line
+invalid_utf8        bytes that are not UTF-8, or a JSON escape of a lone surrogate
+nul_byte            a NUL byte in the raw line or (``\\u0000``) in a string field
+too_large           the line is longer than ``max_doc_bytes`` bytes
+truncated_line      the JSON text ends before its value is complete (a cut-off write)
+invalid_json        a JSON syntax error before the end of the text, or NaN/Infinity
+not_object          valid JSON that is not an object
+missing_field       one of title / content / url is absent
+wrong_type          one of title / content / url is not a string
+empty_content       content is empty or whitespace only
+duplicate_doc       same doc_id (normalized url + content) as an earlier kept line
+truncated_file      a .gz stream that ends early: the line in flight is lost
+unreadable_file     a file that cannot be read at all (e.g. not gzip)
+==================  =================================================================
+
+Output files (written into the directory given to ``ingest``):
+``docs/part-NNNNN.parquet`` and ``quarantine/part-NNNNN.parquet``, fixed-size
+batches written with polars, so memory stays bounded and the same input always
+produces the same bytes (the data version is a digest of those bytes).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import unicodedata
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import polars as pl
+
+from ml.fsutil import sha256_file
+
+REQUIRED_FIELDS = ("title", "content", "url")
+REASONS = (
+    "blank_line", "invalid_utf8", "nul_byte", "too_large", "truncated_line", "invalid_json",
+    "not_object", "missing_field", "wrong_type", "empty_content", "duplicate_doc",
+    "truncated_file", "unreadable_file",
+)
+DOC_SCHEMA = {
+    "doc_id": pl.String, "title": pl.String, "content": pl.String, "url": pl.String,
+    "source": pl.String, "line": pl.Int64, "meta": pl.String,
+}
+QUARANTINE_SCHEMA = {
+    "source": pl.String, "line": pl.Int64, "reason": pl.String, "detail": pl.String, "excerpt": pl.String,
+}
+SKIP_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_doc_bytes: int = 2_000_000
+    excerpt_chars: int = 160
+    batch_rows: int = 50_000
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    relpath: str
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass
+class IngestReport:
+    files: int = 0
+    bytes_read: int = 0
+    lines_read: int = 0
+    kept: int = 0
+    quarantined: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    per_source: dict[str, Counter] = field(default_factory=dict)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "files": self.files, "bytes_read": self.bytes_read, "lines_read": self.lines_read,
+            "kept": self.kept, "quarantined": self.quarantined,
+            "quarantine_rate": (self.quarantined / self.lines_read) if self.lines_read else 0.0,
+        }
+        for reason in REASONS:
+            out[f"quarantine.{reason}"] = self.reasons.get(reason, 0)
+        return out
+
+
+def scan_landing(landing: Path) -> list[LandingFile]:
+    """Every *.jsonl / *.jsonl.gz under ``landing`` (recursively), sorted, with size and sha256.
+
+    Hidden files and directories (temporary names of writers in progress) are ignored.
+    """
+    landing = Path(landing)
+    if not landing.is_dir():
+        return []
+    found = []
+    for path in sorted(landing.rglob("*")):
+        rel = path.relative_to(landing)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file() and (path.name.endswith(".jsonl") or path.name.endswith(".jsonl.gz")):
+            found.append(LandingFile(rel.as_posix(), path, path.stat().st_size, sha256_file(path)))
+    return found
+
+
+# ---- identity ------------------------------------------------------------------------------
+def normalize_url(url: str) -> str:
+    url = url.strip()
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/") if parts.path not in ("", "/") else ""
+    # the fragment is kept: on a page of many documents (docs.python.org/...#name) it is the identity
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, parts.fragment))
+
+
+def normalize_content(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def doc_id_for(url: str, content: str) -> str:
+    """Stable id: digest of normalized url + normalized content (title deliberately excluded)."""
+    key = normalize_url(url) + "\x1f" + normalize_content(content)
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
+
+
+# ---- reading -------------------------------------------------------------------------------
+@dataclass
+class RawLine:
+    number: int
+    data: bytes  # at most max_doc_bytes + 1 bytes (the head, when too large)
+    size: int  # full size in bytes, newline excluded
+    newline: bool  # False for a final line without "\n"
+    too_large: bool
+
+
+class FileTruncated(Exception):
+    def __init__(self, line: int, detail: str):
+        super().__init__(detail)
+        self.line, self.detail = line, detail
+
+
+def iter_lines(stream: IO[bytes], max_bytes: int) -> Iterator[RawLine]:
+    """Lines of a binary stream, never holding more than max_bytes + 1 bytes of one line."""
+    number = 0
+    limit = max_bytes + 1
+    while True:
+        number += 1
+        try:
+            chunk = stream.readline(limit)
+            if not chunk:
+                return
+            if chunk.endswith(b"\n"):
+                yield RawLine(number, chunk[:-1], len(chunk) - 1, True, len(chunk) - 1 > max_bytes)
+                continue
+            if len(chunk) < limit:  # end of stream without a newline
+                yield RawLine(number, chunk, len(chunk), False, len(chunk) > max_bytes)
+                return
+            size, newline = len(chunk), False
+            while rest := stream.readline(SKIP_CHUNK):  # skip the remainder of an oversized line
+                if rest.endswith(b"\n"):
+                    size += len(rest) - 1
+                    newline = True
+                    break
+                size += len(rest)
+            yield RawLine(number, chunk, size, newline, True)
+            if not newline:
+                return
+        except gzip.BadGzipFile:
+            if number == 1:
+                raise  # not gzip at all: unreadable_file
+            raise FileTruncated(number, "corrupt gzip stream") from None
+        except (EOFError, zlib.error) as exc:
+            raise FileTruncated(number, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _forbid_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _has(obj: Any, pred) -> bool:
+    if isinstance(obj, str):
+        return pred(obj)
+    if isinstance(obj, dict):
+        return any(_has(k, pred) or _has(v, pred) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_has(v, pred) for v in obj)
+    return False
+
+
+def _has_surrogate(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def excerpt(data: bytes, n: int) -> str:
+    text = data[: n * 4].decode("utf-8", errors="replace")[:n]
+    return text.replace("\x00", "\\0")
+
+
+def classify(raw: RawLine) -> tuple[dict | None, str | None, str]:
+    """(document, None, "") for a good line, or (None, reason, detail) for a rejected one."""
+    if raw.too_large:
+        return None, "too_large", f"{raw.size} bytes > limit"
+    if not raw.data.strip():
+        return None, "blank_line", ""
+    if b"\x00" in raw.data:
+        return None, "nul_byte", "NUL byte at offset %d" % raw.data.index(b"\x00")
+    try:
+        text = raw.data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, "invalid_utf8", str(exc)
+    text = text.removesuffix("\r")
+    try:
+        obj = json.loads(text, parse_constant=_forbid_constant)
+    except json.JSONDecodeError as exc:
+        # the parser ran out of input: at the end, or inside a string that never closes
+        if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
+            return None, "truncated_line", f"JSON ends early: {exc.msg}"
+        return None, "invalid_json", f"{exc.msg} at column {exc.colno}"
+    except (ValueError, RecursionError) as exc:
+        return None, "invalid_json", str(exc)
+    if not isinstance(obj, dict):
+        return None, "not_object", f"top-level {type(obj).__name__}"
+    missing = [f for f in REQUIRED_FIELDS if f not in obj]
+    if missing:
+        return None, "missing_field", "missing " + ", ".join(missing)
+    wrong = [f"{f} is {type(obj[f]).__name__}" for f in REQUIRED_FIELDS if not isinstance(obj[f], str)]
+    if wrong:
+        return None, "wrong_type", "; ".join(wrong)
+    if _has(obj, lambda s: "\x00" in s):
+        return None, "nul_byte", "\\u0000 escape in a string"
+    if _has(obj, _has_surrogate):
+        return None, "invalid_utf8", "lone surrogate escape in a string"
+    if not obj["content"].strip():
+        return None, "empty_content", ""
+    return obj, None, ""
+
+
+# ---- writing -------------------------------------------------------------------------------
+class PartWriter:
+    """Buffers rows and writes fixed-size Parquet parts: bounded memory, deterministic bytes."""
+
+    def __init__(self, directory: Path, schema: dict[str, pl.DataType], batch_rows: int):
+        self.directory, self.schema, self.batch_rows = directory, schema, batch_rows
+        self.rows: list[tuple] = []
+        self.parts = 0
+        self.total = 0
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def add(self, row: tuple) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.batch_rows:
+            self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        if not self.rows and not (force and self.parts == 0):
+            return
+        df = pl.DataFrame(self.rows, schema=self.schema, orient="row")
+        df.write_parquet(self.directory / f"part-{self.parts:05d}.parquet", compression="zstd", statistics=True)
+        self.parts += 1
+        self.total += len(self.rows)
+        self.rows = []
+
+
+def ingest(files: list[LandingFile], out_dir: Path, cfg: IngestConfig = IngestConfig()) -> IngestReport:
+    """Validate every line of every file into out_dir/docs and out_dir/quarantine."""
+    report = IngestReport()
+    docs = PartWriter(out_dir / "docs", DOC_SCHEMA, cfg.batch_rows)
+    quarantine = PartWriter(out_dir / "quarantine", QUARANTINE_SCHEMA, cfg.batch_rows)
+    seen: dict[str, tuple[str, int]] = {}
+
+    def reject(src: str, line: int, reason: str, detail: str, data: bytes, counts: Counter) -> None:
+        quarantine.add((src, line, reason, detail, excerpt(data, cfg.excerpt_chars)))
+        report.quarantined += 1
+        report.reasons[reason] += 1
+        counts[reason] += 1
+
+    for lf in files:
+        report.files += 1
+        report.bytes_read += lf.size
+        counts = report.per_source.setdefault(lf.relpath, Counter())
+        opener = gzip.open if lf.relpath.endswith(".gz") else open
+        try:
+            with opener(lf.path, "rb") as stream:
+                for raw in iter_lines(stream, cfg.max_doc_bytes):
+                    report.lines_read += 1
+                    doc, reason, detail = classify(raw)
+                    if reason:
+                        reject(lf.relpath, raw.number, reason, detail, raw.data, counts)
+                        continue
+                    doc_id = doc_id_for(doc["url"], doc["content"])
+                    if doc_id in seen:
+                        first = seen[doc_id]
+                        detail = f"duplicate of {doc_id} ({first[0]}:{first[1]})"
+                        reject(lf.relpath, raw.number, "duplicate_doc", detail, raw.data, counts)
+                        continue
+                    seen[doc_id] = (lf.relpath, raw.number)
+                    extra = {k: v for k, v in doc.items() if k not in REQUIRED_FIELDS}
+                    meta = json.dumps(extra, sort_keys=True, ensure_ascii=False) if extra else None
+                    docs.add((doc_id, doc["title"], doc["content"], doc["url"], lf.relpath, raw.number, meta))
+                    report.kept += 1
+                    counts["kept"] += 1
+        except FileTruncated as exc:
+            report.lines_read += 1  # the line in flight when the stream broke
+            reject(lf.relpath, exc.line, "truncated_file", exc.detail, b"", counts)
+        except OSError as exc:  # unreadable from the first byte (e.g. not gzip at all)
+            report.lines_read += 1
+            reject(lf.relpath, 0, "unreadable_file", f"{type(exc).__name__}: {exc}", b"", counts)
+    docs.flush(force=True)
+    quarantine.flush(force=True)
+    assert report.lines_read == report.kept + report.quarantined, "accounting identity broken"
+    return report
+
+
+def read_docs(version_dir: Path) -> pl.LazyFrame:
+    return pl.scan_parquet(version_dir / "docs" / "*.parquet")
+
+
+def read_quarantine(version_dir: Path) -> pl.LazyFrame:
+    return pl.scan_parquet(version_dir / "quarantine" / "*.parquet")
