@@ -62,7 +62,7 @@ def materialize_versioned(
     else:
         version = store.put(
             asset, build, fingerprint=fingerprint, code_version=code_version, config=config,
-            upstream=upstream, run_id=context.run_id,
+            upstream=upstream, run_id=context.run.run_id,
         )
         how = "identical content existed" if version.reused_content else "new version"
         context.log.info(f"built {asset}@{version.data_version} ({how})")
@@ -74,13 +74,13 @@ def materialize_versioned(
     rows: dict[str, Any] = {
         "asset_versions": [{
             "asset": asset, "data_version": version.data_version, "code_version": code_version,
-            "fingerprint": fingerprint, "run_id": context.run_id, "created_at": created,
+            "fingerprint": fingerprint, "run_id": context.run.run_id, "created_at": created,
             "path": str(version.path), "bytes": version.bytes, "rows": version.manifest.get("rows"),
             "cache_hit": version.cache_hit,
         }],
         "lineage_edges": [
             {"asset": asset, "data_version": version.data_version, "upstream_asset": up,
-             "upstream_version": up_version, "run_id": context.run_id, "created_at": created}
+             "upstream_version": up_version, "run_id": context.run.run_id, "created_at": created}
             for up, up_version in sorted(upstream.items())
         ],
     }
