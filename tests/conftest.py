@@ -12,7 +12,7 @@ def home(tmp_path, monkeypatch) -> Path:
     h = tmp_path / "lineage_home"
     (h / "landing").mkdir(parents=True)
     (h / "dagster").mkdir()
-    (h / "dagster" / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    (h / "dagster" / "dagster.yaml").write_text((REPO / "configs" / "dagster.yaml").read_text())
     monkeypatch.setenv("LINEAGE_HOME", str(h))
     monkeypatch.setenv("DAGSTER_HOME", str(h / "dagster"))
     return h

@@ -390,3 +390,23 @@ def test_read_titles_from_directory(tmp_path):
 
     assert read_titles(tmp_path) == ["Neural network", "Python (programming language)", "Dagster", "C++", "NN"]
     assert read_titles(tmp_path / "b.txt") == ["Dagster", "C++", "Neural network"]
+
+
+def test_cli_download_wiki_output_is_valid_landing_data(api, tmp_path, capsys):
+    from ml.cli import main
+    from ml.raw_docs import ingest, scan_landing
+
+    titles = tmp_path / "titles"
+    titles.mkdir()
+    (titles / "a.txt").write_text("Dagster\nNo such article\n# comment\nC++\n")
+    out = tmp_path / "landing" / "wiki.jsonl"
+    rc = main(["download-wiki", "--titles", str(titles), "--out", str(out), "--api-url", api.url, "--rate", "50"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "No such article" in (out.parent / "wiki.jsonl.missing.txt").read_text()
+    assert "2" in printed  # the summary counts the two written articles
+    report = ingest(scan_landing(out.parent), tmp_path / "raw")
+    assert report.kept == 2 and report.quarantined == 0
+    # a second run fetches nothing new
+    assert main(["download-wiki", "--titles", str(titles), "--out", str(out), "--api-url", api.url]) == 0
+    assert len(read_jsonl(out)) == 2
