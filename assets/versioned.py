@@ -90,6 +90,10 @@ def materialize_versioned(
         rows["dataset_stats"] = stats
         rows.update(catalog_rows(version))
     catalog.append(rows)
+    try:  # keep catalog.duckdb's views usable for outside tools; never fail a run over it
+        catalog.ensure_views()
+    except Exception as exc:  # e.g. someone holds catalog.duckdb open for writing
+        context.log.warning(f"could not refresh views in {catalog.db_path}: {exc}")
 
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version.data_version),

@@ -35,13 +35,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import unicodedata
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 
@@ -118,14 +118,22 @@ def scan_landing(landing: Path) -> list[LandingFile]:
 
 
 # ---- identity ------------------------------------------------------------------------------
+_URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(//[^/?#]*)?([^?#]*)(\?[^#]*)?(#.*)?$", re.S)
+
+
 def normalize_url(url: str) -> str:
+    """Lower-case scheme and host, no trailing slash on the path; query and fragment kept.
+
+    The fragment is kept: on a page of many documents (docs.python.org/...#name) it is
+    the identity. (A regex rather than urllib.parse.urlsplit: 10x faster per line.)
+    """
     url = url.strip()
-    if not url:
-        return ""
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/") if parts.path not in ("", "/") else ""
-    # the fragment is kept: on a page of many documents (docs.python.org/...#name) it is the identity
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, parts.fragment))
+    m = _URL_RE.match(url)
+    if not m:
+        return url
+    scheme, netloc, path, query, fragment = m.groups()
+    path = path.rstrip("/")
+    return f"{scheme.lower()}:{(netloc or '').lower()}{path}{query or ''}{fragment or ''}"
 
 
 def normalize_content(text: str) -> str:
@@ -192,6 +200,12 @@ def _forbid_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_forbid_constant)
+# JSON escapes that decode to NUL or to a UTF-16 surrogate; only lines holding one are walked
+_NUL_ESCAPE = b"\\u0000"
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _has(obj: Any, pred) -> bool:
     if isinstance(obj, str):
         return pred(obj)
@@ -229,7 +243,7 @@ def classify(raw: RawLine) -> tuple[dict | None, str | None, str]:
         return None, "invalid_utf8", str(exc)
     text = text.removesuffix("\r")
     try:
-        obj = json.loads(text, parse_constant=_forbid_constant)
+        obj = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         # the parser ran out of input: at the end, or inside a string that never closes
         if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
@@ -245,9 +259,9 @@ def classify(raw: RawLine) -> tuple[dict | None, str | None, str]:
     wrong = [f"{f} is {type(obj[f]).__name__}" for f in REQUIRED_FIELDS if not isinstance(obj[f], str)]
     if wrong:
         return None, "wrong_type", "; ".join(wrong)
-    if _has(obj, lambda s: "\x00" in s):
+    if _NUL_ESCAPE in raw.data and _has(obj, lambda s: "\x00" in s):
         return None, "nul_byte", "\\u0000 escape in a string"
-    if _has(obj, _has_surrogate):
+    if _SURROGATE_ESCAPE.search(raw.data) and _has(obj, _has_surrogate):
         return None, "invalid_utf8", "lone surrogate escape in a string"
     if not obj["content"].strip():
         return None, "empty_content", ""
