@@ -4,7 +4,7 @@ import dagster as dg
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
-    selection=dg.AssetSelection.groups("data"),
+    selection=dg.AssetSelection.groups("data", "corpus"),
     description="raw_docs and everything derived from the corpus (data, corpus and dataset groups).",
 )
 

@@ -1,0 +1,144 @@
+"""Curation stage: cleaned_chunks (and relation_triples) from raw_docs."""
+
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import polars as pl
+
+import ml.cleaned_chunks.chunking as chunking
+import ml.cleaned_chunks.clean as clean
+import ml.cleaned_chunks.filters as filters
+import ml.cleaned_chunks.minhash as minhash
+import ml.cleaned_chunks.pipeline as pipeline
+from assets.versioned import materialize_versioned, preview_table, upstream_version
+from ml.fsutil import source_digest
+from ml.paths import work_dir
+from ml.store import BuildResult, StoredVersion
+from resources import ArtifactStoreResource, CatalogResource
+
+C, F, P, K = clean.CleanConfig, filters.FilterConfig, pipeline.CurationConfig, chunking.ChunkConfig
+
+
+class CleanSettings(dg.Config):
+    nfkc: bool = C.nfkc
+    strip_html: bool = C.strip_html
+    strip_wiki: bool = C.strip_wiki
+    remove_control: bool = C.remove_control
+    boilerplate_patterns: list[str] = list(clean.DEFAULT_BOILERPLATE)
+    c4_javascript_lines: bool = C.c4_javascript_lines
+    c4_policy_lines: bool = C.c4_policy_lines
+    c4_min_words_per_line: int = C.c4_min_words_per_line
+    c4_max_word_length: int = C.c4_max_word_length
+    c4_require_terminal_punct: bool = C.c4_require_terminal_punct
+
+
+class FilterSettings(dg.Config):
+    """Quality rules; a threshold set to null switches that rule off."""
+
+    gopher_quality: bool = F.gopher_quality
+    min_words: Optional[int] = F.min_words
+    max_words: Optional[int] = F.max_words
+    min_mean_word_length: Optional[float] = F.min_mean_word_length
+    max_mean_word_length: Optional[float] = F.max_mean_word_length
+    max_symbol_word_ratio: Optional[float] = F.max_symbol_word_ratio
+    max_bullet_lines_ratio: Optional[float] = F.max_bullet_lines_ratio
+    max_ellipsis_lines_ratio: Optional[float] = F.max_ellipsis_lines_ratio
+    min_alpha_words_ratio: Optional[float] = F.min_alpha_words_ratio
+    min_stop_words: Optional[int] = F.min_stop_words
+    gopher_repetition: bool = F.gopher_repetition
+    max_dup_line_frac: Optional[float] = F.max_dup_line_frac
+    max_dup_para_frac: Optional[float] = F.max_dup_para_frac
+    max_dup_line_char_frac: Optional[float] = F.max_dup_line_char_frac
+    max_dup_para_char_frac: Optional[float] = F.max_dup_para_char_frac
+    max_top_ngram_char_frac: Optional[dict[str, float]] = {str(n): v for n, v in F.max_top_ngram_char_frac}
+    """n (as a string) -> max fraction of characters in the most frequent n-gram."""
+    max_dup_ngram_char_frac: Optional[dict[str, float]] = {str(n): v for n, v in F.max_dup_ngram_char_frac}
+    """n (as a string) -> max fraction of characters in repeated n-grams."""
+    c4: bool = F.c4
+    c4_min_sentences: Optional[int] = F.c4_min_sentences
+    c4_lorem_ipsum: bool = F.c4_lorem_ipsum
+    c4_curly_bracket: bool = F.c4_curly_bracket
+
+
+class CleanedChunksConfig(dg.Config):
+    clean: CleanSettings = CleanSettings()
+    filters: FilterSettings = FilterSettings()
+    exact_dedup: bool = P.exact_dedup
+    near_dedup: bool = P.near_dedup
+    jaccard_threshold: float = P.jaccard_threshold
+    """Near-duplicate threshold; LSH bands × rows are derived from it."""
+    shingle_size: int = P.shingle_size
+    num_perm: int = P.num_perm
+    minhash_seed: int = P.minhash_seed
+    chunk_size: int = K.chunk_size
+    """Max tokens per chunk (regex pre-tokenizer, independent of the trained tokenizer)."""
+    overlap: int = K.overlap
+    min_chunk_tokens: int = K.min_chunk_tokens
+    batch_docs: int = P.batch_docs
+
+    def to_ml(self) -> pipeline.CurationConfig:
+        f = self.filters.model_dump()
+        for key in ("max_top_ngram_char_frac", "max_dup_ngram_char_frac"):
+            f[key] = tuple(sorted((int(n), v) for n, v in f[key].items())) if f[key] else None
+        c = self.clean.model_dump()
+        c["boilerplate_patterns"] = tuple(c["boilerplate_patterns"])
+        return pipeline.CurationConfig(
+            clean=clean.CleanConfig(**c), filters=filters.FilterConfig(**f),
+            chunk=chunking.ChunkConfig(self.chunk_size, self.overlap, self.min_chunk_tokens),
+            exact_dedup=self.exact_dedup, near_dedup=self.near_dedup, jaccard_threshold=self.jaccard_threshold,
+            shingle_size=self.shingle_size, num_perm=self.num_perm, minhash_seed=self.minhash_seed,
+            batch_docs=self.batch_docs,
+        )
+
+
+def _decision_rows(version: StoredVersion) -> dict:
+    d = pipeline.read_decisions(version.path).collect()
+    return {"doc_decisions": d.with_columns(asset=pl.lit("cleaned_chunks"), data_version=pl.lit(version.data_version))}
+
+
+def _chunks_metadata(version: StoredVersion) -> dict:
+    s = version.stats
+    decisions = {k.split(".", 1)[1]: int(v) for k, v in s.items() if k.startswith("docs.")}
+    filtered = {k.split(".", 1)[1]: int(v) for k, v in s.items() if k.startswith("filtered.")}
+    chunks = pipeline.read_chunks(version.path).select("chunk_id", "doc_id", "n_tokens", "text").head(5).collect()
+    return {
+        "docs_in": int(s["docs_in"]), "docs_out": int(s["docs_out"]), "chunks": int(s["chunks"]),
+        "duplicate_rate": float(s["duplicate_rate"]), "mean_chunk_tokens": float(s["mean_chunk_tokens"]),
+        "accounting": f"{int(s['docs_in'])} docs = " + " + ".join(f"{v} {k}" for k, v in decisions.items()),
+        "decisions": dg.MetadataValue.json(decisions),
+        "filtered_by_rule": dg.MetadataValue.json(filtered),
+        "lsh": f"{int(s.get('lsh.bands', 0))} bands x {int(s.get('lsh.rows', 0))} rows",
+        "preview": preview_table(chunks),
+    }
+
+
+@dg.asset(
+    group_name="corpus",
+    deps=["raw_docs"],
+    code_version=source_digest(*(m.__file__ for m in (clean, filters, minhash, chunking, pipeline)), __file__),
+    kinds={"polars"},
+    description="Cleaned (NFKC, markup, boilerplate), exact- and near-deduplicated (MinHash LSH), "
+    "quality-filtered (Gopher, C4) and chunked text, with one decision per raw document.",
+)
+def cleaned_chunks(
+    context: dg.AssetExecutionContext, config: CleanedChunksConfig,
+    store: ArtifactStoreResource, catalog: CatalogResource,
+) -> dg.MaterializeResult:
+    st = store.get()
+    raw = upstream_version(context, st, "raw_docs")
+    cfg = config.to_ml()
+
+    def build(out: Path) -> BuildResult:
+        tmp_root = work_dir(st.home) / "cleaned_chunks"
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
+            report = pipeline.curate(sorted((raw.path / "docs").glob("*.parquet")), out, Path(tmp), cfg)
+        return BuildResult(stats=report.stats(), rows=report.chunks)
+
+    return materialize_versioned(
+        context, store=st, catalog=catalog.get(), config=config.model_dump(),
+        upstream={"raw_docs": raw.data_version}, build=build,
+        catalog_rows=_decision_rows, metadata=_chunks_metadata,
+    )
