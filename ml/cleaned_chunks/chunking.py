@@ -68,28 +68,53 @@ ABBREVIATIONS = frozenset({
     "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
 })
 
-# Candidate split points; the loop in _split_points decides. Every branch starts with one of
-# [.!?\n], so the regex engine skips ahead with a fast character-set scan:
-#   [.!?] - sentence-final punctuation (+ closing quotes/brackets), whitespace, then a
-#           letter/digit/opening quote/bracket (case and abbreviations are checked in the loop)
-#   \n    - a blank line (the whitespace after it is consumed), or a newline + indentation
-#           before a bullet / list marker followed by whitespace
-_BOUNDARY_RE = re.compile(
-    r"[.!?\n]"
-    r"(?:(?<=[.!?])(?P<more>[.!?]*)[\"'”’»)\]}]*\s+(?=[^\W_]|[\"'“‘«(\[{])"
-    r"|(?<=\n)(?:[^\S\n]*\n\s*|[^\S\n]*(?=(?:[-*•]|\d{1,3}[.)])\s)))"
-)
-_INITIALS_RE = re.compile(r"[A-Z](?:\.[A-Z])*")  # "J", "J.R.R" (the final dot is the candidate)
 
-# Token counting without the regex: every character gets a class byte -- b"a" word (\w),
+
+def _boundary_re() -> re.Pattern:
+    # A "." right after an abbreviation or an initial (a single capital letter starting a
+    # word: "J.", the last "R." of "J.R.R.") ends no sentence: one negative lookbehind per
+    # word length, as lookbehinds must have a fixed width.
+    by_len: dict[int, list[str]] = {}
+    for w in sorted(ABBREVIATIONS):
+        by_len.setdefault(len(w), []).append(re.escape(w))
+    not_abbrev = "".join(
+        rf"(?<!\b(?i:{'|'.join(ws)})\.)" for _, ws in sorted(by_len.items())
+    )
+    return re.compile(
+        # every branch starts with one of [.!?\n], so the engine skips ahead with a fast
+        # character-set scan
+        r"[.!?\n]"
+        # sentence-final punctuation (+ closing quotes/brackets), whitespace, then an uppercase
+        # ASCII letter, a digit, an opening quote or bracket, or any non-ASCII character
+        # (_sentence_spans checks those: not lowercase, a letter/digit or an opening quote)
+        r"(?:(?<=[.!?])(?<!\b[A-Z]\.)" + not_abbrev + r"[.!?]*[\"'”’»)\]}]*\s+"
+        r"(?=[A-Z0-9\"'(\[{]|[^\x00-\x7f])"
+        # a blank line (+ the whitespace after it)
+        r"|(?<=\n)[^\S\n]*\n\s*"
+        # a newline + indentation before a bullet / list marker that whitespace follows
+        r"|(?<=\n)[^\S\n]*(?=(?:[-*•]|\d{1,3}[.)])\s))"
+    )
+
+
+_BOUNDARY_RE = _boundary_re()
+_NEWLINE_BREAK_RE = re.compile(r"\n[^\S\n]*\n|\n[^\S\n]*(?:[-*•]|\d{1,3}[.)])\s")
+_OPENERS = "\"'“‘«([{"
+
+# Token counting without a regex pass: every character gets a class byte -- b"a" word (\w),
 # b" " whitespace (\s), b"." anything else (a one-character punctuation token) -- and a
-# sentence's token count is (# of ".") + (# of word runs). ASCII goes through bytes.translate;
-# the (rare) non-ASCII characters, "?" after encode("ascii", "replace"), are patched one by one.
-_WORD, _SPACE, _PUNCT = 97, 32, 46
+# sentence's token count is (# of ".") + (# of word runs), a few bytearray.count calls.
+# ASCII goes through bytes.translate (hundreds of MB/s). Real "?" are first replaced by "!"
+# (same class), so the "?" that encode("ascii", "replace") leaves mark exactly the non-ASCII
+# characters; those runs are classified with the same rules as re's \w and \s (checked
+# against every code point when this was written). Text that is mostly non-ASCII takes
+# the plain regex route instead (cls is None), which is faster for it.
+_WORD = ord("a")
 _ASCII_CLASS = bytes(
-    _WORD if (chr(b).isalnum() or b == 95) else _SPACE if chr(b).isspace() else _PUNCT for b in range(128)
-) + bytes([_PUNCT]) * 128
-_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")
+    ord("a") if (chr(b).isalnum() or b == 95) else ord(" ") if chr(b).isspace() else ord(".")
+    for b in range(128)
+) + b"." * 128
+_QMARKS_RE = re.compile(rb"\?+")
+_MAX_NON_ASCII = 1 / 16  # above this fraction of non-ASCII characters, count with TOKEN_RE
 
 
 class _NonAsciiClass(dict):
@@ -104,11 +129,16 @@ class _NonAsciiClass(dict):
 _NON_ASCII_CLASS = _NonAsciiClass()
 
 
-def _char_classes(text: str) -> bytearray:
-    cls = bytearray(text.encode("ascii", "replace").translate(_ASCII_CLASS))
-    if not text.isascii():
-        for m in _NON_ASCII_RE.finditer(text):
-            cls[m.start():m.end()] = m.group().translate(_NON_ASCII_CLASS).encode("ascii")
+def _char_classes(text: str) -> bytearray | None:
+    if text.isascii():
+        return bytearray(text.encode("ascii").translate(_ASCII_CLASS))
+    enc = text.replace("?", "!").encode("ascii", "replace")
+    if enc.count(b"?") > len(text) * _MAX_NON_ASCII:
+        return None
+    cls = bytearray(enc.translate(_ASCII_CLASS))
+    for m in _QMARKS_RE.finditer(enc):
+        s, e = m.span()
+        cls[s:e] = text[s:e].translate(_NON_ASCII_CLASS).encode("ascii")
     return cls
 
 
@@ -127,54 +157,31 @@ class ChunkConfig:
             raise ValueError(f"min_chunk_tokens must be >= 0, got {self.min_chunk_tokens}")
 
 
-def _is_abbreviation(text: str, dot: int) -> bool:
-    """Whether the word ending at ``text[dot]`` (a ``.``) is an abbreviation or initials."""
-    j = dot
-    lim = max(0, dot - 16)
-    while j > lim and (text[j - 1].isalnum() or text[j - 1] == "."):
-        j -= 1
-    word = text[j:dot]
-    if not word:
-        return False
-    if word.lower() in ABBREVIATIONS:
-        return True
-    return _INITIALS_RE.fullmatch(word) is not None
-
-
-def _split_points(text: str) -> list[int]:
-    """Positions (of a non-space character) where a new sentence starts, increasing."""
-    points: list[int] = []
-    n = len(text)
-    for m in _BOUNDARY_RE.finditer(text):
-        pos = m.end()
-        if pos >= n:
-            continue
-        start = m.start()
-        ch = text[start]
-        if ch != "\n":
-            if text[pos].islower():
-                continue
-            if ch == "." and not m.group("more") and _is_abbreviation(text, start):
-                continue
-        if not points or pos > points[-1]:
-            points.append(pos)
-    return points
-
-
 def _sentence_spans(text: str) -> list[tuple[int, int]]:
     n = len(text)
     first = n - len(text.lstrip())
     if first == n:
         return []
-    spans = []
-    starts = [first] + [p for p in _split_points(text) if p > first]
+    starts = [first]
+    append = starts.append
+    for m in _BOUNDARY_RE.finditer(text, first):
+        pos = m.end()
+        if pos < n:
+            c = text[pos]
+            # ASCII was checked by the regex; past a paragraph break or before a bullet anything goes
+            if c < "\x80" or c in _OPENERS or (c.isalnum() and not c.islower()):
+                append(pos)
+            else:  # a rejected sentence end may still span a paragraph break / bullet start
+                nl = _NEWLINE_BREAK_RE.search(text, m.start())
+                if nl is not None and nl.start() < pos:
+                    append(pos)
     starts.append(n)
+    spans = []
     for a, b in zip(starts, starts[1:]):
         e = b
-        while e > a and text[e - 1].isspace():
+        while text[e - 1].isspace():  # stops at the latest at a, a non-space character
             e -= 1
-        if e > a:
-            spans.append((a, e))
+        spans.append((a, e))
     return spans
 
 
@@ -195,13 +202,19 @@ def _chunk_spans(text: str, cfg: ChunkConfig) -> list[tuple[int, int, int]]:
     sents = _sentence_spans(text)
     if not sents:
         return []
-    cls = _char_classes(text)
-    count = cls.count
     cum = [0]  # cum[i]: token index where sentence i starts; cum[-1]: total tokens
     total = 0
-    for a, e in sents:  # a sentence starts with a token: + 1 if that is a word
-        total += count(b".", a, e) + count(b" a", a, e) + count(b".a", a, e) + (cls[a] == _WORD)
-        cum.append(total)
+    cls = _char_classes(text)
+    if cls is not None:
+        count = cls.count
+        for a, e in sents:  # a sentence starts with a token: + 1 if that is a word
+            total += count(b".", a, e) + count(b" a", a, e) + count(b".a", a, e) + (cls[a] == _WORD)
+            cum.append(total)
+    else:
+        findall = TOKEN_RE.findall
+        for a, e in sents:
+            total += len(findall(text, a, e))
+            cum.append(total)
 
     size, overlap = cfg.chunk_size, cfg.overlap
     tok_cache: dict[int, list[tuple[int, int]]] = {}

@@ -1,0 +1,175 @@
+"""cleaned_chunks engine: cleaning, rules, dedup and the decision log on real text."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ml.cleaned_chunks.chunking import ChunkConfig
+from ml.cleaned_chunks.clean import CleanConfig, clean_expr
+from ml.cleaned_chunks.filters import REASONS, FilterConfig, compute_features, first_failing_reason
+from ml.cleaned_chunks.pipeline import CurationConfig, curate, read_chunks, read_clean_docs, read_decisions
+
+PROSE = (
+    "The river town grew slowly during the nineteenth century, when a railway line reached its southern edge. "
+    "Merchants built warehouses along the water, and families moved into narrow brick houses near the station. "
+    "By the time the first bridge opened, the market had doubled in size and the council began to plan a school. "
+    "Travellers described the place as busy but friendly, with a harbour that was crowded with small boats. "
+    "Local histories record that the mill closed in 1921, although the building still stands beside the old canal. "
+    "Today visitors walk along the towpath, read the plaques on the walls, and stop for lunch in the square."
+)
+OTHER_PROSE = (
+    "A glacier forms where snow accumulates faster than it melts, compressing over many years into dense ice. "
+    "As the ice thickens it begins to flow under its own weight, carving valleys and carrying rocks for miles. "
+    "Scientists measure this motion with stakes, satellites and careful surveys of the surface each summer. "
+    "Many glaciers have retreated during the last century, exposing bare rock and new lakes at their fronts. "
+    "The meltwater feeds rivers that supply farms and cities, so changes in the ice matter far downstream."
+)
+
+
+def reason(text: str, cfg: FilterConfig = FilterConfig()) -> str | None:
+    df = pl.DataFrame({"t": [text]})
+    return first_failing_reason(compute_features(df, "t", cfg), cfg)[0]
+
+
+def lines(*parts: str) -> str:
+    return "\n".join(parts)
+
+
+# a document built to break each rule, and the config under which that rule is the first to fire
+BROKEN = {
+    "empty_after_cleaning": ("", FilterConfig()),
+    "c4_lorem_ipsum": (PROSE + " Lorem ipsum dolor sit amet, consectetur adipiscing elit.", FilterConfig()),
+    "c4_curly_bracket": (PROSE + " The template was {name}.", FilterConfig(c4_curly_bracket=True)),
+    "gopher_too_few_words": ("The cat sat on the mat. It was warm. Then it slept.", FilterConfig()),
+    "gopher_too_many_words": (PROSE, FilterConfig(max_words=60)),
+    "gopher_mean_word_length": (" ".join(f"incomprehensibilities{i} of the notwithstanding{i}." for i in range(40)),
+                                FilterConfig()),
+    "gopher_symbol_ratio": (PROSE + " " + " ".join(f"#tag{i}" for i in range(30)), FilterConfig()),
+    "gopher_bullet_lines": (lines(*(f"- The committee reviewed part {i} of the plan with care." for i in range(12))),
+                            FilterConfig()),
+    "gopher_ellipsis_lines": (lines(*(f"The story of chapter {i} continues with the town and the river..." for i in range(10))),
+                              FilterConfig()),
+    "gopher_alpha_words": (PROSE + " " + " ".join(str(1000 + 7 * i) for i in range(60)), FilterConfig()),
+    "gopher_stop_words": (" ".join(f"Apples, pears, plums{i} grow quickly near sunny hills. Farmers pick fruit daily."
+                                   for i in range(8)), FilterConfig(max_dup_ngram_char_frac=None, max_top_ngram_char_frac=None)),
+    "gopher_dup_lines": (lines(PROSE, *["Subscribe for more updates about the town and the river."] * 6), FilterConfig()),
+    "gopher_dup_paragraphs": ("\n\n".join([PROSE, OTHER_PROSE, OTHER_PROSE, OTHER_PROSE]),
+                              FilterConfig(max_dup_line_frac=None, max_dup_line_char_frac=None)),
+    "gopher_dup_line_chars": (lines(PROSE, OTHER_PROSE, OTHER_PROSE),
+                              FilterConfig(max_dup_line_frac=None)),
+    "gopher_dup_paragraph_chars": ("\n\n".join([PROSE, OTHER_PROSE, OTHER_PROSE]),
+                                   FilterConfig(max_dup_line_frac=None, max_dup_line_char_frac=None, max_dup_para_frac=None)),
+    "gopher_top_ngram": (PROSE + " " + " ".join(f"data science {w}" for w in PROSE.split()[:40]), FilterConfig()),
+    "gopher_dup_ngrams": (PROSE + " " + OTHER_PROSE[:150] + " " + OTHER_PROSE[:150] + " " + OTHER_PROSE[:150],
+                          FilterConfig(max_top_ngram_char_frac=None)),
+    "c4_too_few_sentences": (PROSE.replace(". ", ", and "), FilterConfig()),
+}
+
+
+def test_clean_prose_passes_every_rule():
+    assert reason(PROSE) is None
+    assert reason("\n\n".join([PROSE, OTHER_PROSE])) is None
+
+
+@pytest.mark.parametrize("rule", sorted(BROKEN))
+def test_each_rule_fires_on_a_document_built_to_break_it(rule):
+    text, cfg = BROKEN[rule]
+    assert reason(text, cfg) == rule
+    assert reason(PROSE, cfg) is None or rule == "gopher_too_many_words"
+
+
+def test_every_rule_has_a_breaking_document():
+    assert set(BROKEN) == set(REASONS)
+
+
+def test_switching_a_rule_or_family_off():
+    text, _ = BROKEN["c4_lorem_ipsum"]
+    assert reason(text, FilterConfig(c4_lorem_ipsum=False)) is None
+    assert reason(text, FilterConfig(c4=False)) is None
+    short = BROKEN["gopher_too_few_words"][0]
+    assert reason(short, FilterConfig(min_words=None, c4_min_sentences=None, gopher_repetition=False)) is None
+    assert reason(short, FilterConfig(gopher_quality=False, gopher_repetition=False, c4=False)) is None
+
+
+def clean(text: str, cfg: CleanConfig = CleanConfig()) -> str:
+    expr, removals = clean_expr("t", cfg)
+    return pl.DataFrame({"t": [text]}).select(expr)[0, 0]
+
+
+def test_cleaning_normalizes_and_strips_markup():
+    assert clean("ﬁne Ｗｉｄｅ text\x07 with\u200b controls") == "fine Wide text with controls"
+    html = "<html><head><style>p {color: red}</style></head><body><p>Hello <b>world</b> &amp; friends&#8217;</p>" \
+           "<script>var x = 1;</script><!-- a comment --><div>Second   block</div></body></html>"
+    assert clean(html) == "Hello world & friends’\n\nSecond block"
+    wiki = "== History ==\n'''Paris''' is the [[capital city|capital]] of [[France]].{{citation needed}}<ref>A book</ref>\n[[Category:Cities]]"
+    assert clean(wiki) == "History\nParis is the capital of France."
+    # code-like text keeps its comparisons and quotes (no wiki markers present)
+    assert clean("if x < 0 and y > 1: s = ''") == "if x < 0 and y > 1: s = ''"
+
+
+def test_line_rules_remove_boilerplate_and_are_configurable():
+    text = lines("Welcome to the site.", "Please enable JavaScript to continue.", "Read our Privacy Policy.",
+                 "All rights reserved 2024.", "The real article starts here and goes on.")
+    assert clean(text) == "Welcome to the site.\nThe real article starts here and goes on."
+    assert "JavaScript" in clean(text, CleanConfig(c4_javascript_lines=False))
+    custom = CleanConfig(boilerplate_patterns=(r"^welcome",))
+    assert "Welcome" not in clean(text, custom) and "All rights reserved" in clean(text, custom)
+    assert clean(lines("One two.", "Three words here.", "Ok"), CleanConfig(c4_min_words_per_line=3)) == "Three words here."
+
+
+def write_raw(tmp: Path, texts: list[str]) -> list[Path]:
+    raw = tmp / "raw"
+    raw.mkdir()
+    df = pl.DataFrame({"doc_id": [f"d{i:03d}" for i in range(len(texts))], "title": "t", "url": "u",
+                       "source": "s.jsonl", "content": texts})
+    df.write_parquet(raw / "part-00000.parquet")
+    return [raw / "part-00000.parquet"]
+
+
+def test_pipeline_decisions_duplicates_and_accounting(tmp_path):
+    near = PROSE.replace("narrow brick houses", "narrow stone houses")  # one word changed: J ≈ 0.9
+    texts = [PROSE, OTHER_PROSE, "  " + PROSE.upper() + "  ", near, BROKEN["c4_lorem_ipsum"][0], "<p> </p>",
+             "\n\n".join([OTHER_PROSE, PROSE])]
+    cfg = CurationConfig(batch_docs=3, chunk=ChunkConfig(chunk_size=40, overlap=8))
+    report = curate(write_raw(tmp_path, texts), tmp_path / "out", tmp_path / "tmp", cfg)
+    dec = read_decisions(tmp_path / "out").collect()
+    assert dec.height == len(texts) and dec["doc_id"].to_list() == [f"d{i:03d}" for i in range(len(texts))]
+    rows = {r["doc_id"]: (r["decision"], r["reason"], r["duplicate_of"]) for r in dec.iter_rows(named=True)}
+    assert rows["d000"] == ("kept", None, None)
+    assert rows["d001"] == ("kept", None, None)
+    assert rows["d002"] == ("exact_duplicate", "exact_duplicate", "d000")  # case and whitespace differ only
+    assert rows["d003"][0] == "near_duplicate" and rows["d003"][2] == "d000"
+    assert rows["d004"] == ("filtered", "c4_lorem_ipsum", None)
+    assert rows["d005"] == ("filtered", "empty_after_cleaning", None)
+    assert rows["d006"][0] == "kept"  # shares text with two docs but is neither copy
+    stats = report.stats()
+    assert stats["docs_in"] == len(texts) == sum(stats[f"docs.{d}"] for d in ("kept", "exact_duplicate",
+                                                                             "near_duplicate", "filtered"))
+    assert stats["duplicate_rate"] == pytest.approx(2 / 7)
+    kept_docs = read_clean_docs(tmp_path / "out").collect()
+    assert kept_docs["doc_id"].to_list() == ["d000", "d001", "d006"]
+    chunks = read_chunks(tmp_path / "out").collect()
+    assert set(chunks["doc_id"]) == {"d000", "d001", "d006"}
+    assert chunks["n_tokens"].max() <= 40
+    texts_by_doc = dict(zip(kept_docs["doc_id"], kept_docs["text"]))
+    for c in chunks.iter_rows(named=True):
+        assert texts_by_doc[c["doc_id"]][c["char_start"]:c["char_end"]] == c["text"]
+
+
+def test_same_input_same_output_bytes(tmp_path):
+    parts = write_raw(tmp_path, [PROSE, OTHER_PROSE, PROSE + " Extra sentence at the end here."])
+    outs = []
+    for i in range(2):
+        curate(parts, tmp_path / f"out{i}", tmp_path / f"tmp{i}")
+        outs.append(sorted((p.relative_to(tmp_path / f"out{i}").as_posix(), p.read_bytes())
+                           for p in (tmp_path / f"out{i}").rglob("*.parquet")))
+    assert outs[0] == outs[1]
+
+
+def test_near_dedup_can_be_switched_off(tmp_path):
+    near = PROSE.replace("narrow brick houses", "narrow stone houses")
+    report = curate(write_raw(tmp_path, [PROSE, near]), tmp_path / "out", tmp_path / "tmp",
+                    replace(CurationConfig(), near_dedup=False))
+    assert report.decisions["kept"] == 2
