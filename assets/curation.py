@@ -1,4 +1,4 @@
-"""Curation stage: cleaned_chunks (and relation_triples) from raw_docs."""
+"""Curation stage: cleaned_chunks and relation_triples, from raw_docs."""
 
 import tempfile
 from pathlib import Path
@@ -12,6 +12,7 @@ import ml.cleaned_chunks.clean as clean
 import ml.cleaned_chunks.filters as filters
 import ml.cleaned_chunks.minhash as minhash
 import ml.cleaned_chunks.pipeline as pipeline
+import ml.relation_triples as triples_pkg
 from assets.versioned import materialize_versioned, preview_table, upstream_version
 from ml.fsutil import source_digest
 from ml.paths import work_dir
@@ -141,4 +142,63 @@ def cleaned_chunks(
         context, store=st, catalog=catalog.get(), config=config.model_dump(),
         upstream={"raw_docs": raw.data_version}, build=build,
         catalog_rows=_decision_rows, metadata=_chunks_metadata,
+    )
+
+
+class RelationTriplesConfig(dg.Config):
+    parser: str = "simple"
+    """Extractor backend: 'simple' (rules, always available) or another registered one, e.g. 'spacy'."""
+    min_confidence: float = 0.3
+    """Triples below this confidence are dropped (the per-chunk cache keeps them all)."""
+    batch_chunks: int = 50_000
+
+
+def _triples_metadata(version: StoredVersion) -> dict:
+    s = version.stats
+    labels = {k.split(".", 1)[1]: int(v) for k, v in s.items() if k.startswith("relation.") and v}
+    hist = {k.split(".", 1)[1]: int(v) for k, v in s.items() if k.startswith("confidence_hist.")}
+    preview = (pl.scan_parquet(version.path / "triples" / "*.parquet")
+               .select("subject", "relation", "object", "confidence", "evidence").head(8).collect())
+    return {
+        "triples": int(s["triples"]), "chunks": int(s["chunks"]),
+        "chunks_parsed": int(s["chunks_parsed"]), "chunks_cached": int(s["chunks_cached"]),
+        "below_min_confidence": int(s["below_min_confidence"]),
+        "per_relation": dg.MetadataValue.json(labels), "confidence_histogram": dg.MetadataValue.json(hist),
+        "preview": preview_table(preview),
+    }
+
+
+@dg.asset(
+    group_name="corpus",
+    deps=["cleaned_chunks"],
+    code_version=source_digest(*sorted(str(p) for p in Path(triples_pkg.__file__).parent.glob("*.py")), __file__),
+    kinds={"polars"},
+    description="Relation triples (subject, relation, object, confidence, evidence span) extracted from "
+    "cleaned_chunks by a pluggable parser; unchanged chunks come from a per-chunk cache.",
+)
+def relation_triples(
+    context: dg.AssetExecutionContext, config: RelationTriplesConfig,
+    store: ArtifactStoreResource, catalog: CatalogResource,
+) -> dg.MaterializeResult:
+    st = store.get()
+    chunks = upstream_version(context, st, "cleaned_chunks")
+    extractor = triples_pkg.get_extractor(config.parser)
+    cache = triples_pkg.TripleCache(work_dir(st.home) / "relation_triples" / "cache", extractor.name, extractor.version)
+
+    def build(out: Path) -> BuildResult:
+        (out / "triples").mkdir()
+        totals: dict[str, float] = {}
+        frame = pipeline.read_chunks(chunks.path).select("chunk_id", "text").collect()
+        for part, lo in enumerate(range(0, max(frame.height, 1), config.batch_chunks)):
+            triples, stats = triples_pkg.extract_triples(
+                frame.slice(lo, config.batch_chunks), extractor, min_confidence=config.min_confidence, cache=cache)
+            triples.write_parquet(out / "triples" / f"part-{part:05d}.parquet")
+            for k, v in stats.items():
+                totals[k] = totals.get(k, 0) + v
+        return BuildResult(stats=totals, rows=int(totals.get("triples", 0)))
+
+    return materialize_versioned(
+        context, store=st, catalog=catalog.get(),
+        config={**config.model_dump(), "extractor": f"{extractor.name}@{extractor.version}"},
+        upstream={"cleaned_chunks": chunks.data_version}, build=build, metadata=_triples_metadata,
     )

@@ -8,6 +8,18 @@ from resources import ArtifactStoreResource, CatalogResource, LandingZone
 from tests.conftest import write_lines
 from tests.test_curation import OTHER_PROSE, PROSE
 
+THIRD_PROSE = (
+    "The orchestra rehearsed every evening in the old hall, where the wooden floor creaked under the chairs. "
+    "Its conductor insisted on long pauses between movements, so the players could hear the silence settle. "
+    "On the night of the concert the audience arrived early, and many stood along the walls to listen. "
+    "Critics later wrote that the slow movement was the finest they had heard in that city for years."
+)
+FOURTH_PROSE = (
+    "Bees communicate the location of flowers through a dance performed on the vertical comb inside the hive. "
+    "The angle of the dance relative to gravity points toward the food, measured from the direction of the sun. "
+    "Its duration tells the other workers how far they must fly, and the vigour signals how rich the source is. "
+    "Researchers decoded this language in the twentieth century with patient observation and glass hives."
+)
 RESOURCES = {"store": ArtifactStoreResource(), "catalog": CatalogResource(), "landing": LandingZone()}
 
 
@@ -55,3 +67,49 @@ def test_cleaned_chunks_versions_cache_and_decisions(home):
                     [chunks_v]).item()
     kept = cat.query("SELECT doc_id FROM doc_decisions WHERE decision = 'kept' AND data_version = ?", [chunks_v])
     assert dup in kept["doc_id"].to_list()
+
+
+def test_relation_triples_versioned_and_only_changed_chunks_parsed(home):
+    from assets import relation_triples
+
+    sentences = [
+        "Python is a programming language.", "The parser returns a syntax tree.",
+        "The archive contains compressed files.", "Dagster was created by Elementl.",
+    ]
+    fillers = [PROSE, OTHER_PROSE, THIRD_PROSE, FOURTH_PROSE]  # distinct: no doc is a near-duplicate
+    docs = [_doc(i, s + " " + fillers[i]) for i, s in enumerate(sentences)]
+    write_lines(home / "landing" / "a.jsonl", docs)
+    assets = [raw_docs, cleaned_chunks, relation_triples]
+    with dg.instance_for_test() as instance:
+        def run():
+            result = dg.materialize(assets, instance=instance, resources=RESOURCES)
+            assert result.success
+            return {e.asset_key.to_user_string(): e.event_specific_data.materialization
+                    for e in result.get_asset_materialization_events()}
+
+        first = run()["relation_triples"].metadata
+        assert first["chunks_parsed"].value == first["chunks"].value > 0
+        assert first["per_relation"].value.get("returns", 0) >= 1
+        assert first["per_relation"].value.get("created_by", 0) >= 1
+
+        docs[0] = _doc(0, "Rust is a systems language. " + PROSE)
+        write_lines(home / "landing" / "a.jsonl", docs)
+        second = run()["relation_triples"]
+        md = second.metadata
+        assert md["cache_hit"].value is False
+        assert 0 < md["chunks_parsed"].value < md["chunks"].value  # only the changed doc's chunks
+        assert md["chunks_cached"].value == md["chunks"].value - md["chunks_parsed"].value
+
+    import polars as pl
+    from ml.store import ArtifactStore
+
+    v = ArtifactStore(home).get("relation_triples", second.tags["dagster/data_version"])
+    triples = pl.read_parquet(v.path / "triples" / "*.parquet")
+    assert ((triples["confidence"] >= 0.3) & (triples["confidence"] <= 1)).all()
+    chunks_v = ArtifactStore(home).versions("cleaned_chunks")[-1]
+    chunks = pl.read_parquet(chunks_v.path / "chunks" / "*.parquet").select("chunk_id", "text")
+    joined = triples.join(chunks, on="chunk_id")
+    assert joined.height == triples.height  # every triple points at a chunk of its upstream version
+    for r in joined.iter_rows(named=True):
+        assert r["text"][r["evidence_start"]:r["evidence_end"]] == r["evidence"]
+    assert ("Rust", "is_a") in set(zip(triples["subject"], triples["relation"]))

@@ -1,0 +1,43 @@
+"""Relation triples (subject, relation, object, confidence, evidence span) from text chunks.
+
+    from ml.relation_triples import get_extractor, extract_triples, TripleCache
+
+    extractor = get_extractor("simple")            # or "spacy" (needs spaCy + a model)
+    cache = TripleCache(root, extractor.name, extractor.version)
+    triples, stats = extract_triples(chunks, extractor, min_confidence=0.3, cache=cache)
+
+``base`` holds the label set (``RELATIONS``), ``Triple``, the ``Extractor`` protocol and
+the backend registry; ``lexicon`` the phrase -> label tables and the confidence formula
+shared by the backends; ``simple`` and ``spacy_backend`` the backends; ``cache`` the
+per-chunk parquet cache; ``extract`` the frame-level driver.
+"""
+
+from ml.relation_triples.base import (
+    RELATIONS,
+    SPACY_HINT,
+    Extractor,
+    Triple,
+    available,
+    get_extractor,
+    register,
+)
+from ml.relation_triples.cache import TripleCache, default_cache_root
+from ml.relation_triples.extract import TRIPLE_SCHEMA, chunk_digest, extract_triples
+from ml.relation_triples.simple import SimpleExtractor, sentence_spans
+
+__all__ = [
+    "RELATIONS",
+    "SPACY_HINT",
+    "TRIPLE_SCHEMA",
+    "Extractor",
+    "SimpleExtractor",
+    "Triple",
+    "TripleCache",
+    "available",
+    "chunk_digest",
+    "default_cache_root",
+    "extract_triples",
+    "get_extractor",
+    "register",
+    "sentence_spans",
+]
