@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from ml.cleaned_chunks.chunking import ChunkConfig
-from ml.cleaned_chunks.clean import CleanConfig, clean_expr
+from ml.cleaned_chunks.clean import CleanConfig, clean_frame
 from ml.cleaned_chunks.filters import REASONS, FilterConfig, compute_features, first_failing_reason
 from ml.cleaned_chunks.pipeline import CurationConfig, curate, read_chunks, read_clean_docs, read_decisions
 
@@ -94,8 +94,7 @@ def test_switching_a_rule_or_family_off():
 
 
 def clean(text: str, cfg: CleanConfig = CleanConfig()) -> str:
-    expr, removals = clean_expr("t", cfg)
-    return pl.DataFrame({"t": [text]}).select(expr)[0, 0]
+    return clean_frame(pl.DataFrame({"t": [text]}), "t", cfg)["text"][0]
 
 
 def test_cleaning_normalizes_and_strips_markup():

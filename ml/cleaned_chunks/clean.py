@@ -3,7 +3,7 @@
 Order: NFKC → markup (HTML; wiki only on docs that look like wiki text) → entities →
 control characters → C4-style line rules → boilerplate lines → whitespace.
 
-Each line rule counts the lines it removed (``line_removals``), so the stats say how
+Each line rule counts the lines it removed (one column per rule in ``clean_frame``), so the stats say how
 much text each rule took away; doc-level decisions live in ``filters.py``.
 """
 
@@ -71,8 +71,8 @@ def _unescape_numeric(s: pl.Expr) -> pl.Expr:
     ).otherwise(s)
 
 
-def clean_expr(col: str, cfg: CleanConfig) -> tuple[pl.Expr, dict[str, pl.Expr]]:
-    """(expression for the cleaned text, {line rule: expression counting lines it removes})."""
+def base_clean_expr(col: str, cfg: CleanConfig) -> pl.Expr:
+    """Everything but the line rules: normalization, markup, entities, control chars, spaces."""
     s = pl.col(col).str.replace_all(r"\r\n?", "\n")
     if cfg.nfkc:
         s = s.str.normalize("NFKC")
@@ -100,29 +100,40 @@ def clean_expr(col: str, cfg: CleanConfig) -> tuple[pl.Expr, dict[str, pl.Expr]]
         s = pl.when(s.str.contains(WIKI_HINT)).then(w).otherwise(s)
     if cfg.remove_control:
         s = s.str.replace_all(CONTROL, "")
-    s = s.str.replace_all(r"[ \t\f\v\u00A0\u2000-\u200A\u202F\u205F\u3000]+", " ").str.replace_all(r"(?m)^ | $", "")
+    return s.str.replace_all(r"[ \t\f\v\u00A0\u2000-\u200A\u202F\u205F\u3000]+", " ").str.replace_all(r"(?m)^ | $", "")
 
-    removals: dict[str, pl.Expr] = {}
-    line_rules: list[tuple[str, str]] = []
+
+def line_rules(cfg: CleanConfig) -> list[tuple[str, str]]:
+    """(rule name, regex matching a whole line it removes), in the order they apply."""
+    rules: list[tuple[str, str]] = []
     if cfg.c4_javascript_lines:
-        line_rules.append(("c4_javascript_line", _lines_matching("javascript")))
+        rules.append(("c4_javascript_line", _lines_matching("javascript")))
     if cfg.c4_policy_lines:
-        line_rules.append(("c4_policy_line", _lines_matching("|".join(C4_POLICY))))
+        rules.append(("c4_policy_line", _lines_matching("|".join(C4_POLICY))))
     if cfg.boilerplate_patterns:
-        line_rules.append(("boilerplate_line", _lines_matching("|".join(f"(?:{p})" for p in cfg.boilerplate_patterns))))
+        rules.append(("boilerplate_line", _lines_matching("|".join(f"(?:{p})" for p in cfg.boilerplate_patterns))))
     if cfg.c4_max_word_length:
-        line_rules.append(("c4_long_word_line", rf"(?m)^[^\n]*\S{{{cfg.c4_max_word_length + 1},}}[^\n]*(?:\n|$)"))
+        rules.append(("c4_long_word_line", rf"(?m)^[^\n]*\S{{{cfg.c4_max_word_length + 1},}}[^\n]*(?:\n|$)"))
     if cfg.c4_min_words_per_line:
         if cfg.c4_min_words_per_line > 1:  # non-blank lines of 1 .. min-1 words (blank lines separate paragraphs)
             k = cfg.c4_min_words_per_line - 2
-            line_rules.append(("c4_short_line", rf"(?m)^[ ]*\S+(?:[ ]+\S+){{0,{k}}}[ ]*(?:\n|$)"))
+            rules.append(("c4_short_line", rf"(?m)^[ ]*\S+(?:[ ]+\S+){{0,{k}}}[ ]*(?:\n|$)"))
     if cfg.c4_require_terminal_punct:
-        line_rules.append(("c4_no_terminal_punct", r"(?m)^[^\n]*[^.!?\"'”’)\n][ ]*(?:\n|$)"))
-    for name, pattern in line_rules:
-        removals[name] = s.str.count_matches(pattern)
-        s = s.str.replace_all(pattern, "")
-    s = s.str.replace_all(r"\n{3,}", "\n\n").str.strip_chars()
-    return s, removals
+        rules.append(("c4_no_terminal_punct", r"(?m)^[^\n]*[^.!?\"'”’)\n][ ]*(?:\n|$)"))
+    return rules
+
+
+def clean_frame(df: pl.DataFrame, col: str, cfg: CleanConfig, out: str = "text") -> pl.DataFrame:
+    """df with ``out`` (cleaned text) and one column per line rule counting the lines it removed.
+
+    The text is materialised after each step: an expression chain reused by several
+    output columns would be re-evaluated once per column.
+    """
+    df = df.with_columns(base_clean_expr(col, cfg).alias(out))
+    for name, pattern in line_rules(cfg):
+        df = df.with_columns(pl.col(out).str.count_matches(pattern).alias(name),
+                             pl.col(out).str.replace_all(pattern, ""))
+    return df.with_columns(pl.col(out).str.replace_all(r"\n{3,}", "\n\n").str.strip_chars())
 
 
 def exact_key_expr(col: str) -> pl.Expr:

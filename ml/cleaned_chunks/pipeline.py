@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from ml.cleaned_chunks.chunking import ChunkConfig, chunk_frame
-from ml.cleaned_chunks.clean import CleanConfig, check_patterns, clean_expr, exact_key_expr
+from ml.cleaned_chunks.clean import CleanConfig, check_patterns, clean_frame, exact_key_expr, line_rules
 from ml.cleaned_chunks.filters import MIX, FilterConfig, WordArrays, compute_features, first_failing_reason
 from ml.cleaned_chunks.minhash import MinHasher, near_duplicates
 
@@ -51,7 +51,7 @@ class CurationConfig:
     shingle_size: int = 5
     num_perm: int = 128
     minhash_seed: int = 42
-    batch_docs: int = 20_000
+    batch_docs: int = 10_000
     threads: int = 2
 
 
@@ -124,7 +124,7 @@ def curate(raw_parts: list[Path], out: Path, tmp: Path, cfg: CurationConfig = Cu
     check_patterns(cfg.clean.boilerplate_patterns)
     report = CurationReport()
     hasher = MinHasher(cfg.num_perm, cfg.minhash_seed)
-    text_expr, removal_exprs = clean_expr("content", cfg.clean)
+    rules = [name for name, _ in line_rules(cfg.clean)]
     seen_exact: dict[int, str] = {}
     decisions: list[pl.DataFrame] = []
     survivor_ids: list[str] = []
@@ -138,8 +138,8 @@ def curate(raw_parts: list[Path], out: Path, tmp: Path, cfg: CurationConfig = Cu
     for batch in iter_batches(raw_parts, cfg.batch_docs):
         report.docs_in += batch.height
         report.chars_in += int(batch["content"].str.len_chars().sum())
-        cleaned = batch.select(*DOC_COLUMNS, text_expr.alias("text"), **removal_exprs)
-        for rule in removal_exprs:
+        cleaned = clean_frame(batch, "content", cfg.clean)
+        for rule in rules:
             report.lines_removed[rule] += int(cleaned[rule].sum())
         cleaned = cleaned.select(*DOC_COLUMNS, "text", key=exact_key_expr("text"))
 
