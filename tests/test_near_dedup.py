@@ -74,3 +74,22 @@ def test_short_documents_and_empty_text_are_handled():
     docs = [["only", "three", "words"], ["only", "three", "words"], ["something", "else", "entirely"], []]
     rep = cluster(docs)
     assert rep[1] == 0 and rep[2] == 2 and rep[3] == 3
+
+
+def test_signatures_do_not_depend_on_how_shingles_are_sliced(monkeypatch):
+    import ml.cleaned_chunks.minhash as minhash
+
+    rng = np.random.default_rng(3)
+    sizes = [1, 5, 40, 3, 250]  # the last document is far larger than a slice
+    doc = np.repeat(np.arange(len(sizes)), sizes)
+    shingles = rng.integers(0, 2**63, len(doc), dtype=np.uint64)
+    whole, has = MinHasher(64, 1).signatures(doc, shingles, len(sizes), threads=1)
+    for slice_size in (7, 16, 41, 1000):
+        monkeypatch.setattr(minhash, "SLICE", slice_size)
+        sliced, has2 = MinHasher(64, 1).signatures(doc, shingles, len(sizes), threads=2)
+        assert np.array_equal(sliced, whole) and np.array_equal(has, has2)
+    # and the minimum really is the per-document minimum of the permuted hashes
+    a, b = MinHasher(64, 1)._coeffs()
+    with np.errstate(over="ignore"):
+        expect = ((np.multiply.outer(shingles[-250:], a) + b).min(axis=0) >> np.uint64(32)).astype(np.uint32)
+    assert np.array_equal(whole[-1], expect)

@@ -4,7 +4,8 @@
   a document shorter than n words gets one shingle of all its words.
 - ``num_perm`` hash functions h_j(x) = a_j·x + b_j (mod 2^64, a_j odd), minimum per
   document, top 32 bits kept: a (n_docs × num_perm) uint32 signature, computed in
-  slices on several threads (numpy releases the GIL) so memory stays bounded.
+  fixed-size slices of shingles on several threads (numpy releases the GIL), so
+  memory stays bounded even for one huge document.
 - Bands × rows are chosen from the Jaccard threshold by minimising the weighted
   false-positive and false-negative areas of the LSH S-curve (``lsh_params``).
 - Documents sharing a band bucket become candidates; a candidate pair is accepted
@@ -22,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 
 MIX = np.uint64(0x9E3779B97F4A7C15)
-SLICE = 1 << 15  # shingles per slice: 32k × 128 perms × 8 B = 32 MB per thread
+SLICE = 1 << 15  # shingles per slice: 32k × 128 perms × 8 B = 32 MB per thread, whatever the doc sizes
 
 
 @lru_cache(maxsize=64)
@@ -70,23 +71,20 @@ class MinHasher:
         if len(shingles) == 0:
             return sig, has
         has[doc] = True
-        # slice boundaries on document boundaries, so each slice owns whole documents
-        starts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]])
-        cuts = [0]
-        for s in starts[np.searchsorted(starts, np.arange(SLICE, len(doc), SLICE))]:
-            if s > cuts[-1]:
-                cuts.append(int(s))
-        cuts.append(len(doc))
 
-        def work(lo: int, hi: int) -> None:
+        def work(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+            """Per-document minima over shingles lo..hi (a slice may cut through a document)."""
             hv = np.multiply.outer(shingles[lo:hi], a)  # wraps mod 2^64
             hv += b
             seg = np.flatnonzero(np.r_[True, doc[lo + 1:hi] != doc[lo:hi - 1]])
             mins = np.minimum.reduceat(hv, seg, axis=0)
-            sig[doc[lo + seg]] = (mins >> np.uint64(32)).astype(np.uint32)
+            return doc[lo + seg], (mins >> np.uint64(32)).astype(np.uint32)
 
+        bounds = list(range(0, len(doc), SLICE)) + [len(doc)]
         with np.errstate(over="ignore"), ThreadPoolExecutor(max(1, threads)) as pool:
-            list(pool.map(lambda ab: work(*ab), zip(cuts[:-1], cuts[1:])))
+            # documents cut by a slice boundary get partial minima from two slices: fold them here
+            for docs, mins in pool.map(lambda ab: work(*ab), zip(bounds[:-1], bounds[1:])):
+                sig[docs] = np.minimum(sig[docs], mins)
         return sig, has
 
 
