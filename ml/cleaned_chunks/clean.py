@@ -129,7 +129,8 @@ def clean_frame(df: pl.DataFrame, col: str, cfg: CleanConfig, out: str = "text")
     The text is materialised after each step: an expression chain reused by several
     output columns would be re-evaluated once per column.
     """
-    df = df.with_columns(base_clean_expr(col, cfg).alias(out))
+    # lazy: common-subexpression elimination evaluates the shared when/then prefix once
+    df = df.lazy().with_columns(base_clean_expr(col, cfg).alias(out)).collect()
     for name, pattern in line_rules(cfg):
         df = df.with_columns(pl.col(out).str.count_matches(pattern).alias(name),
                              pl.col(out).str.replace_all(pattern, ""))
