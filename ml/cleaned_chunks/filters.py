@@ -113,14 +113,13 @@ RULES: tuple[Rule, ...] = (
          lambda c: _thr(c.c4_min_sentences, lambda v: pl.col("n_sentences") < v)),
 )
 REASONS = tuple(r.reason for r in RULES)
-_FAMILY_SWITCH = {"gopher_quality": "gopher_quality", "gopher_repetition": "gopher_repetition", "c4": "c4"}
+FAMILIES = ("gopher_quality", "gopher_repetition", "c4")  # each is also the FilterConfig switch of that name
 
 
 def active_rules(cfg: FilterConfig) -> list[tuple[Rule, pl.Expr]]:
     out = []
     for rule in RULES:
-        switch = _FAMILY_SWITCH.get(rule.family)
-        if switch and not getattr(cfg, switch):
+        if rule.family in FAMILIES and not getattr(cfg, rule.family):
             continue
         expr = rule.fails(cfg)
         if expr is not None:
