@@ -45,10 +45,6 @@ def catalog_dir(home: Path) -> Path:
     return home / "catalog"
 
 
-def dagster_home(home: Path) -> Path:
-    return home / "dagster"
-
-
 def check_asset_name(name: str) -> str:
     if not isinstance(name, str) or not ASSET_NAME_RE.match(name):
         raise UnsafeNameError(f"invalid asset name {name!r}: expected [a-z][a-z0-9_]*, at most 64 chars")

@@ -276,7 +276,6 @@ class PartWriter:
         self.directory, self.schema, self.batch_rows = directory, schema, batch_rows
         self.rows: list[tuple] = []
         self.parts = 0
-        self.total = 0
         directory.mkdir(parents=True, exist_ok=True)
 
     def add(self, row: tuple) -> None:
@@ -290,7 +289,6 @@ class PartWriter:
         df = pl.DataFrame(self.rows, schema=self.schema, orient="row")
         df.write_parquet(self.directory / f"part-{self.parts:05d}.parquet", compression="zstd", statistics=True)
         self.parts += 1
-        self.total += len(self.rows)
         self.rows = []
 
 

@@ -1,10 +1,8 @@
 import gzip
 import io
 import json
-from pathlib import Path
 
 import polars as pl
-import pytest
 
 from ml.raw_docs import REASONS, IngestConfig, doc_id_for, ingest, iter_lines, read_docs, read_quarantine, scan_landing
 from tests.conftest import write_lines

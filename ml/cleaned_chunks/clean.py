@@ -10,8 +10,7 @@ much text each rule took away; doc-level decisions live in ``filters.py``.
 from __future__ import annotations
 
 import html
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -22,7 +21,7 @@ HTML_TAGS = (
     "title tr tt u ul var nowiki references ref gallery math poem"
 ).split()
 _TAG_ALT = "|".join(HTML_TAGS)
-BLOCK_TAG = rf"(?i)<br\s*/?>|</?(?:p|div|li|ul|ol|dl|dt|dd|tr|table|h[1-6]|blockquote|pre|section|header|footer|figure|title)\b[^<>]*>"
+BLOCK_TAG = r"(?i)<br\s*/?>|</?(?:p|div|li|ul|ol|dl|dt|dd|tr|table|h[1-6]|blockquote|pre|section|header|footer|figure|title)\b[^<>]*>"
 ANY_TAG = rf"(?i)</?(?:{_TAG_ALT})\b[^<>]*/?>"
 NAMED_ENTITIES = {
     "&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&apos;": "'", "&#39;": "'", "&nbsp;": " ",
@@ -56,7 +55,6 @@ class CleanConfig:
     """C4: remove lines containing a 'word' longer than this (0 disables)."""
     c4_require_terminal_punct: bool = False
     """C4: keep only lines ending in terminal punctuation (off by default: it drops lists, code and headings)."""
-    extra: dict = field(default_factory=dict)
 
 
 def _lines_matching(pattern: str) -> str:
@@ -149,4 +147,3 @@ def check_patterns(patterns: tuple[str, ...]) -> None:
             pl.Series([""]).str.contains(p)
         except Exception as exc:  # polars raises ComputeError on a bad regex
             raise ValueError(f"invalid boilerplate pattern {p!r}: {exc}") from None
-        re.compile(p)
