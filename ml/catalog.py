@@ -229,20 +229,15 @@ class Catalog:
         data_version = data_version or self.latest_version_of(asset)
         if data_version is None:
             raise CatalogError(f"no version of {asset!r} in the catalog")
-        known = self.query(
-            "SELECT count(*) FROM asset_versions WHERE asset = ? AND data_version LIKE ? || '%'",
+        matches = self.query(
+            "SELECT DISTINCT data_version FROM asset_versions WHERE asset = ? AND data_version LIKE ? || '%'",
             [asset, data_version],
-        ).item()
-        if not known:
+        )["data_version"].to_list()
+        if not matches:
             raise CatalogError(f"{asset}@{data_version} is not in the catalog")
-        if len(data_version) < 16:  # allow unambiguous prefixes
-            full = self.query(
-                "SELECT DISTINCT data_version FROM asset_versions WHERE asset = ? AND data_version LIKE ? || '%'",
-                [asset, data_version],
-            )
-            if full.height != 1:
-                raise CatalogError(f"version prefix {data_version!r} of {asset} is ambiguous")
-            data_version = full.item(0, 0)
+        if len(matches) > 1:  # a prefix may name several versions
+            raise CatalogError(f"version prefix {data_version!r} of {asset} is ambiguous: {sorted(matches)}")
+        data_version = matches[0]
         edges = self.query(
             "SELECT DISTINCT asset, data_version, upstream_asset, upstream_version FROM lineage_edges"
         ).rows()
