@@ -3,12 +3,14 @@
 import dagster as dg
 
 from assets import ALL_ASSETS
+from assets.checks import ALL_CHECKS
 from jobs import ALL_JOBS
 from resources import ArtifactStoreResource, CatalogResource, LandingZone
 from sensors import ALL_SENSORS
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
+    asset_checks=ALL_CHECKS,
     jobs=ALL_JOBS,
     sensors=ALL_SENSORS,
     resources={

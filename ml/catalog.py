@@ -62,6 +62,15 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "doc_decisions": {
         "doc_id": S, "data_version": S, "decision": S, "reason": S, "duplicate_of": S, "asset": S,
     },
+    # which bundle component is promoted (the latest row per component wins), by whom and when
+    "promotions": {
+        "component": S, "bundle_version": S, "model_version": S, "promoted_by": S, "promoted_at": TS,
+        "note": S,
+    },
+    # runs that failed: written by the run-failure sensor
+    "run_failures": {
+        "run_id": S, "job_name": S, "step_key": S, "error": S, "failed_at": TS,
+    },
 }
 
 BATCHES = "batches"

@@ -11,6 +11,7 @@ Every command takes ``--home`` (default: $LINEAGE_HOME, else .lineage/ in the ch
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ import polars as pl
 
 from ml.catalog import Catalog, CatalogError
 from ml.paths import landing_dir, lineage_home
+
+# modules with ``add_commands(subparsers)``: validate-config (training), verify/promote (export)
+PLUGIN_MODULES = ("ml.train.cli", "ml.export.cli")
 
 
 def _print_frame(df: pl.DataFrame, fmt: str, max_rows: int) -> None:
@@ -134,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--limit", type=int, default=None, help="process at most N titles this run")
     w.add_argument("--user-agent", default=None)
     w.set_defaults(func=cmd_download_wiki)
+
+    for module in PLUGIN_MODULES:  # subcommands that live beside their stage (imports stay lazy)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.add_commands(sub)
     return p
 
 

@@ -1,0 +1,1 @@
+"""Data-quality gates: Great Expectations suites over asset versions, and the blocking gate."""
