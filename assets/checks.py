@@ -1,3 +1,127 @@
-"""Asset checks (Great Expectations suites and model gates), registered in definitions.py."""
+"""Asset checks (Great Expectations suites and model gates), registered in definitions.py.
 
-ALL_CHECKS: list = []
+One multi-asset check per data asset, ``<asset>_quality``, runs that asset's suite
+(``ml/quality/suites.py``) on the version the asset last materialized and reports one Dagster
+check per expectation: blocking ones (``blocking=True``, severity ERROR) stop the asset's
+downstream in the same run when they fail; warnings (severity WARN) never block. Every result
+also goes to the catalog's ``check_results``, where ``ml/quality/gate.py`` lets the retrain
+sensor and the export refuse a version whose latest blocking checks failed, in later runs.
+"""
+
+from typing import Iterator
+
+import dagster as dg
+import polars as pl
+
+from assets.versioned import preview_table, upstream_version
+from ml.quality.suites import SUITES, Thresholds
+from ml.quality.validate import record_results, validate_version
+from resources import ArtifactStoreResource, CatalogResource
+
+_T = Thresholds()
+
+
+class QualityConfig(dg.Config):
+    sample_rows: int = _T.sample_rows
+    """Failing rows kept per check in the metadata and in check_results.details."""
+
+
+class RawDocsQualityConfig(QualityConfig):
+    quarantine_rate_max: float = _T.quarantine_rate_max
+    """Warning when quarantined lines / lines read exceeds this."""
+
+
+class CleanedChunksQualityConfig(QualityConfig):
+    duplicate_rate_max: float = _T.duplicate_rate_max
+    """Warning when (exact + near duplicate documents) / documents in exceeds this."""
+
+
+class TokenizedCorpusQualityConfig(QualityConfig):
+    val_share_tolerance: float = _T.val_share_tolerance
+    """Allowed |val documents / documents - val_ratio| ..."""
+    val_share_sigmas: float = _T.val_share_sigmas
+    """... or this many binomial standard errors, whichever is larger (small corpora)."""
+
+
+class RelationDatasetQualityConfig(QualityConfig):
+    max_label_share: float = _T.max_label_share
+    """Warning when one label takes more than this share of the train split."""
+
+
+_CONFIGS: dict[str, type[QualityConfig]] = {
+    "raw_docs": RawDocsQualityConfig,
+    "cleaned_chunks": CleanedChunksQualityConfig,
+    "tokenized_corpus": TokenizedCorpusQualityConfig,
+    "relation_dataset": RelationDatasetQualityConfig,
+}
+
+
+def _metadata(r: dict) -> dict:
+    md = {
+        "data_version": r["data_version"],
+        "unexpected_count": dg.MetadataValue.int(r["unexpected_count"] or 0),
+        "unexpected_percent": dg.MetadataValue.float(float(r["unexpected_percent"] or 0.0)),
+        "element_count": dg.MetadataValue.int(r["element_count"] or 0),
+    }
+    if r["expectation"]:
+        md["expectation"] = dg.MetadataValue.json(r["expectation"])
+    if r["sample"]:
+        try:
+            md["failing_rows"] = preview_table(pl.DataFrame(r["sample"], infer_schema_length=None))
+        except Exception:  # heterogeneous values: show them as JSON instead
+            md["failing_rows"] = dg.MetadataValue.json(r["sample"])
+    if r["observed_value"] is not None:
+        md["observed_value"] = dg.MetadataValue.json({"value": r["observed_value"]})
+    if r["error"]:
+        md["error"] = dg.MetadataValue.text(r["error"])
+    if r["inputs"]:
+        md["inputs"] = dg.MetadataValue.json(r["inputs"])
+    if r.get("notes"):
+        md["notes"] = dg.MetadataValue.json(r["notes"])
+    return md
+
+
+def _quality_check(asset: str) -> dg.AssetChecksDefinition:
+    suite = SUITES[asset]
+    config_cls = _CONFIGS.get(asset, QualityConfig)
+    specs = [
+        dg.AssetCheckSpec(c.name, asset=asset, blocking=c.blocking,
+                          description=("" if c.blocking else "(warning) ") + c.description)
+        for c in suite.checks
+    ]
+
+    @dg.multi_asset_check(
+        name=f"{asset}_quality", specs=specs, can_subset=True, compute_kind="great_expectations",
+        description=f"Great Expectations suite of {asset} (ml/quality/suites.py) on its latest materialized version.",
+    )
+    def _check(context: dg.AssetCheckExecutionContext, config: config_cls, store: ArtifactStoreResource,
+               catalog: CatalogResource) -> Iterator[dg.AssetCheckResult]:
+        st = store.get()
+        version = upstream_version(context, st, asset)  # the version this asset last materialized
+        selected = {k.name for k in context.selected_asset_check_keys}
+        thresholds = Thresholds(**config.model_dump())
+        results = validate_version(st, asset, version.data_version, thresholds, checks=selected)
+        record_results(catalog.get(), asset, version.data_version, results, context.run.run_id)
+        failed = [r["check_name"] for r in results if not r["passed"]]
+        if failed:
+            context.log.warning(f"{asset}@{version.data_version}: failed checks {failed}")
+        for r in results:
+            yield dg.AssetCheckResult(
+                asset_key=asset, check_name=r["check_name"], passed=bool(r["passed"]),
+                severity=dg.AssetCheckSeverity.ERROR if r["severity"] == "ERROR" else dg.AssetCheckSeverity.WARN,
+                metadata=_metadata(r),
+            )
+
+    return _check
+
+
+def _defined_assets() -> set[str]:
+    from assets import ALL_ASSETS
+
+    return {key.to_user_string() for a in ALL_ASSETS for key in a.keys}
+
+
+# a suite joins the code location as soon as its asset does (its stage may still be in the works)
+QUALITY_CHECKS = [_quality_check(asset) for asset in SUITES if asset in _defined_assets()]
+
+ALL_CHECKS: list = [*QUALITY_CHECKS]

@@ -22,14 +22,14 @@ def free_port() -> int:
 
 
 class DagsterDev:
-    def __init__(self, home: Path, log_path: Path):
-        self.home, self.log_path = home, log_path
+    def __init__(self, home: Path, log_path: Path, env: dict[str, str] | None = None):
+        self.home, self.log_path, self.extra_env = home, log_path, dict(env or {})
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "DagsterDev":
-        env = dict(os.environ, LINEAGE_HOME=str(self.home), DAGSTER_HOME=str(self.home / "dagster"))
+        env = dict(os.environ, LINEAGE_HOME=str(self.home), DAGSTER_HOME=str(self.home / "dagster"), **self.extra_env)
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)],
@@ -45,6 +45,11 @@ class DagsterDev:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
+        if self.proc:  # run workers and code servers left in the process group: gone too
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.log.close()
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:

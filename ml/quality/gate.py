@@ -28,3 +28,19 @@ def failed_blocking_checks(catalog: Catalog, asset: str, data_version: str) -> l
     df = latest_check_results(catalog, asset, data_version)
     bad = df.filter((df["severity"] == "ERROR") & ~df["passed"].fill_null(False))
     return bad.select("check_name", "details", "run_id").to_dicts()
+
+
+def unchecked_blocking_checks(catalog: Catalog, asset: str, data_version: str) -> list[str]:
+    """Blocking checks of asset's suite (ml/quality/suites.py) with no result at all on that version.
+
+    ``failed_blocking_checks`` only sees checks that ran; a caller that must not accept a version
+    nobody checked (e.g. one materialized by a run that excluded its checks) asks this too.
+    Assets without a suite have no blocking checks here.
+    """
+    from ml.quality.suites import SUITES
+
+    suite = SUITES.get(asset)
+    if suite is None:
+        return []
+    seen = set(latest_check_results(catalog, asset, data_version)["check_name"].to_list())
+    return [c.name for c in suite.checks if c.blocking and c.name not in seen]

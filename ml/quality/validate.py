@@ -1,0 +1,90 @@
+"""Validate one stored version with its asset's suite, and record the results in the catalog.
+
+    results = validate_version(store, "cleaned_chunks", data_version)   # list of plain dicts
+    record_results(catalog, "cleaned_chunks", data_version, results, run_id)
+
+Each result: check_name, severity ("ERROR" for blocking checks, "WARN" for warnings), passed,
+expectation (the GX type and kwargs), element_count, unexpected_count, unexpected_percent,
+observed_value, sample (failing rows), error, inputs (upstream versions the suite read).
+``check_results.details`` holds everything but check_name/passed/severity as JSON;
+``ml/quality/gate.py`` reads the latest row of each check back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any, Iterable
+
+from ml.catalog import Catalog, now_utc
+from ml.quality.engine import run_expectations
+from ml.quality.suites import SUITES, Prepared, Suite, Thresholds
+from ml.store import ArtifactStore
+
+
+def suite_for(asset: str) -> Suite:
+    try:
+        return SUITES[asset]
+    except KeyError:
+        raise KeyError(f"no quality suite for asset {asset!r}; suites exist for {sorted(SUITES)}") from None
+
+
+def validate_version(
+    store: ArtifactStore,
+    asset: str,
+    data_version: str,
+    thresholds: Thresholds = Thresholds(),
+    checks: Iterable[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the suite of ``asset`` on ``asset@data_version`` (only ``checks`` if given)."""
+    suite = suite_for(asset)
+    by_name = {c.name: c for c in suite.checks}
+    wanted = set(by_name) if checks is None else set(checks)
+    unknown = wanted - set(by_name)
+    if unknown:
+        raise KeyError(f"{asset} has no checks {sorted(unknown)}; it has {sorted(by_name)}")
+    version = store.get(asset, data_version)
+    try:
+        prepared = suite.prepare(store, version, thresholds)
+    except Exception as exc:  # unreadable version (corrupt Parquet, wrong types, ...): every check fails
+        why = f"could not read {asset}@{data_version}: {type(exc).__name__}: {exc}"
+        results = [unrun_result(c.name, c.severity, why) for c in suite.checks if c.name in wanted]
+        prepared = Prepared(frames={}, expectations=[])
+    else:
+        made = [e.check for e in prepared.expectations]
+        if sorted(made) != sorted(by_name):  # a suite must report every check it declares, exactly once
+            raise AssertionError(f"{asset} suite built expectations {sorted(made)} for checks {sorted(by_name)}")
+        exps = [replace(e, severity=by_name[e.check].severity) for e in prepared.expectations if e.check in wanted]
+        results = run_expectations(prepared.frames, exps, sample_rows=thresholds.sample_rows,
+                                   errors={k: v for k, v in prepared.errors.items() if k in wanted})
+    for r in results:
+        r["description"] = by_name[r["check_name"]].description
+        r["data_version"] = data_version
+        r["inputs"] = dict(prepared.inputs)
+    return results
+
+
+def unrun_result(check_name: str, severity: str, error: str) -> dict[str, Any]:
+    """A failed result for a check whose data could not even be read."""
+    return {"check_name": check_name, "severity": severity, "passed": False, "expectation": None,
+            "element_count": None, "unexpected_count": None, "unexpected_percent": None,
+            "observed_value": None, "sample": [], "error": error}
+
+
+def check_result_rows(asset: str, data_version: str, results: list[dict[str, Any]], run_id: str) -> list[dict]:
+    created = now_utc()
+    rows = []
+    for r in results:
+        details = {k: v for k, v in r.items() if k not in ("check_name", "passed", "severity")}
+        rows.append({
+            "asset": asset, "data_version": data_version, "check_name": r["check_name"],
+            "passed": bool(r["passed"]), "severity": r["severity"],
+            "details": json.dumps(details, sort_keys=True, default=str), "run_id": run_id, "created_at": created,
+        })
+    return rows
+
+
+def record_results(catalog: Catalog, asset: str, data_version: str, results: list[dict[str, Any]],
+                   run_id: str) -> str | None:
+    """Append one batch of check_results rows (atomic: all of them or none)."""
+    return catalog.append({"check_results": check_result_rows(asset, data_version, results, run_id)})

@@ -1,0 +1,419 @@
+"""Quality suites (ml/quality/) on versions built in a temporary store: a clean version of every
+asset passes every check; a version built to violate one expectation fails that check, and only
+that one; results land in check_results and the gate reads back the failed blocking ones.
+
+The builders here (``clean_files``, ``put_version``, ``MUTATIONS``) are shared with
+tests/test_quality_checks.py.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ml.catalog import Catalog
+from ml.cleaned_chunks.chunking import CHUNK_SCHEMA
+from ml.quality.gate import failed_blocking_checks
+from ml.quality.suites import SUITES, Thresholds
+from ml.quality.validate import record_results, validate_version
+from ml.raw_docs import DOC_SCHEMA, QUARANTINE_SCHEMA
+from ml.relation_triples.extract import TRIPLE_SCHEMA
+from ml.store import ArtifactStore, BuildResult, StoredVersion
+
+Files = dict[str, Any]  # relative path -> polars frame (parquet), bytes, or dict (json)
+
+TEXTS = [
+    "Python is a programming language. It was created by Guido van Rossum.",
+    "The parser returns a syntax tree. Trees are walked by visitors.",
+    "The archive contains compressed files. Each file has a header.",
+    "Too short.",
+]
+QUARANTINE_EMPTY = pl.DataFrame(schema=QUARANTINE_SCHEMA)
+
+
+def put_version(store: ArtifactStore, asset: str, files: Files, *, config: dict | None = None,
+                upstream: dict | None = None) -> StoredVersion:
+    """Publish ``files`` as a new version of ``asset``: a nonce file makes its content (so its data
+    version) unique, so the manifest's config and upstream are the ones given here."""
+    def build(out: Path) -> BuildResult:
+        (out / "nonce").write_text(secrets.token_hex(8))
+        for rel, obj in files.items():
+            path = out / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(obj, pl.DataFrame):
+                obj.write_parquet(path)
+            elif isinstance(obj, bytes):
+                path.write_bytes(obj)
+            else:
+                path.write_text(json.dumps(obj))
+        return BuildResult()
+
+    return store.put(asset, build, fingerprint=secrets.token_hex(8), code_version="test",
+                     config=config or {}, upstream=upstream or {})
+
+
+# ---- clean versions ------------------------------------------------------------------------
+def raw_docs_files() -> Files:
+    docs = pl.DataFrame({
+        "doc_id": [f"d{i}" for i in range(len(TEXTS))], "title": [f"doc {i}" for i in range(len(TEXTS))],
+        "content": TEXTS, "url": [f"https://example.org/{i}" for i in range(len(TEXTS))],
+        "source": ["a.jsonl"] * len(TEXTS), "line": list(range(1, len(TEXTS) + 1)), "meta": [None] * len(TEXTS),
+    }, schema=DOC_SCHEMA)
+    return {"docs/part-00000.parquet": docs, "quarantine/part-00000.parquet": QUARANTINE_EMPTY}
+
+
+def chunk_rows(raw: pl.DataFrame) -> pl.DataFrame:
+    rows = []
+    for doc_id, text in zip(raw["doc_id"], raw["content"]):
+        if text == TEXTS[-1]:
+            continue  # filtered
+        a, b = 0, text.index(". ") + 1
+        for k, (s, e) in enumerate([(a, b), (b + 1, len(text))]):
+            rows.append({"chunk_id": f"{doc_id}c{k}", "doc_id": doc_id, "chunk_index": k, "char_start": s,
+                         "char_end": e, "n_tokens": len(text[s:e].split()), "text": text[s:e]})
+    return pl.DataFrame(rows, schema=CHUNK_SCHEMA)
+
+
+def cleaned_chunks_files(raw: StoredVersion) -> Files:
+    docs = pl.read_parquet(raw.path / "docs" / "*.parquet")
+    decisions = pl.DataFrame({
+        "doc_id": docs["doc_id"], "decision": ["kept"] * (docs.height - 1) + ["filtered"],
+        "reason": [None] * (docs.height - 1) + ["gopher_min_words"], "duplicate_of": [None] * docs.height,
+    }, schema={"doc_id": pl.String, "decision": pl.String, "reason": pl.String, "duplicate_of": pl.String})
+    return {"chunks/part-00000.parquet": chunk_rows(docs), "decisions/part-00000.parquet": decisions}
+
+
+def relation_triples_files(chunks: StoredVersion) -> Files:
+    c = pl.read_parquet(chunks.path / "chunks" / "*.parquet")
+    rows = []
+    for chunk_id, text in zip(c["chunk_id"], c["text"]):
+        words = text.rstrip(".").split()
+        rows.append({"chunk_id": chunk_id, "subject": words[0], "relation": "is_a", "object": words[-1],
+                     "confidence": 0.9, "evidence_start": 0, "evidence_end": len(text), "evidence": text,
+                     "extractor": "simple@1"})
+    return {"triples/part-00000.parquet": pl.DataFrame(rows, schema=TRIPLE_SCHEMA)}
+
+
+VOCAB = 300
+
+
+def _corpus(train_docs: int, val_docs: int, shards: dict[str, list[np.ndarray]]) -> Files:
+    files: Files = {}
+    index: dict[str, Any] = {"dtype": "uint16", "vocab_size": VOCAB, "eos_id": 3, "shard_tokens": 64, "splits": {}}
+    for split, arrays in shards.items():
+        entries = []
+        for i, arr in enumerate(arrays):
+            rel = f"{split}/shard-{i:05d}.bin"
+            files[rel] = arr.astype("<u2").tobytes()
+            entries.append({"path": rel, "tokens": int(arr.size)})
+        docs = train_docs if split == "train" else val_docs
+        index["splits"][split] = {"shards": entries, "docs": docs, "tokens": int(sum(a.size for a in arrays))}
+    files["index.json"] = index
+    return files
+
+
+def tokenized_corpus_files() -> Files:
+    rng = np.random.default_rng(0)
+    return _corpus(95, 5, {"train": [rng.integers(0, VOCAB, 64), rng.integers(0, VOCAB, 10)],
+                           "val": [rng.integers(0, VOCAB, 12)]})
+
+
+def dataset_files(asset: str) -> Files:
+    def rows(split: str, n: int, offset: int) -> pl.DataFrame:
+        ids = [f"{split}{i}" for i in range(n)]
+        base = {"doc_id": ids, "source": ["a.jsonl"] * n}
+        if asset == "embedding_dataset":
+            return pl.DataFrame({"anchor": [f"title {d}" for d in ids], "positive": [f"chunk of {d}" for d in ids],
+                                 "kind": ["title_chunk"] * n, **base})
+        if asset == "relation_dataset":
+            labels = ["is_a", "part_of", "no_relation", "uses"]
+            return pl.DataFrame({"text": [f"<e1>X{d}</e1> relates to <e2>Y{d}</e2>" for d in ids],
+                                 "label": [labels[(i + offset) % len(labels)] for i in range(n)],
+                                 "chunk_id": [f"c{d}" for d in ids], **base})
+        return pl.DataFrame({"prompt": [f"<|user|>What is {d}?<|end|><|assistant|>" for d in ids],
+                             "response": [f"{d} is a thing.<|end|>" for d in ids],
+                             "subject": ids, "relation": ["is_a"] * n, "object": ["thing"] * n, **base})
+
+    return {"train.parquet": rows("train", 8, 0), "val.parquet": rows("val", 2, 1)}
+
+
+class Versions:
+    """Clean versions of every suite's asset (upstreams first), in one store."""
+
+    def __init__(self, store: ArtifactStore):
+        self.store = store
+        self.raw = put_version(store, "raw_docs", raw_docs_files(), config={"max_doc_bytes": 1000})
+        self.chunks = put_version(store, "cleaned_chunks", cleaned_chunks_files(self.raw),
+                                  config={"chunk_size": 64}, upstream={"raw_docs": self.raw.data_version})
+        self.triples = put_version(store, "relation_triples", relation_triples_files(self.chunks),
+                                   config={"min_confidence": 0.3},
+                                   upstream={"cleaned_chunks": self.chunks.data_version})
+
+    def config(self, asset: str) -> dict:
+        return {"raw_docs": {"max_doc_bytes": 1000}, "cleaned_chunks": {"chunk_size": 64},
+                "relation_triples": {"min_confidence": 0.3}, "tokenized_corpus": {"val_ratio": 0.05}
+                }.get(asset, {"seed": 1, "val_ratio": 0.2})
+
+    def upstream(self, asset: str) -> dict:
+        return {"cleaned_chunks": {"raw_docs": self.raw.data_version},
+                "relation_triples": {"cleaned_chunks": self.chunks.data_version},
+                "tokenized_corpus": {"cleaned_chunks": self.chunks.data_version}}.get(
+                    asset, {"cleaned_chunks": self.chunks.data_version})
+
+    def files(self, asset: str) -> Files:
+        if asset == "raw_docs":
+            return raw_docs_files()
+        if asset == "cleaned_chunks":
+            return cleaned_chunks_files(self.raw)
+        if asset == "relation_triples":
+            return relation_triples_files(self.chunks)
+        if asset == "tokenized_corpus":
+            return tokenized_corpus_files()
+        return dataset_files(asset)
+
+    def build(self, asset: str, mutate: Callable[[Files], Any] | None = None) -> StoredVersion:
+        files = self.files(asset)
+        config = self.config(asset)
+        if mutate is not None:
+            config = mutate(files) or config
+        return put_version(self.store, asset, files, config=config, upstream=self.upstream(asset))
+
+
+# ---- one violation per expectation ----------------------------------------------------------
+def _edit(rel: str, fn: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable[[Files], None]:
+    def mutate(files: Files) -> None:
+        files[rel] = fn(files[rel])
+    return mutate
+
+
+def _set(col: str, row: int, value) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    def fn(df: pl.DataFrame) -> pl.DataFrame:
+        return df.with_columns(pl.when(pl.int_range(pl.len()) == row).then(pl.lit(value, dtype=df.schema[col]))
+                               .otherwise(pl.col(col)).alias(col))
+    return fn
+
+
+DOCS, CHUNKS, TRIPLES = "docs/part-00000.parquet", "chunks/part-00000.parquet", "triples/part-00000.parquet"
+
+
+def _shards(train: int, val: int, mutate_shards: Callable[[Files], None] | None = None):
+    def mutate(files: Files) -> None:
+        files["index.json"]["splits"]["train"]["docs"] = train
+        files["index.json"]["splits"]["val"]["docs"] = val
+        if mutate_shards:
+            mutate_shards(files)
+    return mutate
+
+
+def _id_over_vocab(files: Files) -> None:
+    arr = np.frombuffer(files["val/shard-00000.bin"], dtype="<u2").copy()
+    arr[3] = VOCAB  # ids must be < vocab size
+    files["val/shard-00000.bin"] = arr.tobytes()
+
+
+def _empty_shard(files: Files) -> None:
+    files["train/shard-00002.bin"] = b""
+    files["index.json"]["splits"]["train"]["shards"].append({"path": "train/shard-00002.bin", "tokens": 0})
+
+
+def _leak_doc(files: Files) -> None:
+    val = files["val.parquet"]
+    files["val.parquet"] = val.with_columns(doc_id=pl.Series(["train3"] + val["doc_id"].to_list()[1:]))
+
+
+def _leak_item(asset: str) -> Callable[[Files], None]:
+    col = {"embedding_dataset": "positive", "relation_dataset": "text", "sft_dataset": "prompt"}[asset]
+
+    def mutate(files: Files) -> None:  # another document, the same text as a train item
+        files["val.parquet"] = _set(col, 0, files["train.parquet"][col][5])(files["val.parquet"])
+    return mutate
+
+
+MUTATIONS: dict[tuple[str, str], Callable[[Files], Any]] = {
+    ("raw_docs", "columns_and_types"): _edit(DOCS, lambda d: d.with_columns(pl.col("line").cast(pl.String))),
+    ("raw_docs", "doc_id_unique"): _edit(DOCS, _set("doc_id", 2, "d0")),
+    ("raw_docs", "content_non_empty"): _edit(DOCS, lambda d: _set("content", 2, None)(_set("content", 1, " \n ")(d))),
+    ("cleaned_chunks", "columns_and_types"): _edit(CHUNKS, lambda d: d.with_columns(pl.col("n_tokens").cast(pl.Int32))),
+    ("cleaned_chunks", "chunk_id_unique"): _edit(CHUNKS, _set("chunk_id", 1, "d0c0")),
+    ("cleaned_chunks", "text_not_null"): _edit(CHUNKS, _set("text", 3, None)),
+    ("cleaned_chunks", "chunk_length_in_bounds"): _edit(CHUNKS, lambda d: _set("n_tokens", 0, 65)(_set("n_tokens", 2, 0)(d))),
+    ("cleaned_chunks", "doc_id_in_raw_docs"): _edit(CHUNKS, _set("doc_id", 4, "not-a-raw-doc")),
+    ("relation_triples", "columns_and_types"): _edit(TRIPLES, lambda d: d.drop("extractor")),
+    ("relation_triples", "confidence_in_range"): _edit(TRIPLES, lambda d: _set("confidence", 0, 0.1)(
+        _set("confidence", 1, 1.5)(_set("confidence", 2, None)(d)))),
+    ("relation_triples", "subject_non_empty"): _edit(TRIPLES, _set("subject", 1, "  ")),
+    ("relation_triples", "object_non_empty"): _edit(TRIPLES, _set("object", 2, None)),
+    ("relation_triples", "relation_in_label_set"): _edit(TRIPLES, _set("relation", 3, "likes")),
+    ("relation_triples", "evidence_in_chunk"): _edit(TRIPLES, lambda d: _set("evidence_end", 0, 10_000)(
+        _set("chunk_id", 1, "no-such-chunk")(d))),
+    ("tokenized_corpus", "token_ids_below_vocab"): _id_over_vocab,
+    ("tokenized_corpus", "no_empty_shard"): _empty_shard,
+    ("tokenized_corpus", "val_share_within_tolerance"): _shards(10, 10),
+    **{(a, "no_doc_in_both_splits"): _leak_doc for a in ("embedding_dataset", "relation_dataset", "sft_dataset")},
+    **{(a, "no_item_in_both_splits"): _leak_item(a) for a in ("embedding_dataset", "relation_dataset", "sft_dataset")},
+}
+WARNINGS: dict[tuple[str, str], Callable[[Files], Any]] = {
+    ("raw_docs", "quarantine_rate"): lambda f: f.update({"quarantine/part-00000.parquet": pl.DataFrame(
+        {"source": ["a.jsonl"], "line": [9], "reason": ["invalid_json"], "detail": ["x"], "excerpt": ["{"]},
+        schema=QUARANTINE_SCHEMA)}),
+    ("cleaned_chunks", "duplicate_rate"): _edit("decisions/part-00000.parquet", lambda d: d.with_columns(
+        decision=pl.Series(["kept", "exact_duplicate", "near_duplicate", "filtered"]))),
+    ("relation_dataset", "class_balance"): _edit("train.parquet", lambda d: d.with_columns(label=pl.lit("is_a"))),
+}
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory) -> Versions:
+    return Versions(ArtifactStore(tmp_path_factory.mktemp("quality_home")))
+
+
+def _results(store: ArtifactStore, v: StoredVersion, thresholds: Thresholds = Thresholds()) -> dict[str, dict]:
+    return {r["check_name"]: r for r in validate_version(store, v.asset, v.data_version, thresholds)}
+
+
+def test_every_blocking_check_has_a_violation():
+    blocking = {(a, c.name) for a, s in SUITES.items() for c in s.checks if c.blocking}
+    warnings = {(a, c.name) for a, s in SUITES.items() for c in s.checks if not c.blocking}
+    assert set(MUTATIONS) == blocking
+    assert set(WARNINGS) == warnings
+
+
+@pytest.mark.parametrize("asset", sorted(SUITES))
+def test_clean_version_passes_every_check(versions, asset):
+    v = versions.build(asset)
+    results = _results(versions.store, v)
+    assert set(results) == {c.name for c in SUITES[asset].checks}
+    bad = {n: (r["error"], r["sample"]) for n, r in results.items() if not r["passed"]}
+    assert not bad
+    assert all(r["unexpected_count"] == 0 for r in results.values())
+
+
+@pytest.mark.parametrize("asset,check", sorted(MUTATIONS))
+def test_violation_fails_exactly_its_check(versions, asset, check):
+    v = versions.build(asset, MUTATIONS[(asset, check)])
+    results = _results(versions.store, v)
+    r = results[check]
+    assert not r["passed"] and r["severity"] == "ERROR"
+    assert r["error"] is None, r["error"]  # a real expectation failure, not a crash
+    assert r["unexpected_count"] >= 1 and r["sample"], r
+    assert r["expectation"]["type"].startswith("expect_")
+    others = {n: x["error"] or x["sample"] for n, x in results.items()
+              if n != check and not x["passed"] and x["severity"] == "ERROR"}
+    if check != "columns_and_types":  # a wrong schema may legitimately break more than one check
+        assert not others
+
+
+@pytest.mark.parametrize("asset,check", sorted(WARNINGS))
+def test_warning_ceiling_is_a_warning(versions, asset, check):
+    v = versions.build(asset, WARNINGS[(asset, check)])
+    r = _results(versions.store, v)[check]
+    assert not r["passed"] and r["severity"] == "WARN" and r["sample"]
+    loose = Thresholds(quarantine_rate_max=1.0, duplicate_rate_max=1.0, max_label_share=1.0)
+    assert _results(versions.store, v, loose)[check]["passed"]  # the ceiling is what decides
+
+
+def test_failing_rows_point_at_the_culprits(versions):
+    v = versions.build("relation_triples", MUTATIONS[("relation_triples", "confidence_in_range")])
+    r = _results(versions.store, v)["confidence_in_range"]
+    assert r["unexpected_count"] == 3
+    assert sorted(map(str, (s["confidence"] for s in r["sample"]))) == ["0.1", "1.5", "None"]
+    assert r["expectation"]["kwargs"]["min_value"] == 0.3  # from the version's own config
+
+    v = versions.build("cleaned_chunks", MUTATIONS[("cleaned_chunks", "doc_id_in_raw_docs")])
+    r = _results(versions.store, v)["doc_id_in_raw_docs"]
+    assert [s["doc_id"] for s in r["sample"]] == ["not-a-raw-doc"]
+    assert r["inputs"] == {"raw_docs": versions.raw.data_version}
+
+
+def test_cross_asset_reads_the_recorded_upstream_not_the_newest(versions):
+    # a newer raw_docs version without d1: chunks built from the older one still pass
+    newer = raw_docs_files()
+    newer[DOCS] = newer[DOCS].filter(pl.col("doc_id") != "d1")
+    put_version(versions.store, "raw_docs", newer)
+    v = versions.build("cleaned_chunks")
+    assert _results(versions.store, v)["doc_id_in_raw_docs"]["passed"]
+    # the recorded upstream is gone from the store: a clear error, not a pass
+    gone = put_version(versions.store, "cleaned_chunks", cleaned_chunks_files(versions.raw),
+                       config={"chunk_size": 64}, upstream={"raw_docs": "0123456789abcdef"})
+    r = _results(versions.store, gone)["doc_id_in_raw_docs"]
+    assert not r["passed"] and "raw_docs@0123456789abcdef" in r["error"] and "not in the store" in r["error"]
+
+
+def test_missing_config_and_files_are_errors_not_passes(versions):
+    v = put_version(versions.store, "cleaned_chunks", cleaned_chunks_files(versions.raw),
+                    upstream={"raw_docs": versions.raw.data_version})  # no chunk_size in config
+    r = _results(versions.store, v)["chunk_length_in_bounds"]
+    assert not r["passed"] and "chunk_size" in r["error"]
+    v = put_version(versions.store, "tokenized_corpus", {"train/shard-00000.bin": b"\x01\x00"},
+                    config={"val_ratio": 0.05})
+    results = _results(versions.store, v)
+    assert all(not r["passed"] and "index.json" in r["error"] for r in results.values())
+
+
+def test_tokenizer_vocab_bounds_the_ids(versions):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    tok_dir = versions.store.home / "tok"
+    tok_dir.mkdir(exist_ok=True)
+    Tokenizer(WordLevel({f"w{i}": i for i in range(100)}, unk_token="w0")).save(str(tok_dir / "tokenizer.json"))
+    tok = put_version(versions.store, "tokenizer", {"tokenizer.json": (tok_dir / "tokenizer.json").read_bytes()})
+    v = put_version(versions.store, "tokenized_corpus", tokenized_corpus_files(), config={"val_ratio": 0.05},
+                    upstream={"tokenizer": tok.data_version})  # ids up to 299 > 100-token vocabulary
+    r = _results(versions.store, v)["token_ids_below_vocab"]
+    assert not r["passed"] and r["expectation"]["kwargs"]["max_value"] == 99
+    assert r["notes"]["vocab_from"] == f"tokenizer@{tok.data_version}"
+
+
+def test_val_share_tolerance_scales_with_corpus_size(versions):
+    small = versions.build("tokenized_corpus", _shards(9, 1))  # 10% val of 10 docs for 5%: noise
+    assert _results(versions.store, small)["val_share_within_tolerance"]["passed"]
+    large = versions.build("tokenized_corpus", _shards(9000, 1000))  # 10% of 10,000 docs: a real miss
+    assert not _results(versions.store, large)["val_share_within_tolerance"]["passed"]
+
+
+def test_results_recorded_and_gate_reads_latest(versions):
+    catalog = Catalog(versions.store.home)
+    bad = versions.build("raw_docs", MUTATIONS[("raw_docs", "doc_id_unique")])
+    record_results(catalog, "raw_docs", bad.data_version, validate_version(versions.store, "raw_docs", bad.data_version),
+                   "run-1")
+    rows = catalog.query("SELECT check_name, passed, severity, details, run_id FROM check_results "
+                         "WHERE data_version = ? ORDER BY check_name", [bad.data_version])
+    assert rows["check_name"].to_list() == sorted(c.name for c in SUITES["raw_docs"].checks)
+    assert rows.filter(pl.col("check_name") == "quarantine_rate")["severity"].item() == "WARN"
+    details = json.loads(rows.filter(pl.col("check_name") == "doc_id_unique")["details"].item())
+    assert details["unexpected_count"] == 2 and {s["doc_id"] for s in details["sample"]} == {"d0"}
+    gate = failed_blocking_checks(catalog, "raw_docs", bad.data_version)
+    assert [g["check_name"] for g in gate] == ["doc_id_unique"] and gate[0]["run_id"] == "run-1"
+
+    good = versions.build("raw_docs", WARNINGS[("raw_docs", "quarantine_rate")])  # a failed warning only
+    record_results(catalog, "raw_docs", good.data_version,
+                   validate_version(versions.store, "raw_docs", good.data_version), "run-2")
+    assert failed_blocking_checks(catalog, "raw_docs", good.data_version) == []
+
+
+def test_unreadable_version_fails_every_check_with_the_reason(versions):
+    v = put_version(versions.store, "raw_docs", {DOCS: b"not parquet at all",
+                                                 "quarantine/part-00000.parquet": QUARANTINE_EMPTY})
+    results = _results(versions.store, v)
+    assert set(results) == {c.name for c in SUITES["raw_docs"].checks}
+    assert all(not r["passed"] and "could not read raw_docs@" in r["error"] for r in results.values())
+
+
+def test_unchecked_versions_are_visible_to_the_gate(versions):
+    from ml.quality.gate import unchecked_blocking_checks
+
+    catalog = Catalog(versions.store.home)
+    v = versions.build("sft_dataset")
+    assert unchecked_blocking_checks(catalog, "sft_dataset", v.data_version) == [
+        "no_doc_in_both_splits", "no_item_in_both_splits"]
+    record_results(catalog, "sft_dataset", v.data_version, validate_version(versions.store, "sft_dataset", v.data_version),
+                   "run-3")
+    assert unchecked_blocking_checks(catalog, "sft_dataset", v.data_version) == []
+    assert unchecked_blocking_checks(catalog, "lm_checkpoint", "0123456789abcdef") == []
