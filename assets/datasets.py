@@ -1,0 +1,168 @@
+"""Training datasets: embedding_dataset, relation_dataset and sft_dataset (train/val by document)."""
+
+from pathlib import Path
+from typing import Callable
+
+import dagster as dg
+import polars as pl
+
+import ml.datasets as datasets_pkg
+import ml.datasets.embedding as embedding
+import ml.datasets.mixing as mixing
+import ml.datasets.relation as relation
+import ml.datasets.sft as sft
+import ml.datasets.splits as splits
+from assets.versioned import materialize_versioned, preview_table, upstream_version
+from ml.cleaned_chunks.pipeline import read_chunks, read_clean_docs
+from ml.fsutil import source_digest
+from ml.store import BuildResult, StoredVersion
+import ml.tokenizer as tokenization
+from resources import ArtifactStoreResource, CatalogResource
+
+SHARED = (datasets_pkg.__file__, splits.__file__, mixing.__file__, __file__)
+
+
+class DatasetConfig(dg.Config):
+    seed: int = splits.DEFAULT_SEED
+    """Split seed: keep it equal across datasets and tokenized_corpus (a document's split is the same everywhere)."""
+    val_ratio: float = splits.DEFAULT_VAL_RATIO
+    mix_weights: dict[str, float] = {}
+    """source (landing path or file stem) -> weight of the train split; empty: natural shares."""
+
+
+def _read_triples(version: StoredVersion) -> pl.DataFrame:
+    return pl.scan_parquet(version.path / "triples" / "*.parquet").collect()
+
+
+def _build(build_fn: Callable[[], tuple[dict, dict]], extra: Callable[[Path], None] = lambda out: None):
+    def build(out: Path) -> BuildResult:
+        parts, stats = build_fn()
+        rows = datasets_pkg.write_splits(out, parts)
+        extra(out)
+        return BuildResult(stats=stats, rows=rows)
+    return build
+
+
+def _metadata(columns: list[str], group_prefix: str) -> Callable[[StoredVersion], dict]:
+    """Counts, skip reasons, doc shares and a preview; train_counts = the train.<group_prefix>* stats."""
+    def metadata(version: StoredVersion) -> dict:
+        s = version.stats
+        train = pl.read_parquet(version.path / "train.parquet")
+        skipped = {k.split(".", 1)[1]: int(v) for k, v in s.items() if k.startswith("skipped.") and v}
+        head = f"train.{group_prefix}"
+        per_group = {k[len(head):]: int(v) for k, v in s.items() if k.startswith(head) and v}
+        return {
+            "train_rows": dg.MetadataValue.int(train.height),
+            "val_rows": dg.MetadataValue.int(int(s.get("val.examples", 0))),
+            "train_docs": dg.MetadataValue.int(int(s.get("train.docs", 0))),
+            "val_docs": dg.MetadataValue.int(int(s.get("val.docs", 0))),
+            "skipped": dg.MetadataValue.json(skipped),
+            "train_counts": dg.MetadataValue.json(per_group),
+            "doc_shares": dg.MetadataValue.json({k.split(".", 2)[2]: round(v, 4) for k, v in s.items()
+                                                 if k.startswith("mix.share.")}),
+            "preview": preview_table(train.select(columns).head(6), max_chars=120),
+        }
+    return metadata
+
+
+class EmbeddingDatasetConfig(DatasetConfig):
+    title_pairs_per_doc: int = embedding.EmbeddingConfig.title_pairs_per_doc
+    adjacent_pairs_per_doc: int = embedding.EmbeddingConfig.adjacent_pairs_per_doc
+    min_chars: int = embedding.EmbeddingConfig.min_chars
+    max_chars: int = embedding.EmbeddingConfig.max_chars
+
+
+@dg.asset(
+    group_name="datasets",
+    deps=["cleaned_chunks"],
+    code_version=source_digest(embedding.__file__, *SHARED),
+    kinds={"polars"},
+    description="(anchor, positive) pairs for contrastive training: title/first sentence with a chunk, and "
+    "adjacent chunks, all within one document; train/val by document.",
+)
+def embedding_dataset(context: dg.AssetExecutionContext, config: EmbeddingDatasetConfig,
+                      store: ArtifactStoreResource, catalog: CatalogResource) -> dg.MaterializeResult:
+    st = store.get()
+    chunks = upstream_version(context, st, "cleaned_chunks")
+    cfg = embedding.EmbeddingConfig(
+        seed=config.seed, val_ratio=config.val_ratio, title_pairs_per_doc=config.title_pairs_per_doc,
+        adjacent_pairs_per_doc=config.adjacent_pairs_per_doc, min_chars=config.min_chars,
+        max_chars=config.max_chars, mix_weights=tuple(sorted(config.mix_weights.items())))
+    build = _build(lambda: embedding.build_embedding(
+        read_chunks(chunks.path).collect(), read_clean_docs(chunks.path).collect(), cfg))
+    return materialize_versioned(
+        context, store=st, catalog=catalog.get(), config=config.model_dump(),
+        upstream={"cleaned_chunks": chunks.data_version}, build=build,
+        metadata=_metadata(["anchor", "positive", "kind"], "kind."),
+    )
+
+
+class RelationDatasetConfig(DatasetConfig):
+    no_relation_ratio: float = relation.RelationConfig.no_relation_ratio
+    """no_relation examples = ratio x the average count of a relation label (per split)."""
+    min_confidence: float = relation.RelationConfig.min_confidence
+    max_chars: int = relation.RelationConfig.max_chars
+
+
+@dg.asset(
+    group_name="datasets",
+    deps=["relation_triples", "cleaned_chunks"],
+    code_version=source_digest(relation.__file__, tokenization.__file__, *SHARED),  # markers from ml/tokenizer
+    kinds={"polars"},
+    description="Entity-marked evidence sentences (<e1>subject</e1> ... <e2>object</e2>) -> relation label, "
+    "with a balanced no_relation class; labels.json fixes the label ids.",
+)
+def relation_dataset(context: dg.AssetExecutionContext, config: RelationDatasetConfig,
+                     store: ArtifactStoreResource, catalog: CatalogResource) -> dg.MaterializeResult:
+    st = store.get()
+    chunks = upstream_version(context, st, "cleaned_chunks")
+    triples = upstream_version(context, st, "relation_triples")
+    cfg = relation.RelationConfig(
+        seed=config.seed, val_ratio=config.val_ratio, no_relation_ratio=config.no_relation_ratio,
+        min_confidence=config.min_confidence, max_chars=config.max_chars,
+        mix_weights=tuple(sorted(config.mix_weights.items())))
+    build = _build(lambda: relation.build_relation(
+        _read_triples(triples), read_chunks(chunks.path).collect(), read_clean_docs(chunks.path).collect(), cfg),
+        extra=relation.write_labels)
+    return materialize_versioned(
+        context, store=st, catalog=catalog.get(), config=config.model_dump(),
+        upstream={"cleaned_chunks": chunks.data_version, "relation_triples": triples.data_version},
+        build=build, metadata=_metadata(["text", "label"], "label."),
+    )
+
+
+class SftDatasetConfig(DatasetConfig):
+    system_prompt: str = sft.DEFAULT_SYSTEM
+    max_objects: int = sft.SftConfig.max_objects
+    max_len: int = sft.SftConfig.max_len
+    """Examples longer than this many tokens (prompt + response) are dropped as too_long."""
+    min_confidence: float = sft.SftConfig.min_confidence
+
+
+@dg.asset(
+    group_name="datasets",
+    deps=["relation_triples", "cleaned_chunks", "tokenizer"],
+    code_version=source_digest(sft.__file__, tokenization.__file__, *SHARED),
+    kinds={"polars"},
+    description="Chat-template instruction/response pairs from relation triples (question about a subject's "
+    "relation -> object + evidence); encode with ml.datasets.sft.encode_sft to mask the prompt tokens.",
+)
+def sft_dataset(context: dg.AssetExecutionContext, config: SftDatasetConfig,
+                store: ArtifactStoreResource, catalog: CatalogResource) -> dg.MaterializeResult:
+    st = store.get()
+    chunks = upstream_version(context, st, "cleaned_chunks")
+    triples = upstream_version(context, st, "relation_triples")
+    tok = upstream_version(context, st, "tokenizer")
+    cfg = sft.SftConfig(
+        seed=config.seed, val_ratio=config.val_ratio, system_prompt=config.system_prompt,
+        max_objects=config.max_objects, max_len=config.max_len, min_confidence=config.min_confidence,
+        mix_weights=tuple(sorted(config.mix_weights.items())))
+    build = _build(lambda: sft.build_sft(
+        _read_triples(triples), read_chunks(chunks.path).collect(), read_clean_docs(chunks.path).collect(), cfg,
+        tokenizer=tokenization.load_tokenizer(tok.path)))
+    return materialize_versioned(
+        context, store=st, catalog=catalog.get(), config=config.model_dump(),
+        upstream={"cleaned_chunks": chunks.data_version, "relation_triples": triples.data_version,
+                  "tokenizer": tok.data_version},
+        build=build, metadata=_metadata(["prompt", "response"], "relation."),
+    )

@@ -1,0 +1,136 @@
+"""Corpus stage, token side: the byte-level BPE ``tokenizer`` and the ``tokenized_corpus`` shards."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+import ml.datasets.mixing as mixing
+import ml.datasets.splits as splits
+import ml.tokenized_corpus as corpus
+import ml.tokenizer as tokenization
+from assets.versioned import materialize_versioned, preview_table, upstream_version
+from ml.cleaned_chunks.pipeline import read_clean_docs
+from ml.fsutil import source_digest
+from ml.store import BuildResult, StoredVersion
+from resources import ArtifactStoreResource, CatalogResource
+
+T, K = tokenization.TokenizerConfig, corpus.CorpusConfig
+
+
+class TokenizerConfig(dg.Config):
+    vocab_size: int = T.vocab_size
+    """Target vocabulary size, special tokens and the 256 bytes included."""
+    min_frequency: int = T.min_frequency
+    """A merge must occur at least this often in the training text."""
+    max_token_length: int = T.max_token_length
+    model_max_length: int = T.model_max_length
+    seed: int = splits.DEFAULT_SEED
+    """Split seed: must equal the one of tokenized_corpus and the datasets (train on train docs only)."""
+    val_ratio: float = splits.DEFAULT_VAL_RATIO
+
+    def to_ml(self) -> tokenization.TokenizerConfig:
+        return tokenization.TokenizerConfig(self.vocab_size, self.min_frequency, self.max_token_length,
+                                            self.model_max_length)
+
+
+def _tokenizer_metadata(version: StoredVersion) -> dict:
+    s = version.stats
+    tok = tokenization.load_tokenizer(version.path)
+    sample = "Byte-level BPE keeps every string: naïve café → 😀."
+    ids = tok(sample, add_special_tokens=False)["input_ids"]
+    cpt = s.get("chars_per_token.val", s.get("chars_per_token.train", 0.0))
+    return {
+        "vocab_size": int(s["vocab_size"]), "train_docs": int(s["train_docs"]), "val_docs": int(s["val_docs"]),
+        "chars_per_token": dg.MetadataValue.float(float(cpt)),
+        "special_tokens": dg.MetadataValue.json(tokenization.special_ids()),
+        "example": dg.MetadataValue.md(f"`{sample}` → {len(ids)} tokens: "
+                                       + " ".join(f"`{t}`" for t in tok.convert_ids_to_tokens(ids))),
+    }
+
+
+@dg.asset(
+    group_name="corpus",
+    deps=["cleaned_chunks"],
+    code_version=source_digest(tokenization.__file__, splits.__file__, __file__),
+    kinds={"huggingface"},
+    description="Byte-level BPE tokenizer (HF tokenizers) trained on the train split of the cleaned documents; "
+    "tokenizer.json loads as PreTrainedTokenizerFast with the special and role tokens set.",
+)
+def tokenizer(context: dg.AssetExecutionContext, config: TokenizerConfig,
+              store: ArtifactStoreResource, catalog: CatalogResource) -> dg.MaterializeResult:
+    st = store.get()
+    chunks = upstream_version(context, st, "cleaned_chunks")
+
+    def build(out: Path) -> BuildResult:
+        docs = splits.with_split(read_clean_docs(chunks.path).select("doc_id", "text").collect(),
+                                 config.seed, config.val_ratio)
+        train = docs.filter(pl.col("split") == "train")["text"].to_list()
+        val = docs.filter(pl.col("split") == "val")["text"].to_list()
+        stats = tokenization.build_tokenizer(train, val, out, config.to_ml())
+        return BuildResult(stats=stats, rows=int(stats["vocab_size"]))
+
+    return materialize_versioned(
+        context, store=st, catalog=catalog.get(), config=config.model_dump(),
+        upstream={"cleaned_chunks": chunks.data_version}, build=build, metadata=_tokenizer_metadata,
+    )
+
+
+class TokenizedCorpusConfig(dg.Config):
+    seed: int = splits.DEFAULT_SEED
+    """Split seed; must equal the tokenizer's so its training text stays out of val."""
+    val_ratio: float = splits.DEFAULT_VAL_RATIO
+    mix_weights: dict[str, float] = {}
+    """source (landing path or file stem) -> weight of the train split; empty: natural shares."""
+    shard_tokens: int = K.shard_tokens
+    batch_docs: int = K.batch_docs
+
+
+def _corpus_metadata(version: StoredVersion) -> dict:
+    s = version.stats
+    shares = {k.split(".", 2)[2]: round(v, 4) for k, v in s.items() if k.startswith("mix.share.")}
+    token_shares = {k.split(".", 2)[2]: round(v, 4) for k, v in s.items() if k.startswith("mix.token_share.")}
+    preview = pl.read_parquet(version.path / "doc_ids" / "train.parquet").head(5)
+    return {
+        **{f"{sp}_{what}": dg.MetadataValue.int(int(s[f"{sp}.{what}"]))
+           for sp in corpus.SPLITS for what in ("docs", "tokens", "shards")},
+        "dtype": json.loads((version.path / corpus.INDEX).read_text())["dtype"],
+        "bytes_total": dg.MetadataValue.int(int(s["bytes"])),
+        "doc_shares": dg.MetadataValue.json(shares), "token_shares": dg.MetadataValue.json(token_shares),
+        "preview": preview_table(preview),
+    }
+
+
+@dg.asset(
+    group_name="corpus",
+    deps=["tokenizer", "cleaned_chunks"],
+    code_version=source_digest(corpus.__file__, tokenization.__file__, splits.__file__, mixing.__file__, __file__),
+    kinds={"numpy"},
+    description="Whole cleaned documents encoded with the tokenizer into memory-mappable uint16/uint32 "
+    "train/val shards (documents end with <|eos|>), with an offsets index; read with ml.tokenized_corpus.TokenShards.",
+)
+def tokenized_corpus(context: dg.AssetExecutionContext, config: TokenizedCorpusConfig,
+                     store: ArtifactStoreResource, catalog: CatalogResource) -> dg.MaterializeResult:
+    st = store.get()
+    chunks = upstream_version(context, st, "cleaned_chunks")
+    tok = upstream_version(context, st, "tokenizer")
+    tok_cfg = tok.manifest.get("config", {})
+    if (tok_cfg.get("seed"), tok_cfg.get("val_ratio")) != (config.seed, config.val_ratio):
+        raise dg.Failure(f"tokenized_corpus splits with seed={config.seed}, val_ratio={config.val_ratio} but "
+                         f"tokenizer@{tok.data_version} was trained with seed={tok_cfg.get('seed')}, "
+                         f"val_ratio={tok_cfg.get('val_ratio')}: its training text would leak into val")
+
+    def build(out: Path) -> BuildResult:
+        docs = read_clean_docs(chunks.path).select("doc_id", "source", "text").collect()
+        parts, stats = corpus.corpus_splits(docs, config.seed, config.val_ratio, config.mix_weights)
+        stats.update(corpus.build_tokenized_corpus(
+            parts, tok.path, out, corpus.CorpusConfig(config.shard_tokens, config.batch_docs),
+            mixed_out_docs=int(stats["docs.mixed_out"])))
+        return BuildResult(stats=stats, rows=int(stats["tokens"]))
+
+    return materialize_versioned(
+        context, store=st, catalog=catalog.get(), config=config.model_dump(),
+        upstream={"cleaned_chunks": chunks.data_version, "tokenizer": tok.data_version},
+        build=build, metadata=_corpus_metadata,
+    )
