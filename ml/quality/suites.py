@@ -430,7 +430,9 @@ def _tokenized_corpus(store: ArtifactStore, v: StoredVersion, t: Thresholds) -> 
     if why and "val_share_within_tolerance" not in errors:
         errors["val_share_within_tolerance"] = why
     r = float(ratio or 0.0)
-    n = split_docs.get("train", 0) + split_docs.get("val", 0)
+    # train documents the source mix left out were split too: they count in the denominator
+    mixed_out = int(index.get("mixed_out_docs", 0) or 0) if isinstance(index, dict) else 0
+    n = split_docs.get("train", 0) + split_docs.get("val", 0) + mixed_out
     share = split_docs.get("val", 0) / n if n else 0.0
     allowed = max(t.val_share_tolerance, t.val_share_sigmas * math.sqrt(r * (1 - r) / n) if n else math.inf)
     allowed = min(allowed, 1.0)
