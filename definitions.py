@@ -5,7 +5,7 @@ import dagster as dg
 from assets import ALL_ASSETS
 from assets.checks import ALL_CHECKS
 from jobs import ALL_JOBS
-from resources import ArtifactStoreResource, CatalogResource, LandingZone
+from resources import ArtifactStoreResource, CatalogResource, LandingZone, TorchDevice
 from sensors import ALL_SENSORS
 
 defs = dg.Definitions(
@@ -17,5 +17,6 @@ defs = dg.Definitions(
         "store": ArtifactStoreResource(),
         "catalog": CatalogResource(),
         "landing": LandingZone(),
+        "torch_device": TorchDevice(),
     },
 )

@@ -41,6 +41,12 @@ def upstream_version(context: dg.AssetExecutionContext, store: ArtifactStore, as
     return store.get(asset, data_version)
 
 
+def fingerprint_for(context: dg.AssetExecutionContext, config: Mapping[str, Any], upstream: Mapping[str, str]) -> str:
+    """The fingerprint ``materialize_versioned`` will use (e.g. to find work/<asset>/<fingerprint>/ to resume)."""
+    code_version = context.assets_def.code_versions_by_key.get(context.asset_key) or "unversioned"
+    return compute_fingerprint(context.asset_key.to_user_string(), code_version, config, upstream)
+
+
 def materialize_versioned(
     context: dg.AssetExecutionContext,
     *,
@@ -55,7 +61,7 @@ def materialize_versioned(
     """Run steps 2-6 for the asset being materialized. ``upstream`` maps name -> version."""
     asset = context.asset_key.to_user_string()
     code_version = context.assets_def.code_versions_by_key.get(context.asset_key) or "unversioned"
-    fingerprint = compute_fingerprint(asset, code_version, config, upstream)
+    fingerprint = fingerprint_for(context, config, upstream)
     version = store.lookup(asset, fingerprint)
     if version is not None:
         context.log.info(f"cache hit: {asset}@{version.data_version} already built for fingerprint {fingerprint}")

@@ -1,0 +1,209 @@
+"""Training stage: four checkpoints, one loop (ml/train/), in the Dagster pool ``gpu``.
+
+    lm_checkpoint         <- tokenized_corpus, tokenizer
+    lora_adapter          <- lm_checkpoint, sft_dataset, tokenizer
+    embedding_checkpoint  <- embedding_dataset, tokenizer
+    relation_checkpoint   <- relation_dataset, tokenizer
+
+Each asset: read the upstream versions, train (in this process, or under torchrun when
+``train.nproc_per_node`` > 1) into the store's staging directory, resume from
+``work/<asset>/<fingerprint>/`` after a kill, publish, and report two blocking checks.
+"""
+
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import BaseModel, Field, ValidationError, create_model
+
+import ml.train as train_pkg
+from assets.versioned import fingerprint_for, materialize_versioned, upstream_version
+from ml.fsutil import source_digest
+from ml.paths import work_dir
+from ml.store import BuildResult, StoredVersion
+from ml.train import config as tc
+from resources import ArtifactStoreResource, CatalogResource, TorchDevice
+
+# the loop and models, plus the readers the training code calls (tokenizer, token shards, encode_sft)
+CODE_VERSION = source_digest(*sorted(str(p) for p in Path(train_pkg.__file__).parent.glob("*.py")
+                                     if p.name not in ("cli.py", "__main__.py")),
+                             *(str(Path(train_pkg.__file__).parents[1] / f) for f in
+                               ("tokenizer.py", "tokenized_corpus.py", "datasets/sft.py")), __file__)
+
+
+def dagster_config(model: type[BaseModel], name: str, default: BaseModel | None = None) -> type[dg.Config]:
+    """A dg.Config class with the same fields, defaults and descriptions as a pydantic settings model.
+
+    The rules (validators) stay on the ml/ model: assets convert back with ``settings()``."""
+    default = default if default is not None else model()
+    fields: dict[str, Any] = {}
+    for key, f in model.model_fields.items():
+        value = getattr(default, key)
+        if isinstance(value, BaseModel):
+            sub = dagster_config(type(value), f"{name}_{key}", value)
+            fields[key] = (sub, Field(default_factory=lambda sub=sub, v=value: sub(**v.model_dump()),
+                                      description=f.description))
+        else:
+            fields[key] = (f.annotation, Field(default=value, description=f.description))
+    return create_model(name, __base__=dg.Config, __doc__=model.__doc__, **fields)
+
+
+LMCheckpointConfig = dagster_config(tc.LMCheckpointSettings, "LMCheckpointConfig")
+LoraAdapterConfig = dagster_config(tc.LoraAdapterSettings, "LoraAdapterConfig")
+EmbeddingCheckpointConfig = dagster_config(tc.EmbeddingCheckpointSettings, "EmbeddingCheckpointConfig")
+RelationCheckpointConfig = dagster_config(tc.RelationCheckpointSettings, "RelationCheckpointConfig")
+
+
+def _specs(asset: str) -> list[dg.AssetCheckSpec]:
+    from ml.train.checks import LOSS_FELL, VAL_OK
+
+    return [
+        dg.AssetCheckSpec(LOSS_FELL, asset=asset, blocking=True,
+                          description="train loss fell (first vs last tenth of the logged points) by > checks.min_loss_drop"),
+        dg.AssetCheckSpec(VAL_OK, asset=asset, blocking=True,
+                          description="validation metrics are finite and past checks.val_floor / checks.val_ceiling"),
+    ]
+
+
+def _metric_rows(asset: str):
+    def rows(version: StoredVersion) -> dict:
+        from ml.train.checks import read_metrics
+
+        return {"training_metrics": [
+            {"asset": asset, "data_version": version.data_version, "run_id": version.manifest.get("run_id", ""), **r}
+            for r in read_metrics(version.path)]}
+    return rows
+
+
+def _metadata(version: StoredVersion, torch_device: TorchDevice) -> dict[str, Any]:
+    from ml.train.plots import data_uri_markdown
+
+    summary = json.loads((version.path / "summary.json").read_text("utf-8"))
+    png = version.path / "loss_curve.png"
+    md: dict[str, Any] = {
+        "loss_curve": dg.MetadataValue.md(data_uri_markdown(png.read_bytes(), f"{version.asset} loss curve")),
+        "loss_curve_png": dg.MetadataValue.path(str(png)),
+        "steps": dg.MetadataValue.int(int(summary["steps"])),
+        "train_loss": dg.MetadataValue.json({"first": summary.get("first_train_loss"),
+                                            "last": summary.get("final_train_loss")}),
+        "val": dg.MetadataValue.json(summary.get("val") or {}),
+        "best": dg.MetadataValue.json(summary.get("best") or {}),
+        "parameters": dg.MetadataValue.int(int(summary["parameters"])),
+        "trainable_parameters": dg.MetadataValue.int(int(summary["trainable_parameters"])),
+        "resumed_from_step": summary.get("resumed_from_step"),
+        "data": dg.MetadataValue.json(summary.get("data") or {}),
+    }
+    if summary.get("tokens_per_s"):
+        md["tokens_per_s"] = dg.MetadataValue.float(round(float(summary["tokens_per_s"]), 1))
+        md["samples_per_s"] = dg.MetadataValue.float(round(float(summary["samples_per_s"]), 2))
+    md.update(torch_device.materialization_metadata(summary))
+    return md
+
+
+def _build_stats(summary: dict[str, Any]) -> dict[str, float]:
+    stats = {"steps": summary["steps"], "parameters": summary["parameters"],
+             "trainable_parameters": summary["trainable_parameters"]}
+    for k in ("first_train_loss", "final_train_loss", "tokens_per_s", "samples_per_s"):
+        if summary.get(k) is not None:
+            stats[k] = summary[k]
+    stats.update({f"val.{k}": v for k, v in (summary.get("val") or {}).items()})
+    return stats
+
+
+def train_checkpoint(
+    context: dg.AssetExecutionContext, config: dg.Config, inputs: dict[str, StoredVersion],
+    store: ArtifactStoreResource, catalog: CatalogResource, torch_device: TorchDevice,
+) -> dg.MaterializeResult:
+    """Shared body of the four assets: fingerprint, train or reuse, publish, checks."""
+    from ml.train import checks
+    from ml.train.run import TrainSpec, launch
+
+    asset = context.asset_key.to_user_string()
+    try:
+        settings = tc.SETTINGS[asset].model_validate(config.model_dump())
+    except ValidationError as exc:
+        raise dg.Failure(f"{asset} config: " + "; ".join(tc.format_validation_error(exc))) from exc
+    device = torch_device.settings()
+    st, cat = store.get(), catalog.get()
+    upstream = {name: v.data_version for name, v in inputs.items()}
+    fp_config = {**settings.model_dump(mode="json"), "torch_device": device.fingerprint()}
+    work = work_dir(st.home) / asset / fingerprint_for(context, fp_config, upstream)
+
+    def build(out: Path) -> BuildResult:
+        spec = TrainSpec(asset=asset, settings=settings.model_dump(mode="json"), out_dir=str(out), work_dir=str(work),
+                         inputs={name: str(v.path) for name, v in inputs.items()}, device=device)
+        summary = launch(spec, log=context.log.info)
+        return BuildResult(stats=_build_stats(summary), rows=int(summary["steps"]))
+
+    result = materialize_versioned(
+        context, store=st, catalog=cat, config=fp_config, upstream=upstream, build=build,
+        catalog_rows=_metric_rows(asset), metadata=lambda v: _metadata(v, torch_device))
+    version = st.get(asset, result.data_version.value)
+    outcomes = checks.evaluate(version.path, settings.checks)
+    cat.append({"check_results": [
+        {"asset": asset, "data_version": version.data_version, "check_name": o.name, "passed": o.passed,
+         "severity": "ERROR", "details": o.details, "run_id": context.run.run_id, "created_at": _now()}
+        for o in outcomes]})
+    for o in outcomes:
+        (context.log.info if o.passed else context.log.error)(f"check {o.name}: {'passed' if o.passed else 'FAILED'} "
+                                                              f"({o.details})")
+    return dg.MaterializeResult(
+        data_version=result.data_version, metadata=result.metadata,
+        check_results=[dg.AssetCheckResult(check_name=o.name, passed=o.passed, severity=dg.AssetCheckSeverity.ERROR,
+                                           metadata={"details": o.details, "values": dg.MetadataValue.json(o.values)})
+                       for o in outcomes])
+
+
+def _now():
+    from ml.catalog import now_utc
+
+    return now_utc()
+
+
+_COMMON = dict(group_name="models", kinds={"torch"}, pool="gpu", code_version=CODE_VERSION)
+
+
+@dg.asset(deps=["tokenized_corpus", "tokenizer"], check_specs=_specs("lm_checkpoint"), **_COMMON,
+          description="Small decoder-only causal LM (Llama or GPT-2 config) trained from scratch on tokenized_corpus; "
+          "val loss and perplexity; save_pretrained (safetensors) with the tokenizer.")
+def lm_checkpoint(context: dg.AssetExecutionContext, config: LMCheckpointConfig, store: ArtifactStoreResource,
+                  catalog: CatalogResource, torch_device: TorchDevice) -> dg.MaterializeResult:
+    st = store.get()
+    inputs = {a: upstream_version(context, st, a) for a in ("tokenized_corpus", "tokenizer")}
+    return train_checkpoint(context, config, inputs, store, catalog, torch_device)
+
+
+@dg.asset(deps=["lm_checkpoint", "sft_dataset", "tokenizer"], check_specs=_specs("lora_adapter"), **_COMMON,
+          description="peft LoRA adapter (or full fine-tune) of lm_checkpoint on sft_dataset, prompt tokens masked.")
+def lora_adapter(context: dg.AssetExecutionContext, config: LoraAdapterConfig, store: ArtifactStoreResource,
+                 catalog: CatalogResource, torch_device: TorchDevice) -> dg.MaterializeResult:
+    st = store.get()
+    inputs = {a: upstream_version(context, st, a) for a in ("lm_checkpoint", "sft_dataset", "tokenizer")}
+    return train_checkpoint(context, config, inputs, store, catalog, torch_device)
+
+
+@dg.asset(deps=["embedding_dataset", "tokenizer"], check_specs=_specs("embedding_checkpoint"), **_COMMON,
+          description="Bi-encoder (mean pooling, L2-normalised) trained contrastively with in-batch negatives; "
+          "base: small BERT from scratch or all-MiniLM-L6-v2 + LoRA (merged); val recall@1, mean positive cosine.")
+def embedding_checkpoint(context: dg.AssetExecutionContext, config: EmbeddingCheckpointConfig,
+                         store: ArtifactStoreResource, catalog: CatalogResource,
+                         torch_device: TorchDevice) -> dg.MaterializeResult:
+    st = store.get()
+    inputs = {a: upstream_version(context, st, a) for a in ("embedding_dataset", "tokenizer")}
+    return train_checkpoint(context, config, inputs, store, catalog, torch_device)
+
+
+@dg.asset(deps=["relation_dataset", "tokenizer"], check_specs=_specs("relation_checkpoint"), **_COMMON,
+          description="Relation classifier (BertForSequenceClassification, id2label) over entity-marked text; "
+          "val accuracy and macro F1.")
+def relation_checkpoint(context: dg.AssetExecutionContext, config: RelationCheckpointConfig,
+                        store: ArtifactStoreResource, catalog: CatalogResource,
+                        torch_device: TorchDevice) -> dg.MaterializeResult:
+    st = store.get()
+    inputs = {a: upstream_version(context, st, a) for a in ("relation_dataset", "tokenizer")}
+    return train_checkpoint(context, config, inputs, store, catalog, torch_device)
+
+
+TRAINING_ASSETS = [lm_checkpoint, lora_adapter, embedding_checkpoint, relation_checkpoint]

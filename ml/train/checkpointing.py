@@ -1,0 +1,250 @@
+"""Resumable training state, written without pickle and read back only if it is intact.
+
+A checkpoint is a directory ``<work>/checkpoints/step-<N>/``::
+
+    model.safetensors       the trainable parameters (frozen ones come from the base again)
+    optimizer.safetensors   every tensor of the optimizer state, flattened
+    rng-rank<r>.safetensors torch CPU (and CUDA) generator states of rank r
+    rng-rank<r>.json        python and numpy generator states of rank r, and its unlogged metric window
+    state.json              step, data position, optimizer groups, scheduler, grad scaler,
+                            best metric, metric history, and the sha256 of every other file
+
+Tensors go through safetensors, everything else through JSON: nothing is ever unpickled.
+A file whose sha256 differs from state.json, or that is not valid safetensors (a pickle
+renamed, a truncated file), makes ``load_checkpoint`` raise ``CheckpointError``.
+
+Writes are atomic: the directory is built as ``.tmp-step-<N>`` and renamed into place, so
+a kill leaves either no checkpoint or a whole one. ``prune`` keeps the last K and the best.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ml.fsutil import atomic_write_json, fsync_dir, fsync_tree, sha256_file
+
+FORMAT = "lineage-forge/train-state/1"
+STATE = "state.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that must not be loaded (corrupt, pickled, incomplete, or from another run)."""
+
+
+def _noop() -> None:
+    return None
+
+
+@dataclass
+class Loaded:
+    step: int
+    state: dict[str, Any]
+    path: Path
+    rank_state: dict[str, Any]  # what this rank saved for itself (e.g. its metric window)
+
+
+def checkpoint_dir(work: Path) -> Path:
+    return Path(work) / "checkpoints"
+
+
+def step_dirs(work: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (renamed into place), oldest first."""
+    root = checkpoint_dir(work)
+    if not root.is_dir():
+        return []
+    out = []
+    for child in root.iterdir():
+        if child.name.startswith("step-") and (child / STATE).is_file():
+            try:
+                out.append((int(child.name[5:]), child))
+            except ValueError:
+                continue
+    return sorted(out)
+
+
+def latest(work: Path) -> Path | None:
+    found = step_dirs(work)
+    return found[-1][1] if found else None
+
+
+# ---- (de)serialising pieces ---------------------------------------------------------------------
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable parameters by name (tied weights appear once), detached contiguous CPU copies."""
+    return {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = set(params) - set(tensors), set(tensors) - set(params)
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint does not match the model: missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]}")
+    with torch.no_grad():
+        for n, p in params.items():
+            if p.shape != tensors[n].shape:
+                raise CheckpointError(f"checkpoint tensor {n} has shape {tuple(tensors[n].shape)}, "
+                                      f"model expects {tuple(p.shape)}")
+            p.copy_(tensors[n].to(p.device, p.dtype))
+
+
+def _split_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{idx}.{k}"] = v.detach().to("cpu").contiguous().clone()
+            else:
+                plain.setdefault(str(idx), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "plain": plain}
+
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, t in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = t
+    for idx, st in meta.get("plain", {}).items():
+        state.setdefault(int(idx), {}).update(st)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_state(device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        tensors["cuda"] = torch.cuda.get_rng_state(device)
+    py = random.getstate()
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return tensors, {"python": [py[0], list(py[1]), py[2]],
+                     "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]}
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(tensors["torch"])
+    if device.type == "cuda" and "cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["cuda"], device)
+    v, keys, gauss = plain["python"]
+    random.setstate((v, tuple(keys), gauss))
+    name, keys, pos, has_gauss, cached = plain["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a valid safetensors file ({exc}); refusing to load it") from exc
+
+
+# ---- save / load ------------------------------------------------------------------------------------
+def save_checkpoint(
+    work: Path, step: int, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+    device: torch.device, rank: int = 0, world_size: int = 1, barrier: Callable[[], None] = _noop,
+    rank_state: dict[str, Any] | None = None,
+) -> Path | None:
+    """Write step-<step>/ atomically. Every rank calls it (each writes its RNG state and ``rank_state``);
+    rank 0 writes the rest and publishes."""
+    root = checkpoint_dir(work)
+    tmp = root / f".tmp-step-{step:08d}"
+    final = root / f"step-{step:08d}"
+    barrier()
+    if rank == 0:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    barrier()
+    rt, rp = rng_state(device)
+    save_file(rt, str(tmp / f"rng-rank{rank}.safetensors"))
+    atomic_write_json(tmp / f"rng-rank{rank}.json", {**rp, "rank_state": rank_state or {}})
+    barrier()
+    if rank == 0:
+        save_file(trainable_state(model), str(tmp / "model.safetensors"))
+        ot, ometa = _split_optimizer(optimizer.state_dict())
+        save_file(ot, str(tmp / "optimizer.safetensors"), metadata={"format": FORMAT})
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        atomic_write_json(tmp / STATE, {**state, "format": FORMAT, "step": step, "world_size": world_size,
+                                        "optimizer": ometa, "files": files})
+        fsync_tree(tmp)
+        if final.exists():  # the same step written again (a resumed run re-saving): replace it whole
+            old = root / f".old-step-{step:08d}"
+            if old.exists():
+                shutil.rmtree(old)
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, final)
+        fsync_dir(root)
+    barrier()
+    return final if rank == 0 else None
+
+
+def verify(path: Path) -> dict[str, Any]:
+    """state.json of an intact checkpoint; CheckpointError naming the first bad file otherwise."""
+    path = Path(path)
+    try:
+        state = json.loads((path / STATE).read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path / STATE} is missing or not JSON ({exc})") from exc
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} checkpoint (format={state.get('format')!r})")
+    for name, digest in state.get("files", {}).items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"{f} is missing from the checkpoint")
+        if sha256_file(f) != digest:
+            raise CheckpointError(f"{f} is corrupted (sha256 differs from {STATE}); refusing to load it")
+    for f in path.iterdir():
+        if f.name not in state.get("files", {}) and f.name != STATE:
+            raise CheckpointError(f"{f} is not part of the checkpoint written by the loop; refusing to load it")
+    return state
+
+
+def load_checkpoint(
+    path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, device: torch.device,
+    rank: int = 0, world_size: int = 1,
+) -> Loaded:
+    """Restore model, optimizer and this rank's RNGs in place; return the rest of the state."""
+    path = Path(path)
+    state = verify(path)
+    if state.get("world_size", 1) != world_size:
+        raise CheckpointError(f"{path} was written by {state.get('world_size')} processes, this run has {world_size}")
+    load_trainable(model, _read_safetensors(path / "model.safetensors"))
+    if optimizer is not None:
+        tensors = _read_safetensors(path / "optimizer.safetensors")
+        optimizer.load_state_dict(_join_optimizer(tensors, state["optimizer"]))
+    rng_t = _read_safetensors(path / f"rng-rank{rank}.safetensors")
+    rng_p = json.loads((path / f"rng-rank{rank}.json").read_text("utf-8"))
+    set_rng_state(rng_t, rng_p, device)
+    return Loaded(int(state["step"]), state, path, rng_p.get("rank_state") or {})
+
+
+def load_weights(path: Path, model: torch.nn.Module) -> None:
+    """Only the model weights of a checkpoint (e.g. the best one, for export)."""
+    verify(path)
+    load_trainable(model, _read_safetensors(Path(path) / "model.safetensors"))
+
+
+def prune(work: Path, keep_last: int, keep_steps: set[int] = frozenset()) -> list[int]:
+    """Delete all but the last ``keep_last`` checkpoints and those in keep_steps (the best). Returns removed steps."""
+    found = step_dirs(work)
+    keep = {s for s, _ in found[-keep_last:]} | set(keep_steps)
+    removed = []
+    for s, p in found:
+        if s not in keep:
+            shutil.rmtree(p)
+            removed.append(s)
+    for stale in checkpoint_dir(work).glob(".tmp-step-*"):  # left by a kill mid-save
+        shutil.rmtree(stale, ignore_errors=True)
+    return removed

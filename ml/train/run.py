@@ -1,0 +1,138 @@
+"""One checkpoint, end to end: build the task, run the loop, write the version's files.
+
+The same ``run_training(spec)`` runs in the Dagster step process (one process) and under
+``torchrun`` (``python -m ml.train SPEC.json``, every rank): the asset decides which. Rank 0
+writes, into ``spec.out_dir`` (the store's staging directory)::
+
+    model/ or adapter/, tokenizer/, [pooling.json]   (tasks.py, FORMATS.md "Checkpoints")
+    metrics.jsonl      one {step, split, metric, value} per line
+    loss_curve.png     train/val loss and the headline validation metric
+    summary.json       final metrics, best, throughput, device, data counts
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ml.fsutil import atomic_write_json
+from ml.train.config import BEST_METRIC, SETTINGS, TASK_OF_ASSET, DeviceSettings
+
+
+class TrainSpec(BaseModel):
+    """Everything a training process needs (written as JSON for torchrun workers)."""
+
+    model_config = ConfigDict(extra="forbid")
+    asset: str
+    settings: dict[str, Any]
+    inputs: dict[str, str] = Field(description="upstream name -> version directory")
+    out_dir: str
+    work_dir: str | None = None
+    device: DeviceSettings = Field(default_factory=DeviceSettings)
+
+    def typed_settings(self):
+        if self.asset not in SETTINGS:
+            raise ValueError(f"unknown checkpoint asset {self.asset!r}; known: {sorted(SETTINGS)}")
+        return SETTINGS[self.asset].model_validate(self.settings)
+
+
+def write_outputs(out: Path, asset: str, metrics: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    from ml.train.plots import write_loss_curve
+
+    with open(out / "metrics.jsonl", "w", encoding="utf-8") as f:
+        for row in metrics:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+    headline = BEST_METRIC[TASK_OF_ASSET[asset]][0]
+    write_loss_curve(out / "loss_curve.png", metrics, title=asset, headline=headline)
+    atomic_write_json(out / "summary.json", summary)
+
+
+def run_training(spec: TrainSpec, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train and (on rank 0) write the version files; returns the summary."""
+    from ml.train import ddp, device as devmod, tasks
+    from ml.train.loop import train
+
+    log = log or (lambda msg: print(msg, flush=True))
+    settings = spec.typed_settings()
+    env = ddp.env()
+    rt = devmod.resolve(spec.device, env.local_rank, env.world_size)
+    ddp.init(rt.device.type)
+    rt.rank = env.rank
+    try:
+        devmod.seed_everything(spec.device.seed)  # identical initial weights on every rank
+        built = tasks.BUILDERS[spec.asset](settings, spec.inputs)
+        work = Path(spec.work_dir) if spec.work_dir else None
+        if work is not None and env.is_main:
+            work.mkdir(parents=True, exist_ok=True)
+        ddp.barrier()
+        result = train(built.task, settings.train, rt, work, log)
+        summary = {**result.summary, "asset": spec.asset, "data": built.data}
+        if env.is_main:
+            out = Path(spec.out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            built.save(out)
+            write_outputs(out, spec.asset, result.metrics, summary)
+        ddp.barrier()
+        return summary
+    finally:
+        ddp.shutdown()
+
+
+def launch(spec: TrainSpec, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``spec`` in this process, or under torchrun when train.nproc_per_node > 1 (standalone, one node).
+
+    The workers' output is streamed to ``log``; a failed worker raises with the tail of the output."""
+    import collections
+    import subprocess
+
+    log = log or (lambda msg: print(msg, flush=True))
+    n = spec.typed_settings().train.nproc_per_node
+    if n == 1:
+        return run_training(spec, log)
+    if not spec.work_dir:
+        raise ValueError("torchrun training needs a work_dir for its spec file")
+    spec_path = Path(spec.work_dir) / "spec.json"
+    atomic_write_json(spec_path, json.loads(spec.model_dump_json()))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           "-m", "ml.train", str(spec_path)]
+    log(f"launching {n} processes: {' '.join(cmd)}")
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    errors: list[str] = []  # the workers' exception lines, which torchrun's own report buries
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          cwd=str(Path(__file__).resolve().parents[2])) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail.append(line)
+            if re.match(r"^(\[[^\]]*\]: )?[\w.]*(Error|Exception)\b.*:", line) and line not in errors:
+                errors.append(line)
+            if line.startswith("[") or line in errors:
+                log(line)
+        rc = proc.wait()
+    if rc != 0:
+        raise RuntimeError(f"torchrun with {n} processes failed (exit {rc}): " + " | ".join(errors[:4])
+                           + "\n--- last output ---\n" + "\n".join(tail))
+    return json.loads((Path(spec.out_dir) / "summary.json").read_text("utf-8"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ml.train SPEC.json`` (what torchrun starts on every rank)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m ml.train SPEC.json   (or: torchrun --nproc_per_node N -m ml.train SPEC.json)",
+              file=sys.stderr)
+        return 2
+    spec = TrainSpec.model_validate_json(Path(argv[0]).read_text("utf-8"))
+    rank = int(os.environ.get("RANK", 0))
+    summary = run_training(spec, log=(lambda m: print(m, flush=True)) if rank == 0 else (lambda m: None))
+    if rank == 0:
+        print(json.dumps({"summary": {k: summary[k] for k in ("steps", "final_train_loss", "val", "tokens_per_s")}}),
+              flush=True)
+    return 0

@@ -1,0 +1,333 @@
+"""The four models as loop Tasks (ml/train/loop.py), and what each one publishes.
+
+    lm         causal LM from scratch on tokenized_corpus blocks      val: loss, perplexity
+    sft        LoRA (or full) fine-tuning of lm_checkpoint on sft_dataset, prompt tokens masked
+                                                                      val: loss, perplexity, token_accuracy
+    embedding  bi-encoder, InfoNCE with in-batch negatives             val: recall_at_1, mean_pos_cosine, loss
+    relation   sequence classifier on entity-marked text               val: accuracy, macro_f1, loss
+
+``build(asset, settings, inputs)`` returns a ``Built``: the Task, a ``save(out)`` that writes
+the model part of the version (FORMATS.md "Checkpoints"), and data stats for the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+
+from ml.train import models
+from ml.train.config import (
+    EmbeddingCheckpointSettings, LMCheckpointSettings, LoraAdapterSettings, RelationCheckpointSettings,
+)
+from ml.train.loop import Batch, Task
+
+IGNORE = -100
+
+
+@dataclass
+class Built:
+    task: Task
+    save: Callable[[Path], None]
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class InputError(ValueError):
+    """An upstream version that this model cannot train on (the message says which and why)."""
+
+
+def _read_split(version_dir: Path, split: str, columns: list[str]) -> pl.DataFrame:
+    f = Path(version_dir) / f"{split}.parquet"
+    if not f.is_file():
+        raise InputError(f"{f} is missing")
+    df = pl.read_parquet(f)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise InputError(f"{f} lacks columns {missing} (has {df.columns})")
+    return df.select(columns)
+
+
+# ---- lm -----------------------------------------------------------------------------------------
+class Blocks:
+    """Non-overlapping windows of seq_len + 1 tokens of one split (random access for the sampler)."""
+
+    def __init__(self, shards, seq_len: int):
+        self.shards, self.seq_len = shards, seq_len
+        self.n = shards.num_blocks(seq_len)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.shards.block(i, self.seq_len)
+
+
+def collate_blocks(items: list[np.ndarray]) -> Batch:
+    arr = torch.from_numpy(np.stack(items))
+    return {"input_ids": arr[:, :-1].contiguous(), "targets": arr[:, 1:].contiguous()}
+
+
+def causal_loss(model, batch: Batch) -> torch.Tensor:
+    """Mean next-token cross-entropy; targets already shifted (lm) or aligned by shifting here (sft)."""
+    if "targets" in batch:
+        logits = model(input_ids=batch["input_ids"]).logits
+        return F.cross_entropy(logits.flatten(0, 1).float(), batch["targets"].flatten())
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE)
+
+
+def eval_causal(model, batches: Iterator[Batch]) -> dict[str, float]:
+    total, n, correct = 0.0, 0, 0
+    for b in batches:
+        if "targets" in b:
+            logits, tgt = model(input_ids=b["input_ids"]).logits, b["targets"]
+        else:
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1]
+            tgt = b["labels"][:, 1:]
+        mask = tgt != IGNORE
+        total += float(F.cross_entropy(logits.flatten(0, 1).float(), tgt.flatten(), ignore_index=IGNORE,
+                                       reduction="sum"))
+        correct += int(((logits.argmax(-1) == tgt) & mask).sum())
+        n += int(mask.sum())
+    loss = total / max(n, 1) if n else float("nan")
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)) if math.isfinite(loss) else float("nan"),
+            "token_accuracy": correct / max(n, 1)}
+
+
+def build_lm(settings: LMCheckpointSettings, inputs: dict[str, str]) -> Built:
+    from ml.tokenized_corpus import TokenShards
+    from ml.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(inputs["tokenizer"])
+    train, val = TokenShards(inputs["tokenized_corpus"], "train"), TokenShards(inputs["tokenized_corpus"], "val")
+    if train.vocab_size > len(tok):
+        raise InputError(f"tokenized_corpus has vocab_size {train.vocab_size} but the tokenizer has {len(tok)} ids: "
+                         "they come from different tokenizer versions")
+    seq = settings.model.seq_len
+    tr, va = Blocks(train, seq), Blocks(val, seq)
+    for name, b, s in (("train", tr, train), ("val", va, val)):
+        if len(b) == 0:
+            raise InputError(f"tokenized_corpus {name} split has {s.num_tokens} tokens: not one block of "
+                             f"model.seq_len={seq} + 1")
+    model = models.build_lm(settings.model, tok)
+    task = Task("lm", model, tr, va, collate_blocks, causal_loss, eval_causal,
+                count=lambda b: (b["input_ids"].shape[0], b["input_ids"].numel()), best_metric="loss", best_mode="min")
+
+    def save(out: Path) -> None:
+        model.save_pretrained(out / "model", safe_serialization=True)
+        tok.save_pretrained(out / "tokenizer")
+
+    return Built(task, save, {"train_blocks": len(tr), "val_blocks": len(va), "vocab_size": len(tok),
+                              "train_tokens": train.num_tokens, "val_tokens": val.num_tokens})
+
+
+# ---- sft ----------------------------------------------------------------------------------------
+def pad_collate(pad_id: int) -> Callable[[list[tuple[list[int], list[int]]]], Batch]:
+    def collate(items):
+        n = max(len(ids) for ids, _ in items)
+        ids = torch.full((len(items), n), pad_id, dtype=torch.long)
+        labels = torch.full((len(items), n), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(items), n), dtype=torch.long)
+        for i, (x, y) in enumerate(items):
+            ids[i, :len(x)] = torch.tensor(x)
+            labels[i, :len(y)] = torch.tensor(y)
+            mask[i, :len(x)] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    return collate
+
+
+def encode_split_sft(tok, df: pl.DataFrame, max_len: int) -> tuple[list[tuple[list[int], list[int]]], dict[str, int]]:
+    from ml.datasets.sft import encode_sft
+
+    out, dropped = [], {"prompt_too_long": 0, "no_response_token": 0}
+    for prompt, response in zip(df["prompt"], df["response"]):
+        try:
+            ids, labels = encode_sft(tok, prompt, response, max_len)
+        except ValueError as exc:
+            dropped["prompt_too_long" if "prompt" in str(exc) else "no_response_token"] += 1
+            continue
+        if all(l == IGNORE for l in labels[1:]):  # the shifted target would be empty
+            dropped["no_response_token"] += 1
+            continue
+        out.append((ids, labels))
+    return out, dropped
+
+
+def build_sft(settings: LoraAdapterSettings, inputs: dict[str, str]) -> Built:
+    from ml.tokenizer import load_tokenizer
+
+    m = settings.model
+    tok = load_tokenizer(inputs["tokenizer"])
+    base, _ = models.load_lm(inputs["lm_checkpoint"])
+    if base.config.vocab_size < len(tok):
+        raise InputError(f"lm_checkpoint has {base.config.vocab_size} token ids, the tokenizer {len(tok)}: "
+                         "they come from different tokenizer versions")
+    limit = getattr(base.config, "n_positions", None)
+    if limit is not None and m.max_len > limit:
+        raise InputError(f"model.max_len={m.max_len} exceeds the base LM's {limit} positions")
+    base.train()
+    if m.mode == "lora":
+        model = models.add_lora(base, m.lora, "CAUSAL_LM", "model.lora")
+    else:
+        model = base
+    data, dropped = {}, {}
+    for split in ("train", "val"):
+        df = _read_split(Path(inputs["sft_dataset"]), split, ["prompt", "response"])
+        data[split], d = encode_split_sft(tok, df, m.max_len)
+        dropped.update({f"{split}.dropped.{k}": v for k, v in d.items()})
+        if not data[split]:
+            raise InputError(f"sft_dataset {split} split has no usable example ({df.height} rows, dropped {d})")
+    task = Task("sft", model, data["train"], data["val"], pad_collate(tok.pad_token_id), causal_loss, eval_causal,
+                count=lambda b: (b["input_ids"].shape[0], int(b["attention_mask"].sum())),
+                best_metric="loss", best_mode="min")
+
+    def save(out: Path) -> None:
+        model.save_pretrained(out / ("adapter" if m.mode == "lora" else "model"), safe_serialization=True)
+        tok.save_pretrained(out / "tokenizer")
+
+    return Built(task, save, {"train_examples": len(data["train"]), "val_examples": len(data["val"]), **dropped})
+
+
+# ---- embedding ----------------------------------------------------------------------------------
+def text_collate(tok, max_len: int, fields: tuple[str, ...]) -> Callable[[list[dict]], Batch]:
+    """Tokenize the given fields of every item into ONE padded batch (field after field), so a
+    bi-encoder needs a single forward pass (one DDP forward per backward)."""
+    def collate(items):
+        texts = [it[f] for f in fields for it in items]
+        enc = tok(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt",
+                  return_token_type_ids=False)
+        batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if "label" in items[0]:
+            batch["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
+        return batch
+    return collate
+
+
+def _embed(model, batch: Batch) -> torch.Tensor:
+    hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    return models.mean_pool(hidden, batch["attention_mask"])
+
+
+def contrastive_loss(temperature: float) -> Callable[[Any, Batch], torch.Tensor]:
+    def loss(model, batch):
+        emb = _embed(model, batch)
+        a, p = emb.chunk(2)
+        sim = a @ p.T / temperature
+        target = torch.arange(a.shape[0], device=sim.device)
+        return 0.5 * (F.cross_entropy(sim, target) + F.cross_entropy(sim.T, target))
+    return loss
+
+
+def eval_embedding(temperature: float) -> Callable[[Any, Iterator[Batch]], dict[str, float]]:
+    def evaluate(model, batches):
+        anchors, positives = [], []
+        for b in batches:
+            a, p = _embed(model, b).chunk(2)
+            anchors.append(a.float())
+            positives.append(p.float())
+        a, p = torch.cat(anchors), torch.cat(positives)
+        sim = a @ p.T
+        target = torch.arange(a.shape[0], device=sim.device)
+        return {"recall_at_1": float((sim.argmax(1) == target).float().mean()),
+                "mean_pos_cosine": float(sim.diagonal().mean()),
+                "loss": float(F.cross_entropy(sim / temperature, target)), "pairs": float(a.shape[0])}
+    return evaluate
+
+
+def build_embedding(settings: EmbeddingCheckpointSettings, inputs: dict[str, str]) -> Built:
+    from ml.tokenizer import load_tokenizer
+
+    m = settings.model
+    ours = load_tokenizer(inputs["tokenizer"]) if m.base == "scratch" else None
+    model, tok = models.build_embedding(m, ours)
+    split = {s: _read_split(Path(inputs["embedding_dataset"]), s, ["anchor", "positive"]).to_dicts()
+             for s in ("train", "val")}
+    if len(split["val"]) < 2:
+        raise InputError(f"embedding_dataset val split has {len(split['val'])} pairs: recall@1 needs at least 2")
+    task = Task("embedding", model, split["train"], split["val"], text_collate(tok, m.max_len, ("anchor", "positive")),
+                contrastive_loss(m.temperature), eval_embedding(m.temperature),
+                count=lambda b: (b["input_ids"].shape[0] // 2, int(b["attention_mask"].sum())),
+                best_metric="recall_at_1", best_mode="max")
+
+    def save(out: Path) -> None:
+        final = model.merge_and_unload() if m.base == "minilm" else model
+        final.save_pretrained(out / "model", safe_serialization=True)
+        tok.save_pretrained(out / "tokenizer")
+        (out / "pooling.json").write_text(json.dumps(models.POOLING, indent=2) + "\n")
+
+    return Built(task, save, {"train_pairs": len(split["train"]), "val_pairs": len(split["val"]), "base": m.base})
+
+
+# ---- relation -----------------------------------------------------------------------------------
+def classify_loss(model, batch: Batch) -> torch.Tensor:
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return F.cross_entropy(logits.float(), batch["labels"])
+
+
+def macro_f1(pred: np.ndarray, gold: np.ndarray) -> float:
+    """Mean F1 over the classes that occur in the gold labels or the predictions."""
+    scores = []
+    for c in np.union1d(pred, gold):
+        tp = int(((pred == c) & (gold == c)).sum())
+        fp, fn = int(((pred == c) & (gold != c)).sum()), int(((pred != c) & (gold == c)).sum())
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def eval_classifier(model, batches: Iterator[Batch]) -> dict[str, float]:
+    preds, golds, total = [], [], 0.0
+    for b in batches:
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
+        total += float(F.cross_entropy(logits, b["labels"], reduction="sum"))
+        preds.append(logits.argmax(-1).cpu())
+        golds.append(b["labels"].cpu())
+    p, g = torch.cat(preds).numpy(), torch.cat(golds).numpy()
+    return {"accuracy": float((p == g).mean()), "macro_f1": macro_f1(p, g), "loss": total / len(g)}
+
+
+def build_relation(settings: RelationCheckpointSettings, inputs: dict[str, str]) -> Built:
+    from ml.tokenizer import load_tokenizer
+
+    m = settings.model
+    ddir = Path(inputs["relation_dataset"])
+    if not (ddir / "labels.json").is_file():
+        raise InputError(f"{ddir}/labels.json is missing (the ordered label list)")
+    labels = json.loads((ddir / "labels.json").read_text("utf-8"))
+    if isinstance(labels, dict):
+        labels = labels.get("labels", labels)
+    if not isinstance(labels, list) or len(labels) < 2 or len(set(labels)) != len(labels):
+        raise InputError(f"{ddir}/labels.json must be a list of at least 2 distinct labels, got {labels!r}")
+    label_id = {l: i for i, l in enumerate(labels)}
+    split = {}
+    for s in ("train", "val"):
+        df = _read_split(ddir, s, ["text", "label"])
+        unknown = sorted(set(df["label"].to_list()) - set(label_id))
+        if unknown:
+            raise InputError(f"relation_dataset {s} split has labels not in labels.json: {unknown[:5]}")
+        split[s] = [{"text": t, "label": label_id[l]} for t, l in zip(df["text"], df["label"])]
+    ours = load_tokenizer(inputs["tokenizer"]) if m.base == "scratch" else None
+    model, tok = models.build_relation(m, labels, ours)
+    task = Task("relation", model, split["train"], split["val"], text_collate(tok, m.max_len, ("text",)),
+                classify_loss, eval_classifier,
+                count=lambda b: (b["input_ids"].shape[0], int(b["attention_mask"].sum())),
+                best_metric="macro_f1", best_mode="max")
+
+    def save(out: Path) -> None:
+        model.save_pretrained(out / "model", safe_serialization=True)
+        tok.save_pretrained(out / "tokenizer")
+
+    counts = pl.Series([labels[x["label"]] for x in split["train"]]).value_counts()
+    return Built(task, save, {"train_examples": len(split["train"]), "val_examples": len(split["val"]),
+                              "labels": len(labels),
+                              "train_label_counts": dict(zip(counts[:, 0].to_list(), counts[:, 1].to_list()))})
+
+
+BUILDERS = {"lm_checkpoint": build_lm, "lora_adapter": build_sft, "embedding_checkpoint": build_embedding,
+            "relation_checkpoint": build_relation}

@@ -1,0 +1,65 @@
+"""TorchDevice: the hardware resource of training and export steps (a thin shell over ml/train/device.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field
+
+from ml.train.config import ConfigError, DeviceSettings
+
+
+class TorchDevice(dg.ConfigurableResource):
+    """Device, precision, seed and determinism for torch steps.
+
+    Every materialization that uses it records the device name and peak memory in its metadata
+    (``materialization_metadata``). A GPU profile on a machine without a GPU fails the step with a
+    message naming the field (``lineage validate-config`` says so before the run).
+    """
+
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32", description="fp32 | bf16 | fp16 autocast (fp32 on the CPU unless asked)")
+    seed: int = Field(default=0, description="seed of python, numpy and torch RNGs")
+    deterministic: bool = Field(default=False, description="deterministic torch algorithms, no cuDNN autotuning")
+    threads: int = Field(default=0, description="CPU threads for torch ops (0: one per core)")
+
+    def settings(self) -> DeviceSettings:
+        """The validated settings, refused (dg.Failure naming the field) when the hardware is missing."""
+        try:
+            s = DeviceSettings(device=self.device, precision=self.precision, seed=self.seed,
+                               deterministic=self.deterministic, threads=self.threads)
+            s.check_available()
+        except (ValueError, ConfigError) as exc:
+            raise dg.Failure(f"torch_device: {exc}") from exc
+        return s
+
+    def device_name(self) -> str:
+        import torch
+
+        s = self.settings()
+        if s.device.startswith("cuda") or (s.device == "auto" and torch.cuda.is_available()):
+            dev = torch.device("cuda" if s.device == "auto" else s.device)
+            return f"{dev} ({torch.cuda.get_device_name(dev)})"
+        return f"cpu ({torch.get_num_threads()} threads)"
+
+    def materialization_metadata(self, trained: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Device name and peak memory of this step (and of the training processes, if they ran elsewhere)."""
+        from ml.train.device import peak_memory_mb
+
+        import torch
+
+        s = self.settings()
+        on_gpu = s.device.startswith("cuda") or (s.device == "auto" and torch.cuda.is_available())
+        md: dict[str, Any] = {
+            "device": self.device_name(),
+            "precision": s.precision,
+            "seed": s.seed,
+            "peak_memory_mb": dg.MetadataValue.float(round(peak_memory_mb("cuda" if on_gpu else "cpu"), 1)),
+        }
+        if trained:
+            md["trained_on"] = str(trained.get("device"))
+            if trained.get("peak_memory_mb") is not None:
+                md["training_peak_memory_mb"] = dg.MetadataValue.float(float(trained["peak_memory_mb"]))
+        return md
