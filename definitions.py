@@ -8,8 +8,12 @@ from jobs import ALL_JOBS
 from resources import ArtifactStoreResource, CatalogResource, LandingZone, TorchDevice
 from sensors import ALL_SENSORS
 
+# Every asset: owned by the team, and its stats/lineage land in the DuckDB catalog.
+OWNERS = ["team:lineage-forge"]
+ASSETS = dg.map_asset_specs(lambda spec: spec.merge_attributes(owners=OWNERS, kinds={"duckdb"}), ALL_ASSETS)
+
 defs = dg.Definitions(
-    assets=ALL_ASSETS,
+    assets=ASSETS,
     asset_checks=ALL_CHECKS,
     jobs=ALL_JOBS,
     sensors=ALL_SENSORS,

@@ -35,9 +35,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# bench/ itself off the path: a bench script named like a stdlib module (bench/tokenize.py) must not
-# shadow it for this one
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 
 CHUNK_CHECKS = ["chunk_id_unique", "text_not_null", "chunk_length_in_bounds", "doc_id_in_raw_docs"]

@@ -1,6 +1,6 @@
 """tokenizer + tokenized_corpus against plain HF ``tokenizers`` on the same text, in one run.
 
-    python bench/tokenize.py [--mb 20] [--vocab 16384] [--repeats 3]
+    python bench/tokenizer.py [--mb 20] [--vocab 16384] [--repeats 3]
 
 Text: the embedded sample corpus (``lineage sample-corpus``), repeated until ``--mb`` MB, each copy
 of a document made distinct by a numbered line, so the documents are real English and code.

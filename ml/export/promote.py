@@ -1,0 +1,105 @@
+"""Promotion: mark one component of an onnx_bundle version as the one to deploy.
+
+A promotion is a row in the catalog's ``promotions`` table (component, bundle_version,
+model_version, promoted_by, promoted_at, note); the latest row per component is the promoted
+one, earlier rows are the history. A bundle is refused when any of its blocking checks failed
+(``ml/quality/gate.py``), when no parity result was ever recorded for it, or when the
+component's own parity in the bundle's report did not pass.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from typing import Any
+
+import polars as pl
+
+from ml.catalog import Catalog, now_utc
+from ml.export.bundle import BUNDLE_DIR, MANIFEST, PARITY
+from ml.quality.gate import failed_blocking_checks, latest_check_results
+from ml.store import ArtifactStore
+
+ASSET = "onnx_bundle"
+
+
+class PromotionRefused(RuntimeError):
+    pass
+
+
+def resolve_bundle(catalog: Catalog, store: ArtifactStore, version: str) -> str:
+    """The full data version of an onnx_bundle version (a unique prefix works)."""
+    found = catalog.query(
+        "SELECT DISTINCT data_version FROM asset_versions WHERE asset = ? AND data_version LIKE ? || '%'",
+        [ASSET, version],
+    )["data_version"].to_list()
+    if not found:
+        found = [v.data_version for v in store.versions(ASSET) if v.data_version.startswith(version)]
+    if not found:
+        raise PromotionRefused(f"{ASSET}@{version} is not in the catalog or the store")
+    if len(found) > 1:
+        raise PromotionRefused(f"version prefix {version!r} is ambiguous: {sorted(found)}")
+    return found[0]
+
+
+def promote(catalog: Catalog, store: ArtifactStore, component: str, version: str, *,
+            by: str | None = None, note: str = "") -> dict[str, Any]:
+    """Record ``component`` of onnx_bundle@version as promoted; PromotionRefused says why not."""
+    data_version = resolve_bundle(catalog, store, version)
+    if not store.has_version(ASSET, data_version):
+        raise PromotionRefused(f"{ASSET}@{data_version} is in the catalog but missing from the store at {store.root}")
+    root = store.get(ASSET, data_version).path / BUNDLE_DIR
+    manifest = json.loads((root / MANIFEST).read_text("utf-8"))
+    if component not in manifest["models"]:
+        raise PromotionRefused(f"{ASSET}@{data_version} has no component {component!r}; it has {sorted(manifest['models'])}")
+
+    if latest_check_results(catalog, ASSET, data_version).height == 0:
+        raise PromotionRefused(f"{ASSET}@{data_version} has no recorded check results; materialize it so its "
+                               "parity checks run before promoting it")
+    failed = failed_blocking_checks(catalog, ASSET, data_version)
+    if failed:
+        names = ", ".join(f"{f['check_name']} ({_short(f['details'])})" for f in failed)
+        raise PromotionRefused(f"{ASSET}@{data_version}: blocking checks failed: {names}")
+    report = json.loads((root / PARITY).read_text("utf-8"))["models"][component]
+    bad = [prec for prec, r in report.items() if not r["passed"]]
+    if bad:
+        raise PromotionRefused(f"{ASSET}@{data_version}: {component} parity failed for {bad}")
+
+    src = manifest["models"][component].get("source", {})
+    row = {
+        "component": component,
+        "bundle_version": data_version,
+        "model_version": f"{src.get('asset', '?')}@{src.get('data_version', '?')}",
+        "promoted_by": by or os.environ.get("LINEAGE_USER") or _user(),
+        "promoted_at": now_utc(),
+        "note": note,
+    }
+    catalog.append({"promotions": [row]})
+    return row
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _short(details: Any, n: int = 160) -> str:
+    s = str(details or "")
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def promotions(catalog: Catalog, component: str | None = None, history: bool = False) -> pl.DataFrame:
+    """What is promoted now (latest row per component), or every promotion newest first."""
+    where = "WHERE component = ?" if component else ""
+    params = [component] if component else None
+    if history:
+        return catalog.query(f"SELECT * FROM promotions {where} ORDER BY promoted_at DESC", params)
+    return catalog.query(
+        f"""SELECT component, bundle_version, model_version, promoted_by, promoted_at, note FROM (
+              SELECT *, row_number() OVER (PARTITION BY component ORDER BY promoted_at DESC) AS rn
+              FROM promotions {where}) WHERE rn = 1 ORDER BY component""",
+        params,
+    )

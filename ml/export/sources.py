@@ -1,0 +1,186 @@
+"""From checkpoint versions in the store to what the export needs: model sources, sample texts, lineage.
+
+- ``resolve_models``: the three bundle components from the exact checkpoint versions
+  (``lm`` = lora_adapter merged into the lm_checkpoint version its manifest records,
+  ``embedding`` = embedding_checkpoint, ``relation`` = relation_checkpoint), as HF directories.
+- ``sample_texts``: real texts for the parity samples, from the validation split of the dataset
+  each model was trained on (found by walking the store manifests upstream), else cleaned chunks.
+- ``walk_lineage``: every upstream version down to ``raw_docs`` and its landing files, with code
+  versions and run ids, from the store manifests.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import polars as pl
+
+from ml.export.export import ModelSource, read_pooling
+from ml.paths import ASSET_NAME_RE
+from ml.store import ArtifactStore
+
+# component -> (checkpoint asset, model kind)
+COMPONENTS = {
+    "lm": ("lora_adapter", "causal_lm"),
+    "embedding": ("embedding_checkpoint", "embedding"),
+    "relation": ("relation_checkpoint", "classifier"),
+}
+CHECKPOINT_ASSETS = tuple(a for a, _ in COMPONENTS.values())
+
+# kind -> where its real sample texts live, nearest first: (asset, file glob, columns, cut). Sources
+# are used in this order until ``samples`` texts are found (small corpora have tiny val splits).
+SAMPLE_SOURCES: dict[str, list[tuple[str, str, tuple[str, ...], bool]]] = {
+    "causal_lm": [("sft_dataset", "val.parquet", ("prompt",), False),
+                  ("tokenized_corpus", "val", (), True)],  # the LM's own validation documents
+    "embedding": [("embedding_dataset", "val.parquet", ("anchor", "positive"), False)],
+    "classifier": [("relation_dataset", "val.parquet", ("text",), False)],
+}
+FALLBACK_SOURCE = ("cleaned_chunks", "chunks/*.parquet", ("text",), True)
+CORPUS_DOC_TOKENS = 256  # tokens of a tokenized_corpus document decoded into a sample text
+
+
+class SourceError(ValueError):
+    pass
+
+
+def _need_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise SourceError(f"{what}: expected directory {path} (see ml/FORMATS.md, Checkpoints)")
+    return path
+
+
+def resolve_models(store: ArtifactStore, versions: Mapping[str, str]) -> list[ModelSource]:
+    """Model sources for every component, from ``{checkpoint asset: data version}``."""
+    out = []
+    for name, (asset, kind) in COMPONENTS.items():
+        if asset not in versions:
+            raise SourceError(f"no version given for {asset} (component {name!r})")
+        ver = store.get(asset, versions[asset])
+        prov: dict[str, Any] = {"asset": asset, "data_version": ver.data_version}
+        tokenizer_dir = _need_dir(ver.path / "tokenizer", f"{asset}@{ver.data_version}")
+        adapter_dir = None
+        if name == "lm" and (ver.path / "adapter").is_dir():
+            base_version = ver.manifest.get("upstream", {}).get("lm_checkpoint")
+            if not base_version:
+                raise SourceError(f"lora_adapter@{ver.data_version}: its manifest records no upstream lm_checkpoint, "
+                                  "so the base model to merge the adapter into is unknown")
+            base = store.get("lm_checkpoint", base_version)
+            model_dir = _need_dir(base.path / "model", f"lm_checkpoint@{base_version}")
+            adapter_dir = ver.path / "adapter"
+            prov["base"] = {"asset": "lm_checkpoint", "data_version": base_version}
+            prov["merge"] = "peft LoRA adapter merged into the base (merge_and_unload)"
+        else:
+            model_dir = _need_dir(ver.path / "model", f"{asset}@{ver.data_version}")
+            if name == "lm":
+                prov["merge"] = "full fine-tuning (no adapter)"
+        pooling = read_pooling(ver.path / "pooling.json") if kind == "embedding" else None
+        out.append(ModelSource(name=name, kind=kind, model_dir=model_dir, tokenizer_dir=tokenizer_dir,
+                               adapter_dir=adapter_dir, pooling=pooling, provenance=prov))
+    return out
+
+
+def _upstream_bfs(store: ArtifactStore, asset: str, version: str):
+    """(asset, version) pairs upstream of asset@version, nearest first (the start included)."""
+    seen = {(asset, version)}
+    queue = deque([(asset, version)])
+    while queue:
+        a, v = queue.popleft()
+        yield a, v
+        if not store.has_version(a, v):
+            continue
+        for ua, uv in sorted(store.get(a, v).manifest.get("upstream", {}).items()):
+            if ASSET_NAME_RE.match(ua) and (ua, uv) not in seen:
+                seen.add((ua, uv))
+                queue.append((ua, uv))
+
+
+def _pick(texts: list[str], n: int) -> list[str]:
+    """n distinct non-blank texts spread evenly over the list (deterministic)."""
+    uniq = list(dict.fromkeys(t for t in texts if isinstance(t, str) and t.strip()))
+    if len(uniq) <= n:
+        return uniq
+    return [uniq[i] for i in np.linspace(0, len(uniq) - 1, n).round().astype(int)]
+
+
+def _read_texts(version_dir: Path, pattern: str, columns: tuple[str, ...], n: int, tokenizer_dir: Path | None) -> list[str]:
+    if columns:  # parquet columns; several columns interleave (anchor, positive, anchor, ...)
+        files = sorted(version_dir.glob(pattern))
+        if not files:
+            return []
+        frame = pl.read_parquet(files, columns=list(columns))
+        return _pick([t for row in frame.iter_rows() for t in row], n)
+    # a tokenized_corpus split: documents decoded with the model's tokenizer
+    if tokenizer_dir is None or not (version_dir / pattern).is_dir():
+        return []
+    from ml.export.export import load_tokenizer
+    from ml.tokenized_corpus import TokenShards
+
+    shards = TokenShards(version_dir, pattern)
+    tok = load_tokenizer(tokenizer_dir)
+    picks = sorted(set(np.linspace(0, shards.num_docs - 1, min(n, shards.num_docs)).round().astype(int).tolist())) \
+        if shards.num_docs else []
+    return _pick([tok.decode(shards.doc(i)[:CORPUS_DOC_TOKENS].tolist()) for i in picks], n)
+
+
+def sample_texts(store: ArtifactStore, asset: str, version: str, kind: str, n: int,
+                 tokenizer_dir: Path | None = None) -> tuple[list[str], list[bool], list[dict[str, Any]]]:
+    """(texts, cut per text, where they came from) for the model asset@version: up to n real texts,
+    from the nearest validation data in its lineage first, topped up from the next sources."""
+    nodes = list(_upstream_bfs(store, asset, version))
+    texts: list[str] = []
+    cuts: list[bool] = []
+    where: list[dict[str, Any]] = []
+    for src_asset, pattern, columns, cut in [*SAMPLE_SOURCES[kind], FALLBACK_SOURCE]:
+        for a, v in nodes:
+            if len(texts) >= n:
+                break
+            if a != src_asset or not store.has_version(a, v):
+                continue
+            got = [t for t in _read_texts(store.get(a, v).path, pattern, columns, n, tokenizer_dir) if t not in texts]
+            got = got[: n - len(texts)]
+            if got:
+                texts += got
+                cuts += [cut] * len(got)
+                where.append({"asset": a, "data_version": v, "files": pattern, "columns": list(columns),
+                              "split": "val" if pattern.startswith("val") else "all", "count": len(got)})
+    if not texts:
+        wanted = [s[0] for s in SAMPLE_SOURCES[kind]] + [FALLBACK_SOURCE[0]]
+        raise SourceError(f"no sample texts upstream of {asset}@{version}: looked for {wanted} in its lineage")
+    return texts, cuts, where
+
+
+def walk_lineage(store: ArtifactStore, upstream: Mapping[str, str]) -> dict[str, Any]:
+    """Every version upstream of ``upstream`` (asset -> version), from the store manifests.
+
+    Returns {"nodes": [{asset, data_version, code_version, run_id, created_at, fingerprint, upstream}],
+    "raw_docs": [versions], "landing": {"landing:<file>": sha256 prefix}}. A version missing from the
+    store is an error: the bundle would claim a lineage it cannot show.
+    """
+    nodes: dict[tuple[str, str], dict[str, Any]] = {}
+    landing: dict[str, str] = {}
+    stack = sorted(upstream.items())
+    while stack:
+        asset, version = stack.pop()
+        if not ASSET_NAME_RE.match(asset):
+            landing[asset] = version
+            continue
+        if (asset, version) in nodes:
+            continue
+        if not store.has_version(asset, version):
+            raise SourceError(f"lineage: {asset}@{version} is recorded upstream but missing from the store at {store.root}")
+        m = store.get(asset, version).manifest
+        nodes[(asset, version)] = {
+            "asset": asset, "data_version": version, "code_version": m.get("code_version"),
+            "run_id": m.get("run_id"), "created_at": m.get("created_at"), "fingerprint": m.get("fingerprint"),
+            "upstream": dict(sorted(m.get("upstream", {}).items())),
+        }
+        stack.extend(sorted(m.get("upstream", {}).items()))
+    ordered = [nodes[k] for k in sorted(nodes)]
+    return {
+        "nodes": ordered,
+        "raw_docs": sorted(v for (a, v) in nodes if a == "raw_docs"),
+        "landing": dict(sorted(landing.items())),
+    }

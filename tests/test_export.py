@@ -1,0 +1,169 @@
+"""ml/export without Dagster: export, quantize, parity, manifest, deterministic package, verify."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import onnx
+import pytest
+
+from ml.cli import main as lineage
+from ml.export import bundle as B
+from ml.export import parity as P
+from ml.fsutil import sha256_file
+from tests.test_export_fixtures import build_checkpoints, sources
+
+FAST = dict(latency_runs=1, latency_batches=(1, 4), threads=1)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    dirs = build_checkpoints(tmp_path_factory.getbasetemp() / "checkpoints")
+    manifest = B.build_bundle(sources(dirs), root / "out", B.BundleConfig(**FAST),
+                              lineage={"nodes": [], "raw_docs": [], "landing": {}}, log=lambda m: None)
+    return root / "out", manifest
+
+
+def _repack(src_tar, dst_tar, edit=None, extra=None):
+    """Copy a bundle tarball member by member, optionally editing one member or adding raw members."""
+    with tarfile.open(src_tar, "r:gz") as src, tarfile.open(dst_tar, "w:gz") as dst:
+        for m in src.getmembers():
+            data = src.extractfile(m).read()
+            if edit and m.name == edit[0]:
+                data = edit[1](data)
+                m.size = len(data)
+            dst.addfile(m, io.BytesIO(data))
+        for info, data in extra or []:
+            dst.addfile(info, io.BytesIO(data) if data is not None else None)
+
+
+def _perturb(path):
+    """The same graph with its largest weight scaled by 1.05 (a wrong model that still loads)."""
+    model = onnx.load(str(path))
+    init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    arr = onnx.numpy_helper.to_array(init) * np.float32(1.05)
+    init.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), init.name))
+    return model.SerializeToString()
+
+
+def test_every_model_exports_quantizes_and_passes_parity(built):
+    out, manifest = built
+    root = out / B.BUNDLE_DIR
+    assert set(manifest["models"]) == {"lm", "embedding", "relation"}
+    for name, m in manifest["models"].items():
+        fp32, int8 = root / m["files"]["fp32"], root / m["files"]["int8"]
+        graph = onnx.load(str(fp32))
+        onnx.checker.check_model(graph)
+        assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
+        dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.graph.input]
+        assert dims == [["batch", "sequence"], ["batch", "sequence"]], name
+        assert int8.stat().st_size < 0.6 * fp32.stat().st_size  # tiny models: tokenizer-sized tables stay fp32-ish
+        assert all(r["passed"] for r in m["parity"].values()), (name, m["parity"])
+        own = {a["path"]: a["sha256"] for a in m["artifacts"]}
+        assert own[m["files"]["int8"]] == sha256_file(int8) and f"{name}/tokenizer/tokenizer.json" in own
+        q = m["quantization"]
+        assert set(q["candidates"]) == {"per_channel", "per_tensor"} and q["preprocess"].endswith("optimize")
+        for engine in B.ENGINES:
+            assert m["latency_ms"]["b1s128"][engine] > 0
+        # dynamic axes for real: a batch and length never seen at export time
+        sess = P.ort_session(int8)
+        ids = np.full((3, 37), 20, dtype=np.int64)
+        assert sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0].shape[0] == 3
+    assert manifest["models"]["lm"]["source"]["asset"] == "lora_adapter"
+    emb = np.load(root / "embedding" / "samples.npz")["reference"]
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)  # pooling + normalize inside the model
+    for f in manifest["files"]:
+        assert sha256_file(root / f["path"]) == f["sha256"]
+    report = json.loads((root / B.PARITY).read_text())
+    assert report["passed"] and report["thresholds"]["int8_lm_top1_agreement"] == 0.95
+    stats = B.bundle_stats(manifest)
+    assert stats["bytes.lm.int8"] < stats["bytes.lm.fp32"] and stats["latency_ms.embedding.ort_int8.b4s128"] > 0
+
+
+def test_perturbed_weights_fail_parity(built, tmp_path):
+    out, manifest = built
+    root = out / B.BUNDLE_DIR
+    samples = P.load_samples(root / "relation" / "samples.npz")
+    wrong = tmp_path / "wrong.onnx"
+    wrong.write_bytes(_perturb(root / "relation" / "model.onnx"))
+    res = P.check_onnx(wrong, "classifier", "fp32", samples, P.Thresholds())
+    assert not res["passed"] and "max_abs_diff" in res["problems"][0]
+    assert P.check_onnx(root / "relation" / "model.onnx", "classifier", "fp32", samples, P.Thresholds())["passed"]
+
+
+def test_package_is_deterministic_and_verifies(built, tmp_path, capsys):
+    out, _ = built
+    again = tmp_path / "again.tar.gz"
+    B.pack_tar(out / B.BUNDLE_DIR, again)
+    assert again.read_bytes() == (out / B.TARBALL).read_bytes()
+    with tarfile.open(again) as tf:
+        members = tf.getmembers()
+    assert all(m.isreg() and m.mtime == 0 and m.uid == 0 for m in members)
+    assert [m.name for m in members] == sorted(m.name for m in members)
+
+    assert lineage(["verify", str(out / B.TARBALL)]) == 0
+    text = capsys.readouterr().out
+    assert "FAIL" not in text and "lm int8: parity on" in text and "verified" in text
+
+
+def test_verify_rejects_tampering_traversal_and_links(built, tmp_path, capsys):
+    good = built[0] / B.TARBALL
+
+    tampered = tmp_path / "tampered.tar.gz"  # one flipped byte in a model file
+    _repack(good, tampered, edit=("embedding/model.onnx", lambda b: b[:-10] + bytes([b[-10] ^ 1]) + b[-9:]))
+    report = B.verify_bundle(tampered)
+    assert not report.ok and any("embedding/model.onnx: sha256" in msg for ok, msg in report.checks if not ok)
+    assert lineage(["verify", str(tampered)]) == 1
+
+    # a wrong model with a manifest rewritten to match: sha256 passes, the parity re-run does not
+    rewritten = tmp_path / "rewritten.tar.gz"
+    with tarfile.open(good) as tf:
+        tf.extractall(tmp_path / "x", filter="data")
+    (tmp_path / "x" / "lm" / "model.onnx").write_bytes(_perturb(tmp_path / "x" / "lm" / "model.onnx"))
+    man = json.loads((tmp_path / "x" / B.MANIFEST).read_text())
+    man["files"] = B.list_bundle_files(tmp_path / "x")
+    (tmp_path / "x" / B.MANIFEST).write_text(json.dumps(man))
+    B.pack_tar(tmp_path / "x", rewritten)
+    report = B.verify_bundle(rewritten)
+    failed = [msg for ok, msg in report.checks if not ok]
+    assert len(failed) == 1 and failed[0].startswith("lm fp32: parity")
+
+    outside = tmp_path / "evil.txt"
+    for name, info in [
+        ("traversal", tarfile.TarInfo("../evil.txt")),
+        ("absolute", tarfile.TarInfo(str(outside))),
+        ("symlink", tarfile.TarInfo("lm/tokenizer/link")),
+        ("hardlink", tarfile.TarInfo("lm/hard")),
+        ("device", tarfile.TarInfo("lm/dev")),
+    ]:
+        data = b"owned"
+        if name == "symlink":
+            info.type, info.linkname, data = tarfile.SYMTYPE, "/etc/passwd", None
+        elif name == "hardlink":
+            info.type, info.linkname, data = tarfile.LNKTYPE, "manifest.json", None
+        elif name == "device":
+            info.type, info.devmajor, info.devminor, data = tarfile.CHRTYPE, 1, 3, None
+        else:
+            info.size = len(data)
+        bad = tmp_path / f"{name}.tar.gz"
+        _repack(good, bad, extra=[(info, data)])
+        report = B.verify_bundle(bad)
+        assert not report.ok and report.checks[-1][1].startswith("extraction refused"), (name, report.render())
+        assert not outside.exists() and not (tmp_path / "evil.txt").exists()
+        assert lineage(["verify", str(bad)]) == 1
+    capsys.readouterr()
+
+
+def test_skip_quantization(tmp_path_factory, tmp_path):
+    dirs = build_checkpoints(tmp_path_factory.getbasetemp() / "checkpoints")
+    relation = [s for s in sources(dirs) if s.name == "relation"]
+    manifest = B.build_bundle(relation, tmp_path, B.BundleConfig(skip_quantization=True, measure_latency=False),
+                              lineage={}, log=lambda m: None)
+    m = manifest["models"]["relation"]
+    assert "int8" not in m["files"] and m["quantization"] is None and list(m["parity"]) == ["fp32"]
+    assert not (tmp_path / B.BUNDLE_DIR / "relation" / B.INT8).exists()
+    assert B.verify_bundle(tmp_path / B.TARBALL).ok
