@@ -1,0 +1,129 @@
+"""What the sensors share: tick intervals, the run-config profile, and "is a run in progress?".
+
+Run config of sensor-requested runs
+    A *profile* is a Dagster run-config YAML like ``configs/debug.yaml``. Its path comes from
+    ``$LINEAGE_RUN_CONFIG`` (relative paths are taken from the repository root), default
+    ``configs/debug.yaml``. It is read at every tick, so an edit applies to the next request
+    without reloading the code location. Each RunRequest carries the profile with ``ops:``
+    cut down to exactly the ops of the run (the job, or the assets the request selects):
+    Dagster rejects config for ops that are not in the run. ``resources:``, ``execution:``
+    and ``loggers:`` are passed on as they are.
+
+Intervals
+    ``$LINEAGE_SENSOR_INTERVAL`` (seconds, default 30) for every sensor; a per-sensor variable
+    (``LINEAGE_LANDING_INTERVAL``, ``LINEAGE_RETRAIN_INTERVAL``, ``LINEAGE_FAILURE_INTERVAL``)
+    wins over it. Read when the code location loads. The sensor daemon never ticks a sensor
+    more often than every 5 s, whatever the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import dagster as dg
+import yaml
+
+from ml.fsutil import digest_json
+from ml.paths import REPO_ROOT
+
+DEFAULT_INTERVAL = 30
+DEFAULT_PROFILE = "configs/debug.yaml"
+PROFILE_ENV = "LINEAGE_RUN_CONFIG"
+TRIGGER_TAG = "lineage/trigger"
+
+ACTIVE_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def interval_seconds(specific_env: str) -> int:
+    """Minimum seconds between ticks: $<specific_env>, else $LINEAGE_SENSOR_INTERVAL, else 30."""
+    for name in (specific_env, "LINEAGE_SENSOR_INTERVAL"):
+        raw = os.environ.get(name, "").strip()
+        if raw:
+            try:
+                value = int(float(raw))
+            except ValueError:
+                raise ValueError(f"${name}={raw!r} is not a number of seconds") from None
+            if value < 1:
+                raise ValueError(f"${name}={raw!r}: the interval must be at least 1 second")
+            return value
+    return DEFAULT_INTERVAL
+
+
+# ---- run-config profile ------------------------------------------------------------------
+def profile_path() -> Path:
+    raw = os.environ.get(PROFILE_ENV, "").strip() or DEFAULT_PROFILE
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def load_profile(path: Path | None = None) -> dict[str, Any]:
+    """The profile as a dict; a clear error when it is missing or not a run config."""
+    path = path or profile_path()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"run-config profile {path} not found (set ${PROFILE_ENV} to a run-config YAML such as "
+            f"{DEFAULT_PROFILE})"
+        )
+    try:
+        data = yaml.safe_load(path.read_text("utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"run-config profile {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("ops", {}) or {}, dict):
+        raise ValueError(f"run-config profile {path}: expected a mapping with an 'ops:' mapping")
+    return data
+
+
+def run_op_names(repo: dg.RepositoryDefinition, job_name: str, asset_keys: Iterable[dg.AssetKey] | None) -> set[str]:
+    """Top-level op names of a run of ``job_name`` (restricted to ``asset_keys`` and their checks)."""
+    job = repo.get_job(job_name)
+    if asset_keys is not None:
+        job = job.get_subset(asset_selection=set(asset_keys))
+    return set(job.graph.node_dict)
+
+
+def run_config_for(
+    repo: dg.RepositoryDefinition, job_name: str, asset_keys: Iterable[dg.AssetKey] | None = None,
+    profile: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The profile's run config for one run: ``ops:`` cut to the ops of that run."""
+    profile = dict(profile if profile is not None else load_profile())
+    ops = profile.pop("ops", None) or {}
+    names = run_op_names(repo, job_name, asset_keys)
+    kept = {name: cfg for name, cfg in ops.items() if name in names}
+    return {**profile, **({"ops": kept} if kept else {})}
+
+
+# ---- runs in progress ----------------------------------------------------------------------
+def run_asset_keys(run: dg.DagsterRun, repo: dg.RepositoryDefinition) -> set[dg.AssetKey]:
+    """Assets a run may materialize: its asset selection, else every asset of its job."""
+    if run.asset_selection is not None:
+        return set(run.asset_selection)
+    if repo.has_job(run.job_name):
+        return set(repo.get_job(run.job_name).asset_layer.selected_asset_keys)
+    return set()  # a job of another code location: not ours
+
+
+def active_runs_touching(
+    instance: dg.DagsterInstance, repo: dg.RepositoryDefinition, keys: Iterable[dg.AssetKey]
+) -> list[dg.DagsterRun]:
+    """Queued or running runs that may materialize any of ``keys``."""
+    keys = set(keys)
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE_STATUSES))
+    return [r for r in runs if run_asset_keys(r, repo) & keys]
+
+
+def describe_runs(runs: list[dg.DagsterRun], limit: int = 3) -> str:
+    shown = ", ".join(f"{r.job_name} {r.run_id[:8]} ({r.status.value.lower()})" for r in runs[:limit])
+    return shown + (f" and {len(runs) - limit} more" if len(runs) > limit else "")
+
+
+def short_digest(obj: Any) -> str:
+    return digest_json(obj, 24)

@@ -1,0 +1,252 @@
+"""landing_sensor: new, changed or removed files in the landing zone -> one ``ingest_job`` run.
+
+Each tick:
+
+1. List the files ``raw_docs`` would read (``*.jsonl`` / ``*.jsonl.gz`` under the landing zone,
+   hidden files and directories skipped; a ``*.partial`` name is not such a file, so writers
+   can use one until the file is complete).
+2. A file is *complete* when its (size, mtime) is the one the previous tick saw, or when its
+   mtime is at least ``LINEAGE_LANDING_SETTLE_SECONDS`` (default 10) old (a file moved in with
+   ``mv`` keeps its old mtime and is taken at once). Otherwise it is *pending*: still being
+   written. While any file is pending, nothing is requested, since ``raw_docs`` would read
+   the half-written file too.
+3. Only files whose (size, mtime) changed are hashed (sha256); the others keep the digest in
+   the cursor. Hashing stops after ``LINEAGE_LANDING_HASH_SECONDS`` (default 20) per tick;
+   what is left waits for the next tick, so a huge landing never times a tick out. The
+   landing *fingerprint* is the digest of the sorted (relpath, sha256) set.
+4. No request when that set is the one ``raw_docs`` last ingested (its materialization's
+   ``upstream`` metadata): rewriting identical bytes, or starting the sensor over a landing
+   zone already ingested, requests nothing. No request either when this fingerprint was
+   already requested (the run may have failed: see ``run_failures``), or while a run that
+   may materialize ``raw_docs`` is queued or running; a burst of landings during that run
+   becomes one follow-up ingest.
+5. Otherwise one RunRequest for ``ingest_job``, with ``run_key`` = digest(previous run key,
+   fingerprint). Chaining the previous key keeps keys unique when the landing zone returns
+   to an earlier state (a file added, then removed again), which Dagster would otherwise
+   skip as an old run key.
+
+Cursor (JSON): ``files`` {relpath: {size, mtime_ns, sha256}} of complete files, ``pending``
+{relpath: {size, mtime_ns}}, ``requested`` {fingerprint, run_key} of the last request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from jobs import ingest_job
+from ml.fsutil import sha256_file
+from resources import LandingZone
+from sensors.common import TRIGGER_TAG, active_runs_touching, describe_runs, interval_seconds, run_config_for, short_digest
+
+RAW_DOCS = dg.AssetKey("raw_docs")
+SUFFIXES = (".jsonl", ".jsonl.gz")
+PARTIAL_SUFFIX = ".partial"
+DEFAULT_SETTLE_SECONDS = 10.0
+DEFAULT_HASH_SECONDS = 20.0
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"${name}={raw!r} is not a number of seconds") from None
+    if value < 0:
+        raise ValueError(f"${name}={raw!r} must not be negative")
+    return value
+
+
+def settle_seconds() -> float:
+    return _seconds("LINEAGE_LANDING_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS)
+
+
+def hash_budget_seconds() -> float:
+    return _seconds("LINEAGE_LANDING_HASH_SECONDS", DEFAULT_HASH_SECONDS)
+
+
+# ---- the landing zone, without Dagster --------------------------------------------------------
+def list_landing(root: Path) -> tuple[dict[str, os.stat_result], list[str]]:
+    """(files raw_docs would read: relpath -> stat, ``*.partial`` files in progress)."""
+    root = Path(root)
+    files: dict[str, os.stat_result] = {}
+    partial: list[str] = []
+    if not root.is_dir():
+        return files, partial
+    for dirpath, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # hidden directories: skipped
+        for name in sorted(names):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if name.endswith(PARTIAL_SUFFIX):
+                partial.append(rel)
+                continue
+            if not name.endswith(SUFFIXES):
+                continue
+            try:
+                st = path.stat()
+            except FileNotFoundError:  # removed between listing and stat
+                continue
+            if path.is_file():
+                files[rel] = st
+    return files, partial
+
+
+@dataclass
+class Observation:
+    complete: dict[str, dict[str, Any]]  # relpath -> {size, mtime_ns, sha256}
+    pending: dict[str, dict[str, Any]]  # relpath -> {size, mtime_ns}
+    partial: list[str] = field(default_factory=list)
+    hashed: list[str] = field(default_factory=list)  # files hashed this tick
+    unhashed: list[str] = field(default_factory=list)  # complete, but left for the next tick (hash budget)
+
+    @property
+    def digests(self) -> dict[str, str]:
+        return {rel: f["sha256"] for rel, f in self.complete.items()}
+
+    @property
+    def fingerprint(self) -> str:
+        return landing_fingerprint(self.digests)
+
+
+def landing_fingerprint(digests: dict[str, str]) -> str:
+    """Digest of the sorted (relpath, sha256) set: equal bytes under equal names, equal fingerprint."""
+    return short_digest(sorted(digests.items()))
+
+
+def observe(root: Path, previous: dict[str, Any], now: float | None = None, settle: float | None = None,
+            hash_budget: float | None = None) -> Observation:
+    """Which landing files are complete (with sha256) and which are still being written.
+
+    Hashing stops after ``hash_budget`` seconds (a tick must finish well within Dagster's
+    sensor timeout); the files left over stay pending and are hashed on the next ticks.
+    """
+    now = time.time() if now is None else now
+    settle = settle_seconds() if settle is None else settle
+    deadline = time.monotonic() + (hash_budget_seconds() if hash_budget is None else hash_budget)
+    seen_files = previous.get("files", {})
+    seen_pending = previous.get("pending", {})
+    stats, partial = list_landing(root)
+    obs = Observation({}, {}, partial)
+    for rel, st in stats.items():
+        key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        old = seen_files.get(rel)
+        if old and old["size"] == key["size"] and old["mtime_ns"] == key["mtime_ns"]:
+            obs.complete[rel] = old  # unchanged since it was hashed
+            continue
+        unchanged_since_last_tick = seen_pending.get(rel) == key
+        settled = now - st.st_mtime_ns / 1e9 >= settle
+        if not (unchanged_since_last_tick or settled):
+            obs.pending[rel] = key
+            continue
+        if time.monotonic() >= deadline:
+            obs.pending[rel] = key
+            obs.unhashed.append(rel)
+            continue
+        try:
+            digest = sha256_file(root / rel)
+            after = (root / rel).stat()
+        except FileNotFoundError:
+            continue  # removed while we looked: it is simply gone
+        if (after.st_size, after.st_mtime_ns) != (key["size"], key["mtime_ns"]):
+            obs.pending[rel] = {"size": after.st_size, "mtime_ns": after.st_mtime_ns}  # grew while hashed
+            continue
+        obs.complete[rel] = {**key, "sha256": digest}
+        obs.hashed.append(rel)
+    return obs
+
+
+def parse_cursor(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}  # an unreadable cursor only costs a re-hash
+    return data if isinstance(data, dict) else {}
+
+
+def next_run_key(previous_key: str | None, fingerprint: str) -> str:
+    return "landing-" + short_digest({"after": previous_key or "", "files": fingerprint})
+
+
+def ingested_digests(instance: dg.DagsterInstance) -> dict[str, str] | None:
+    """relpath -> sha256 prefix of the landing files raw_docs last ingested (None: never)."""
+    event = instance.get_latest_materialization_event(RAW_DOCS)
+    if event is None or event.asset_materialization is None:
+        return None
+    upstream = event.asset_materialization.metadata.get("upstream")
+    value = getattr(upstream, "value", upstream)
+    if not isinstance(value, dict):
+        return None
+    return {k.removeprefix("landing:"): str(v) for k, v in value.items() if k.startswith("landing:")}
+
+
+def same_as_ingested(digests: dict[str, str], ingested: dict[str, str] | None) -> bool:
+    if ingested is None or set(digests) != set(ingested):
+        return False
+    return all(digests[rel].startswith(ingested[rel]) for rel in digests)
+
+
+# ---- the sensor --------------------------------------------------------------------------------
+@dg.sensor(
+    name="landing_sensor",
+    job=ingest_job,
+    minimum_interval_seconds=interval_seconds("LINEAGE_LANDING_INTERVAL"),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="New, changed or removed *.jsonl / *.jsonl.gz files in the landing zone (by sha256) "
+    "request one ingest_job run; files still being written wait.",
+)
+def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
+    root = landing.dir()
+    cursor = parse_cursor(context.cursor)
+    obs = observe(root, cursor)
+    requested = cursor.get("requested", {})
+    new_cursor = {"files": obs.complete, "pending": obs.pending, "requested": requested}
+
+    def skip(reason: str) -> dg.SensorResult:
+        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=json.dumps(new_cursor, sort_keys=True))
+
+    if obs.hashed:
+        context.log.info(f"hashed {len(obs.hashed)} new or changed file(s): {', '.join(obs.hashed[:5])}")
+    if obs.pending:
+        writing = sorted(set(obs.pending) - set(obs.unhashed))
+        parts = []
+        if writing:
+            parts.append(f"{len(writing)} file(s) still being written: {', '.join(writing[:5])}")
+        if obs.unhashed:
+            parts.append(f"{len(obs.unhashed)} file(s) not hashed yet (LINEAGE_LANDING_HASH_SECONDS per tick)")
+        return skip("waiting for " + "; ".join(parts))
+    if not obs.complete:
+        extra = f" ({len(obs.partial)} *.partial file(s) in progress)" if obs.partial else ""
+        return skip(f"no *.jsonl / *.jsonl.gz files in {root}{extra}")
+
+    fingerprint = obs.fingerprint
+    if same_as_ingested(obs.digests, ingested_digests(context.instance)):
+        return skip(f"landing zone unchanged since the last ingest ({len(obs.complete)} files, {fingerprint})")
+    if requested.get("fingerprint") == fingerprint:
+        return skip(f"ingest of this landing state ({fingerprint}) already requested as {requested.get('run_key')}; "
+                    "if that run failed, see the run_failures table")
+    busy = active_runs_touching(context.instance, context.repository_def, [RAW_DOCS])
+    if busy:
+        return skip(f"landing changed ({fingerprint}); waiting for {describe_runs(busy)} to finish")
+
+    run_key = next_run_key(requested.get("run_key"), fingerprint)
+    new_cursor["requested"] = {"fingerprint": fingerprint, "run_key": run_key}
+    request = dg.RunRequest(
+        run_key=run_key,
+        job_name=ingest_job.name,
+        run_config=run_config_for(context.repository_def, ingest_job.name),
+        tags={TRIGGER_TAG: "landing_sensor", "lineage/landing_fingerprint": fingerprint,
+              "lineage/landing_files": str(len(obs.complete))},
+    )
+    context.log.info(f"requesting {ingest_job.name} for {len(obs.complete)} landing files ({fingerprint})")
+    return dg.SensorResult(run_requests=[request], cursor=json.dumps(new_cursor, sort_keys=True))

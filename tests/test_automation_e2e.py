@@ -1,0 +1,154 @@
+"""End to end: `dagster dev` (webserver + daemon) with the sensors on, against a temporary home.
+
+A new corpus file dropped into the landing zone is ingested by a landing_sensor run and
+trained on by a retrain_sensor run (a new lm_checkpoint version); a content-identical copy
+(the same documents, gzipped) is ingested too, but trains nothing.
+"""
+
+import gzip
+import json
+import os
+import time
+
+import dagster as dg
+import pytest
+
+from ml.sample_corpus import build_sample_corpus
+from ml.store import ArtifactStore
+from tests.dagster_dev import DagsterDev
+
+pytestmark = pytest.mark.slow
+
+SPLIT = {"seed": 7, "val_ratio": 0.2}
+LOOP = {"batch_size": 8, "lr": 3e-3, "warmup_steps": 3, "eval_every": 10, "eval_batches": 2, "save_every": 10,
+        "log_every": 2}
+SMALL = {"hidden_size": 32, "num_layers": 1, "num_heads": 2}
+# A run-config profile for seconds, not minutes: in-process execution (no process per step),
+# a tiny tokenizer and datasets, tiny models and a handful of training steps.
+TINY = {
+    "execution": {"config": {"in_process": {}}},
+    "ops": {
+        "tokenizer": {"config": {"vocab_size": 512, **SPLIT}},
+        "tokenized_corpus": {"config": {"shard_tokens": 50_000, **SPLIT}},
+        "embedding_dataset": {"config": dict(SPLIT)},
+        "relation_dataset": {"config": dict(SPLIT)},
+        "sft_dataset": {"config": dict(SPLIT)},
+        "lm_checkpoint": {"config": {"model": {**SMALL, "seq_len": 32}, "train": {**LOOP, "max_steps": 20}}},
+        "lora_adapter": {"config": {"model": {"lora": {"r": 4, "alpha": 8}},
+                                    "train": {**LOOP, "max_steps": 20, "lr": 1e-2}}},
+        "embedding_checkpoint": {"config": {"model": {**SMALL, "max_len": 32}, "train": {**LOOP, "max_steps": 10}}},
+        "relation_checkpoint": {"config": {"model": {**SMALL, "max_len": 32}, "train": {**LOOP, "max_steps": 10}}},
+        "onnx_bundle": {"config": {"samples": 4, "measure_latency": False, "per_channel": "off"}},
+    },
+}
+TIMEOUT = 150  # seconds for each wait; the whole test should take well under the CI budget
+SENSOR = """query($sel: SensorSelector!) { sensorOrError(sensorSelector: $sel) {
+  __typename ... on Sensor { sensorState { status ticks(limit: 20) { status timestamp skipReason runIds } } } } }"""
+
+
+def _corpus_lines(n: int = 160) -> list[str]:
+    docs = [d for src in build_sample_corpus(n).values() for d in src]
+    return [json.dumps({k: d[k] for k in ("title", "content", "url")}) for d in docs]
+
+
+def _drop(landing, name: str, data: bytes) -> None:
+    """Write under a hidden name, then rename into place: how a writer should land a file."""
+    tmp = landing / f".{name}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, landing / name)
+
+
+def _latest_version(instance, asset: str) -> str:
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    return event.asset_materialization.tags["dagster/data_version"]
+
+
+def _run_records(instance, job: str):
+    return sorted(instance.get_run_records(filters=dg.RunsFilter(job_name=job)), key=lambda r: r.create_timestamp)
+
+
+def _failure_text(instance, run_id: str) -> str:
+    events = instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE})
+    out = []
+    for e in events:
+        error = getattr(e.dagster_event.event_specific_data, "error", None)
+        out.append(f"{e.user_message}\n{error.to_string() if error else ''}")
+    return "\n".join(out)
+
+
+def _wait_success(dev, instance, job: str, count: int):
+    """Wait until ``job`` has ``count`` runs and the newest succeeded; fail fast on a failed run."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if dev.proc.poll() is not None:
+            pytest.fail(f"dagster dev exited: {dev.log_text()[-3000:]}")
+        records = _run_records(instance, job)
+        for r in records:
+            if r.dagster_run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+                pytest.fail(f"{job} run {r.dagster_run.run_id} {r.dagster_run.status.value}:\n"
+                            f"{_failure_text(instance, r.dagster_run.run_id)[-4000:]}")
+        if len(records) >= count and records[count - 1].dagster_run.status == dg.DagsterRunStatus.SUCCESS:
+            return records[count - 1]
+        time.sleep(1)
+    pytest.fail(f"no successful {job} run #{count} after {TIMEOUT}s; runs: "
+                f"{[(r.dagster_run.job_name, r.dagster_run.status.value) for r in instance.get_run_records()]}\n"
+                f"{dev.log_text()[-3000:]}")
+
+
+def _sensor_state(dev, sensor: str) -> dict:
+    sel = {"repositoryLocationName": "lineage_forge", "repositoryName": "__repository__", "sensorName": sensor}
+    data = dev.graphql(SENSOR, {"sel": sel})["sensorOrError"]
+    assert data["__typename"] == "Sensor", data
+    return data["sensorState"]
+
+
+def _ticks(dev, sensor: str) -> list[dict]:
+    return _sensor_state(dev, sensor)["ticks"]
+
+
+def _wait_skipped_tick(dev, sensor: str, after: float) -> dict:
+    """The first tick of ``sensor`` after ``after`` (a timestamp) that requested nothing."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        skipped = [t for t in _ticks(dev, sensor) if t["timestamp"] > after and t["status"] == "SKIPPED"]
+        if skipped:
+            return min(skipped, key=lambda t: t["timestamp"])
+        time.sleep(1)
+    pytest.fail(f"{sensor} did not skip a tick after {after}: {_ticks(dev, sensor)[:5]}")
+
+
+def test_landing_triggers_ingest_and_training_and_an_identical_copy_trains_nothing(home, tmp_path):
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(json.dumps(TINY))  # JSON is YAML
+    with open(home / "dagster" / "dagster.yaml", "a") as f:  # launch queued runs within a second
+        f.write("\nrun_queue:\n  dequeue_interval_seconds: 1\n")
+    env = {"LINEAGE_SENSOR_INTERVAL": "1", "LINEAGE_LANDING_SETTLE_SECONDS": "0", "LINEAGE_RUN_CONFIG": str(profile)}
+    landing, store = home / "landing", ArtifactStore(home)
+    data = ("\n".join(_corpus_lines()) + "\n").encode()
+
+    with DagsterDev(home, tmp_path / "dagster_dev.log", env=env) as dev:
+        dev.wait_loaded()
+        instance = dg.DagsterInstance.get()
+        for sensor in ("landing_sensor", "retrain_sensor", "run_failure_sensor"):  # on by default
+            assert _sensor_state(dev, sensor)["status"] == "RUNNING"
+
+        # 1. a new corpus file: one ingest, then one training run on what it produced
+        _drop(landing, "docs.jsonl", data)
+        ingest = _wait_success(dev, instance, "ingest_job", 1)
+        assert ingest.dagster_run.tags["lineage/trigger"] == "landing_sensor"
+        corpus_version = _latest_version(instance, "tokenized_corpus")
+        train = _wait_success(dev, instance, "train_job", 1)
+        assert train.dagster_run.tags["lineage/trigger"] == "retrain_sensor"
+        (lm,) = store.versions("lm_checkpoint")  # a new checkpoint, trained on that corpus
+        assert lm.manifest["upstream"]["tokenized_corpus"] == corpus_version
+
+        # 2. the same documents again, gzipped under another name: ingested, and nothing to retrain
+        _drop(landing, "docs.jsonl.gz", gzip.compress(data))
+        second = _wait_success(dev, instance, "ingest_job", 2)
+        raw = instance.get_latest_materialization_event(dg.AssetKey("raw_docs")).asset_materialization
+        assert set(raw.metadata["upstream"].value) == {"landing:docs.jsonl", "landing:docs.jsonl.gz"}
+        assert _latest_version(instance, "tokenized_corpus") == corpus_version  # content-identical
+        tick = _wait_skipped_tick(dev, "retrain_sensor", after=second.end_time)
+        assert "train_job: " in tick["skipReason"] and "up to date" in tick["skipReason"], tick
+        assert len(_run_records(instance, "train_job")) == 1
+        assert [v.data_version for v in store.versions("lm_checkpoint")] == [lm.data_version]
