@@ -12,15 +12,41 @@ the retrain sensor requests train_job (only the models whose inputs changed) and
 export_job.
 """
 
+from typing import Any
+
 import dagster as dg
+
+from assets import ALL_ASSETS
 
 INGEST_GROUPS = ("data", "corpus", "datasets")
 TRAIN_GROUPS = ("models",)
 EXPORT_GROUPS = ("export",)
 
+_PROFILE_SECTIONS = ("ops", "resources", "execution", "loggers")
+
+
+def profile_mapping(*groups: str) -> dg.ConfigMapping:
+    """Let a job take a whole run-config profile (configs/debug.yaml): ``ops:`` is cut to the
+    ops of this job's groups (an asset's op and its ``<asset>_quality`` check op), so one profile
+    serves ``-j ingest_job``, ``-j train_job``, ``-j export_job`` and ``-j full_pipeline`` alike.
+    Each op's config is still validated against its typed ``dg.Config`` after the cut."""
+    assets = {key.to_user_string() for a in ALL_ASSETS for key, g in a.group_names_by_key.items() if g in groups}
+
+    def cut(profile: dict[str, Any]) -> dict[str, Any]:
+        ops = profile.get("ops") or {}
+        kept = {name: cfg for name, cfg in ops.items() if name in assets or name.removesuffix("_quality") in assets}
+        return {**{k: v for k, v in profile.items() if k != "ops" and v is not None}, **({"ops": kept} if kept else {})}
+
+    return dg.ConfigMapping(
+        config_fn=cut,
+        config_schema={k: dg.Field(dg.Permissive(), is_required=False) for k in _PROFILE_SECTIONS},
+        receive_processed_config_values=False,
+    )
+
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.groups(*INGEST_GROUPS),
+    config=profile_mapping(*INGEST_GROUPS),
     description="The landing zone to training-ready data: raw_docs, the corpus stage (cleaned_chunks, "
     "relation_triples, tokenizer, tokenized_corpus) and the datasets.",
 )
@@ -28,12 +54,14 @@ ingest_job = dg.define_asset_job(
 train_job = dg.define_asset_job(
     "train_job",
     selection=dg.AssetSelection.groups(*TRAIN_GROUPS),
+    config=profile_mapping(*TRAIN_GROUPS),
     description="Model checkpoints (group models) from the current versions of their training data.",
 )
 
 export_job = dg.define_asset_job(
     "export_job",
     selection=dg.AssetSelection.groups(*EXPORT_GROUPS),
+    config=profile_mapping(*EXPORT_GROUPS),
     description="The ONNX bundle (group export) from the current checkpoints.",
 )
 
