@@ -1,19 +1,49 @@
 #!/usr/bin/env bash
-# The whole pipeline end to end on the embedded default: local files, SQLite Dagster
-# instance, DuckDB catalog, CPU. Safe to run again: unchanged inputs are cache hits.
+# The whole pipeline end to end on the embedded default: local files, SQLite Dagster instance,
+# DuckDB catalog, CPU. sample corpus -> raw_docs -> ... -> onnx_bundle package, verified.
+# Safe to run again: unchanged inputs are cache hits.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 start=$(date +%s)
-echo "== LINEAGE_HOME=$LINEAGE_HOME  DAGSTER_HOME=$DAGSTER_HOME"
-echo "== 1/3 sample corpus into the landing zone"
+step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
+q() { echo "-- $1"; lineage stats "$2" --max-rows "${3:-40}"; }
+
+step "LINEAGE_HOME=$LINEAGE_HOME  DAGSTER_HOME=$DAGSTER_HOME"
+step "1/4 sample corpus into the landing zone"
 lineage sample-corpus
-echo "== 2/3 dagster job execute full_pipeline (configs/debug.yaml)"
-dagster job execute -f definitions.py -j full_pipeline -c configs/debug.yaml
-echo "== 3/3 what the catalog says"
-lineage stats
-lineage stats "select asset, data_version, rows, bytes, cache_hit, created_at from asset_versions order by created_at"
-lineage stats "select reason, count(*) as lines from quarantine group by reason order by lines desc"
-lineage stats "select decision, reason, count(*) as docs from doc_decisions d join (select data_version from asset_versions where asset = 'cleaned_chunks' order by created_at desc limit 1) v using (data_version) group by all order by docs desc"
-lineage stats "select stat, value from dataset_stats s join (select data_version from asset_versions where asset = 'relation_triples' order by created_at desc limit 1) v using (data_version) where stat like 'relation.%' and value > 0 order by value desc"
-lineage trace relation_triples
-echo "== done in $(( $(date +%s) - start ))s; open the UI with: source scripts/env.sh && dagster dev -w workspace.yaml"
+
+step "2/4 dagster job execute full_pipeline (configs/debug.yaml): 13 assets, their checks"
+# Dagster's full event log goes to demo.log; progress (steps, checks) is shown here as it happens.
+log="$LINEAGE_HOME/demo.log"
+set +o pipefail
+dagster job execute -m definitions -j full_pipeline -c configs/debug.yaml 2>&1 | tee "$log" \
+  | grep --line-buffered -E "STEP_START |STEP_SUCCESS|STEP_FAILURE|ASSET_CHECK_EVALUATION|RUN_SUCCESS|RUN_FAILURE" \
+  | sed -u -E 's/^([0-9-]+ )?([0-9:]+) .* - full_pipeline - [0-9a-f-]+ - [0-9]+ - /\2 /' | cut -c1-160
+set -o pipefail
+if ! grep -q "RUN_SUCCESS" "$log"; then
+  echo "full_pipeline failed; the last lines of $log:" >&2
+  tail -40 "$log" >&2
+  exit 1
+fi
+
+step "3/4 what the catalog says"
+q "versions made (latest per asset)" \
+  "select asset, data_version, rows, bytes, cache_hit from (select *, row_number() over (partition by asset order by created_at desc) rn from asset_versions) where rn = 1 order by created_at"
+q "doc decisions of the latest cleaned_chunks version" \
+  "select decision, reason, count(*) as docs from doc_decisions where data_version = (select data_version from asset_versions where asset = 'cleaned_chunks' order by created_at desc limit 1) group by all order by docs desc"
+q "final validation metrics of each model version" \
+  "select asset, data_version, metric, round(value, 4) as value, step from (select *, row_number() over (partition by asset, data_version, metric order by step desc) rn from training_metrics where split = 'val') where rn = 1 and asset in (select asset from asset_versions where data_version in (select data_version from asset_versions order by created_at desc limit 20)) order by asset, metric"
+q "parity of the bundle (ORT vs PyTorch)" \
+  "select regexp_extract(stat, 'parity\.(\w+)\.(\w+)\.(\w+)', 1) as model, regexp_extract(stat, 'parity\.(\w+)\.(\w+)\.(\w+)', 2) as precision, regexp_extract(stat, 'parity\.(\w+)\.(\w+)\.(\w+)', 3) as metric, round(value, 5) as value from dataset_stats where asset = 'onnx_bundle' and data_version = (select data_version from asset_versions where asset = 'onnx_bundle' order by created_at desc limit 1) and regexp_matches(stat, '^parity\.\w+\.\w+\.(max_abs_diff|argmax_agreement|cosine_mean|passed)$') order by 1, 2, 3"
+q "blocking checks that did not pass (empty: all clear)" \
+  "select asset, check_name, severity from check_results where not passed and severity = 'ERROR'"
+
+step "4/4 the bundle"
+bundle_version=$(lineage stats "select data_version from asset_versions where asset = 'onnx_bundle' order by created_at desc limit 1" --format csv | tail -1)
+bundle="$LINEAGE_HOME/artifacts/onnx_bundle/$bundle_version/bundle.tar.gz"
+echo "bundle: $bundle ($(du -h "$bundle" | cut -f1))"
+lineage verify "$bundle"
+lineage trace "onnx_bundle@$bundle_version"
+
+step "done in $(( $(date +%s) - start ))s"
+echo "UI: source scripts/env.sh && dagster dev -w workspace.yaml   (http://127.0.0.1:3000)"
