@@ -257,6 +257,8 @@ MUTATIONS: dict[tuple[str, str], Callable[[Files], Any]] = {
     ("tokenized_corpus", "val_share_within_tolerance"): _shards(10, 10),
     **{(a, "no_doc_in_both_splits"): _leak_doc for a in ("embedding_dataset", "relation_dataset", "sft_dataset")},
     **{(a, "no_item_in_both_splits"): _leak_item(a) for a in ("embedding_dataset", "relation_dataset", "sft_dataset")},
+    **{(a, "train_split_non_empty"): _edit("train.parquet", lambda d: d.head(0))
+       for a in ("embedding_dataset", "relation_dataset", "sft_dataset")},
 }
 WARNINGS: dict[tuple[str, str], Callable[[Files], Any]] = {
     ("raw_docs", "quarantine_rate"): lambda f: f.update({"quarantine/part-00000.parquet": pl.DataFrame(
@@ -412,7 +414,7 @@ def test_unchecked_versions_are_visible_to_the_gate(versions):
     catalog = Catalog(versions.store.home)
     v = versions.build("sft_dataset")
     assert unchecked_blocking_checks(catalog, "sft_dataset", v.data_version) == [
-        "no_doc_in_both_splits", "no_item_in_both_splits"]
+        "no_doc_in_both_splits", "no_item_in_both_splits", "train_split_non_empty"]
     record_results(catalog, "sft_dataset", v.data_version, validate_version(versions.store, "sft_dataset", v.data_version),
                    "run-3")
     assert unchecked_blocking_checks(catalog, "sft_dataset", v.data_version) == []

@@ -469,6 +469,8 @@ def _dataset_checks(asset: str) -> tuple[CheckDef, ...]:
     checks = [
         CheckDef("no_doc_in_both_splits", True, "no document (doc_id) has rows in both train and val"),
         CheckDef("no_item_in_both_splits", True, f"no item text ({keys}) appears in both train and val"),
+        CheckDef("train_split_non_empty", True, "the train split has at least one row (a model cannot "
+                 "train on nothing)"),
     ]
     if asset == "relation_dataset":
         checks.append(CheckDef("class_balance", False, "no label takes more than max_label_share of the "
@@ -510,8 +512,12 @@ def _dataset(asset: str) -> Callable[[ArtifactStore, StoredVersion, Thresholds],
             exprs += [_excerpt(k) for k in keys]
         rows = rows.with_columns(exprs)
         sample = ("doc_id", "split", *(f"{k}_excerpt" for k in keys))
-        frames = {"rows": rows}
+        sizes = pl.DataFrame({"split": ["train", "val"],
+                              "rows": [int((rows["split"] == sp).sum()) for sp in ("train", "val")]})
+        frames = {"rows": rows, "train_rows": sizes.filter(pl.col("split") == "train")}
         expectations = [
+            _exp("train_split_non_empty", "train_rows", "expect_column_values_to_be_between", ("split", "rows"),
+                 column="rows", min_value=1),
             _exp("no_doc_in_both_splits", "rows", "expect_column_values_to_be_in_set", sample,
                  column="doc_in_both_splits", value_set=[False]),
             _exp("no_item_in_both_splits", "rows", "expect_column_values_to_be_in_set", sample,
