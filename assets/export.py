@@ -41,6 +41,8 @@ class OnnxBundleConfig(dg.Config):
     skip_quantization: bool = B.BundleConfig.skip_quantization
     per_channel: str = B.BundleConfig.per_channel
     """INT8 weight scales: 'auto' (build both, keep the closer to PyTorch), 'on' or 'off'."""
+    quantize_embeddings: str = B.BundleConfig.quantize_embeddings
+    """Embedding tables (Gather) INT8 ('on') or fp32 ('off'); 'auto' builds both, keeps the closer to PyTorch."""
     reduce_range: bool = B.BundleConfig.reduce_range
     measure_latency: bool = B.BundleConfig.measure_latency
     latency_runs: int = B.BundleConfig.latency_runs
@@ -119,7 +121,7 @@ def _metadata(version: StoredVersion) -> dict:
             "int8_ratio": m["bytes"].get("int8_ratio"),
             "fp32_max_abs_diff": m["parity"]["fp32"]["max_abs_diff"],
             "int8_cosine_mean": int8.get("cosine_mean"), "int8_argmax_agreement": int8.get("argmax_agreement"),
-            "per_channel": (m["quantization"] or {}).get("per_channel"),
+            "int8_variant": (m["quantization"] or {}).get("chosen"),
             "parity": "pass" if all(p["passed"] for p in m["parity"].values()) else "FAIL",
         })
         for shape, row in m["latency_ms"].items():

@@ -66,7 +66,9 @@ def test_every_model_exports_quantizes_and_passes_parity(built):
         own = {a["path"]: a["sha256"] for a in m["artifacts"]}
         assert own[m["files"]["int8"]] == sha256_file(int8) and f"{name}/tokenizer/tokenizer.json" in own
         q = m["quantization"]
-        assert set(q["candidates"]) == {"per_channel", "per_tensor"} and q["preprocess"].endswith("optimize")
+        assert set(q["candidates"]) == {"per_channel", "per_tensor", "per_channel+fp32_embeddings",
+                                        "per_tensor+fp32_embeddings"} and q["preprocess"].endswith("optimize")
+        assert q["quantize_embeddings"]  # INT8 tables passed here, so the smaller file was kept
         for engine in B.ENGINES:
             assert m["latency_ms"]["b1s128"][engine] > 0
         # dynamic axes for real: a batch and length never seen at export time
@@ -167,3 +169,17 @@ def test_skip_quantization(tmp_path_factory, tmp_path):
     assert "int8" not in m["files"] and m["quantization"] is None and list(m["parity"]) == ["fp32"]
     assert not (tmp_path / B.BUNDLE_DIR / "relation" / B.INT8).exists()
     assert B.verify_bundle(tmp_path / B.TARBALL).ok
+
+
+def test_fp32_embedding_tables_leave_gather_unquantized(tmp_path_factory, tmp_path):
+    dirs = build_checkpoints(tmp_path_factory.getbasetemp() / "checkpoints")
+    lm = [s for s in sources(dirs) if s.name == "lm"]
+    cfg = B.BundleConfig(quantize_embeddings="off", per_channel="on", measure_latency=False)
+    manifest = B.build_bundle(lm, tmp_path, cfg, lineage={}, log=lambda m: None)
+    q = manifest["models"]["lm"]["quantization"]
+    assert q["chosen"] == "per_channel+fp32_embeddings" and q["quantize_embeddings"] is False
+    graph = onnx.load(str(tmp_path / B.BUNDLE_DIR / manifest["models"]["lm"]["files"]["int8"]))
+    inits = {i.name: i for i in graph.graph.initializer}
+    gathers = [n for n in graph.graph.node if n.op_type == "Gather" and n.input[0] in inits]
+    assert gathers and all(inits[n.input[0]].data_type == onnx.TensorProto.FLOAT for n in gathers)
+    assert any(n.op_type == "DynamicQuantizeLinear" for n in graph.graph.node)  # the MatMuls are INT8

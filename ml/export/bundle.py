@@ -62,6 +62,7 @@ class BundleConfig:
     samples: int = 32
     skip_quantization: bool = False
     per_channel: str = "auto"  # auto | on | off
+    quantize_embeddings: str = "auto"  # auto | on | off: Gather (embedding tables) int8 or fp32
     reduce_range: bool = False
     measure_latency: bool = True
     latency_runs: int = 20
@@ -71,8 +72,9 @@ class BundleConfig:
     thresholds: P.Thresholds = field(default_factory=P.Thresholds)
 
     def __post_init__(self) -> None:
-        if self.per_channel not in PER_CHANNEL_MODES:
-            raise BundleError(f"per_channel must be one of {PER_CHANNEL_MODES}, got {self.per_channel!r}")
+        for name in ("per_channel", "quantize_embeddings"):
+            if getattr(self, name) not in PER_CHANNEL_MODES:
+                raise BundleError(f"{name} must be one of {PER_CHANNEL_MODES}, got {getattr(self, name)!r}")
         if self.samples < 1 or self.max_length < 2:
             raise BundleError("samples must be >= 1 and max_length >= 2")
 
@@ -159,17 +161,22 @@ def _export_one(src, mdir: Path, cfg: BundleConfig, log: Callable[[str], None]) 
             pre = Path(tmp) / "pre.onnx"
             method = Q.preprocess(mdir / FP32, pre)
             tried = []
-            for per_channel in Q.candidates(cfg.per_channel):
-                path = Path(tmp) / f"int8-{'pc' if per_channel else 'pt'}.onnx"
-                qinfo = Q.quantize_int8(pre, path, per_channel=per_channel, reduce_range=cfg.reduce_range)
-                res = P.check_onnx(path, src.kind, "int8", samples, cfg.thresholds, threads)
-                tried.append((per_channel, qinfo, res, path))
-                log(f"{src.name}: INT8 {'per-channel' if per_channel else 'per-tensor'}: {_summary(res)}")
-            per_channel, qinfo, res, path = max(tried, key=lambda t: _int8_key(t[2]))
+            for emb in Q.candidates(cfg.quantize_embeddings, "quantize_embeddings"):
+                for per_channel in Q.candidates(cfg.per_channel):
+                    name = Q.candidate_name(per_channel, emb)
+                    path = Path(tmp) / f"int8-{name}.onnx"
+                    qinfo = Q.quantize_int8(pre, path, per_channel=per_channel, reduce_range=cfg.reduce_range,
+                                            quantize_embeddings=emb)
+                    res = P.check_onnx(path, src.kind, "int8", samples, cfg.thresholds, threads)
+                    tried.append((name, qinfo, res, path))
+                    log(f"{src.name}: INT8 {name}: {_summary(res)}")
+            # passing first; among passing ones INT8 embedding tables (smaller) before fp32 ones; then the closer
+            name, qinfo, res, path = max(tried, key=lambda t: (t[2]["passed"], t[2]["passed"] and t[1]["quantize_embeddings"],
+                                                               *_int8_key(t[2])[1:]))
             shutil.copyfile(path, mdir / INT8)
-        quant = {**qinfo, "preprocess": method, "mode": cfg.per_channel,
-                 "candidates": {("per_channel" if pc else "per_tensor"): _summary(r) for pc, _, r, _ in tried}}
-        results["int8"] = {**res, "per_channel": per_channel}
+        quant = {**qinfo, "preprocess": method, "mode": cfg.per_channel, "embeddings_mode": cfg.quantize_embeddings,
+                 "chosen": name, "candidates": {n: _summary(r) for n, _, r, _ in tried}}
+        results["int8"] = {**res, "per_channel": qinfo["per_channel"], "quantize_embeddings": qinfo["quantize_embeddings"]}
 
     latency: dict[str, dict[str, float]] = {}
     if cfg.measure_latency:

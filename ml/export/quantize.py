@@ -9,6 +9,11 @@
    transformers (measured on all-MiniLM-L6-v2: embedding cosine to fp32 about 0.946 per-tensor vs
    0.993 per-channel, ``bench/export.py``); ``"auto"`` builds both and keeps the one closer to the
    PyTorch reference on the sample inputs (the choice and both scores go to the parity report).
+4. Embedding tables (Gather) quantized or kept fp32 (``quantize_embeddings``). Quantized tables are
+   small files; fp32 tables keep a small LM's next-token ranking: on the debug LM (hidden 64, vocab
+   4,096) INT8 top-1 agreement over 200 validation windows was 0.97 with quantized tables and 0.99
+   with fp32 ones. ``"auto"`` tries both and keeps fp32 tables only when no candidate with INT8 tables
+   passes the parity thresholds.
 
 The fp32 model is never modified; the INT8 model is written beside it.
 """
@@ -62,8 +67,10 @@ def preprocess(fp32_path: Path, out_path: Path) -> str:
     raise QuantizationError(f"pre-processing {fp32_path} for quantization failed: " + "; ".join(errors))
 
 
-def quantize_int8(pre_path: Path, out_path: Path, *, per_channel: bool, reduce_range: bool = False) -> dict[str, Any]:
-    """Dynamic INT8 quantization of a pre-processed model; onnx.checker must pass on the result."""
+def quantize_int8(pre_path: Path, out_path: Path, *, per_channel: bool, reduce_range: bool = False,
+                  quantize_embeddings: bool = True) -> dict[str, Any]:
+    """Dynamic INT8 quantization of a pre-processed model; onnx.checker must pass on the result.
+    ``quantize_embeddings=False`` quantizes the MatMuls only: Gather (embedding tables) stays fp32."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -73,14 +80,20 @@ def quantize_int8(pre_path: Path, out_path: Path, *, per_channel: bool, reduce_r
         quantize_dynamic(
             src, dst, per_channel=per_channel,
             reduce_range=reduce_range, weight_type=QuantType.QInt8,
+            op_types_to_quantize=None if quantize_embeddings else ["MatMul"],
         )
     onnx.checker.check_model(str(out_path), full_check=True)
     return {"per_channel": per_channel, "reduce_range": reduce_range, "weight_type": "QInt8",
+            "quantize_embeddings": quantize_embeddings,
             "activation_type": "QUInt8 (dynamic)", "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def candidates(mode: str) -> list[bool]:
-    """Per-channel settings to try for a ``per_channel`` mode."""
+def candidates(mode: str, what: str = "per_channel") -> list[bool]:
+    """Settings to try for an ``auto | on | off`` mode (``per_channel``, ``quantize_embeddings``)."""
     if mode not in PER_CHANNEL_MODES:
-        raise ValueError(f"per_channel must be one of {PER_CHANNEL_MODES}, got {mode!r}")
+        raise ValueError(f"{what} must be one of {PER_CHANNEL_MODES}, got {mode!r}")
     return {"auto": [True, False], "on": [True], "off": [False]}[mode]
+
+
+def candidate_name(per_channel: bool, quantize_embeddings: bool) -> str:
+    return ("per_channel" if per_channel else "per_tensor") + ("" if quantize_embeddings else "+fp32_embeddings")
