@@ -65,11 +65,9 @@ def main() -> int:
     module = E.wrap(src, model)
     info = E.model_info(src, model)
     tok = E.load_tokenizer(mdir)
-    from transformers import AutoModel
-
     # the export loads eager attention (nothing SDPA-specific traced); torch's own default (SDPA) is
     # timed too, and the baseline is whichever torch variant is faster
-    module_sdpa = E.wrap(src, AutoModel.from_pretrained(str(mdir), dtype=torch.float32).eval())
+    module_sdpa = E.wrap(src, E.load_model(src, attn_implementation=None))
     print(f"all-MiniLM-L6-v2: {info['parameters'] / 1e6:.1f} M parameters; torch {torch.__version__}, "
           f"onnxruntime {onnxruntime.__version__}; {threads} thread(s); cpu: {os.cpu_count()} logical")
 
@@ -91,9 +89,10 @@ def main() -> int:
         enc = E.encode_samples(tok, real_texts(args.texts), max_length=128)
         with E.torch_threads(threads):
             ref = E.torch_outputs(module, enc["input_ids"], enc["attention_mask"])
+        sessions = {name: P.ort_session(path, threads) for name, path in paths.items()}
         print(f"\nparity on {len(ref)} real texts (pydoc topics, up to 128 tokens), vs torch fp32:")
-        for name, path in paths.items():
-            out = P.ort_outputs(P.ort_session(path, threads), enc["input_ids"], enc["attention_mask"])
+        for name, sess in sessions.items():
+            out = P.ort_outputs(sess, enc["input_ids"], enc["attention_mask"])
             m = P.metrics(ref, out)
             print(f"  {name:22s} max|diff| {m['max_abs_diff']:.2e}  cosine mean {m['cosine_mean']:.4f}  "
                   f"min {m['cosine_min']:.4f}")
@@ -103,7 +102,6 @@ def main() -> int:
         for name, size in sizes.items():
             print(f"  {name:22s} {size / 1e6:7.1f} MB  ({size / sizes['ort_fp32']:.1%} of fp32)")
 
-        sessions = {name: P.ort_session(path, threads) for name, path in paths.items()}
         results: dict[str, dict[str, float]] = {}
         for batch, runs in ((1, args.runs), (32, max(1, args.runs // 3))):
             feeds = P.latency_feeds(info["vocab_size"], batch, 128)

@@ -14,6 +14,7 @@ from ml.cli import main as lineage
 from ml.export import bundle as B
 from ml.export import parity as P
 from ml.fsutil import sha256_file
+from ml.store import list_files
 from tests.test_export_fixtures import build_checkpoints, sources
 
 FAST = dict(latency_runs=1, latency_batches=(1, 4), threads=1)
@@ -127,7 +128,7 @@ def test_verify_rejects_tampering_traversal_and_links(built, tmp_path, capsys):
         tf.extractall(tmp_path / "x", filter="data")
     (tmp_path / "x" / "lm" / "model.onnx").write_bytes(_perturb(tmp_path / "x" / "lm" / "model.onnx"))
     man = json.loads((tmp_path / "x" / B.MANIFEST).read_text())
-    man["files"] = B.list_bundle_files(tmp_path / "x")
+    man["files"] = list_files(tmp_path / "x")
     (tmp_path / "x" / B.MANIFEST).write_text(json.dumps(man))
     B.pack_tar(tmp_path / "x", rewritten)
     report = B.verify_bundle(rewritten)

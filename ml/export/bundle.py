@@ -36,11 +36,11 @@ import numpy as np
 from ml.export import parity as P
 from ml.export.quantize import PER_CHANNEL_MODES
 from ml.fsutil import atomic_write_json, sha256_file
+from ml.store import MANIFEST, list_files  # list_files leaves MANIFEST out
 
 FORMAT = "lineage-forge/onnx-bundle/1"
 BUNDLE_DIR = "bundle"
 TARBALL = "bundle.tar.gz"
-MANIFEST = "manifest.json"
 PARITY = "parity.json"
 FP32, INT8, SAMPLES, TOKENIZER = "model.onnx", "model.int8.onnx", "samples.npz", "tokenizer"
 ENGINES = ("torch_fp32", "ort_fp32", "ort_int8")
@@ -119,8 +119,12 @@ def _copy_tree(src: Path, dst: Path) -> list[str]:
     return copied
 
 
-def _int8_key(res: dict[str, Any]) -> tuple:
-    return (res["passed"], tuple(c["value"] or 0.0 for c in res["criteria"]), res["metrics"].get("cosine_mean", 0.0))
+def _int8_rank(qinfo: dict[str, Any], res: dict[str, Any]) -> tuple:
+    """INT8 candidates, best last: passing first; among passing ones INT8 embedding tables (smaller)
+    before fp32 ones; then the closer to PyTorch (criteria values, then mean cosine)."""
+    passed = res["passed"]
+    return (passed, passed and qinfo["quantize_embeddings"], *(c["value"] or 0.0 for c in res["criteria"]),
+            res["metrics"].get("cosine_mean", 0.0))
 
 
 def _summary(res: dict[str, Any]) -> dict[str, Any]:
@@ -170,9 +174,7 @@ def _export_one(src, mdir: Path, cfg: BundleConfig, log: Callable[[str], None]) 
                     res = P.check_onnx(path, src.kind, "int8", samples, cfg.thresholds, threads)
                     tried.append((name, qinfo, res, path))
                     log(f"{src.name}: INT8 {name}: {_summary(res)}")
-            # passing first; among passing ones INT8 embedding tables (smaller) before fp32 ones; then the closer
-            name, qinfo, res, path = max(tried, key=lambda t: (t[2]["passed"], t[2]["passed"] and t[1]["quantize_embeddings"],
-                                                               *_int8_key(t[2])[1:]))
+            name, qinfo, res, path = max(tried, key=lambda t: _int8_rank(t[1], t[2]))
             shutil.copyfile(path, mdir / INT8)
         quant = {**qinfo, "preprocess": method, "mode": cfg.per_channel, "embeddings_mode": cfg.quantize_embeddings,
                  "chosen": name, "candidates": {n: _summary(r) for n, _, r, _ in tried}}
@@ -241,7 +243,7 @@ def build_bundle(sources: list, out: Path, cfg: BundleConfig, *, lineage: dict[s
         models[src.name], report[src.name] = _export_one(src, root / src.name, cfg, log)
     passed = all(r["passed"] for per in report.values() for r in per.values())
     atomic_write_json(root / PARITY, {"thresholds": cfg.thresholds.as_dict(), "passed": passed, "models": report})
-    files = list_bundle_files(root)
+    files = list_files(root)
     for name, entry in models.items():  # each model's own files, with sha256 and size
         entry["artifacts"] = [f for f in files if f["path"].startswith(f"{name}/")]
     manifest = {
@@ -258,18 +260,6 @@ def build_bundle(sources: list, out: Path, cfg: BundleConfig, *, lineage: dict[s
     atomic_write_json(root / MANIFEST, manifest)
     pack_tar(root, Path(out) / TARBALL)
     return manifest
-
-
-def list_bundle_files(root: Path) -> list[dict[str, Any]]:
-    out = []
-    for path in sorted(p for p in Path(root).rglob("*") if not p.is_dir()):
-        rel = path.relative_to(root).as_posix()
-        if rel == MANIFEST:
-            continue
-        if path.is_symlink() or not path.is_file():
-            raise BundleError(f"bundle file {rel} is not a regular file")
-        out.append({"path": rel, "sha256": sha256_file(path), "bytes": path.stat().st_size})
-    return out
 
 
 def bundle_stats(manifest: dict[str, Any]) -> dict[str, float]:

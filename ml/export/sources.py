@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import polars as pl
 
 from ml.export.export import ModelSource, read_pooling
 from ml.paths import ASSET_NAME_RE
-from ml.store import ArtifactStore
+from ml.store import ArtifactStore, StoredVersion
 
 # component -> (checkpoint asset, model kind)
 COMPONENTS = {
@@ -82,16 +82,18 @@ def resolve_models(store: ArtifactStore, versions: Mapping[str, str]) -> list[Mo
     return out
 
 
-def _upstream_bfs(store: ArtifactStore, asset: str, version: str):
-    """(asset, version) pairs upstream of asset@version, nearest first (the start included)."""
+def _upstream_versions(store: ArtifactStore, asset: str, version: str) -> Iterator[StoredVersion]:
+    """The stored versions upstream of asset@version, nearest first (the start included); versions
+    missing from the store are skipped."""
     seen = {(asset, version)}
     queue = deque([(asset, version)])
     while queue:
         a, v = queue.popleft()
-        yield a, v
         if not store.has_version(a, v):
             continue
-        for ua, uv in sorted(store.get(a, v).manifest.get("upstream", {}).items()):
+        ver = store.get(a, v)
+        yield ver
+        for ua, uv in sorted(ver.manifest.get("upstream", {}).items()):
             if ASSET_NAME_RE.match(ua) and (ua, uv) not in seen:
                 seen.add((ua, uv))
                 queue.append((ua, uv))
@@ -129,23 +131,24 @@ def sample_texts(store: ArtifactStore, asset: str, version: str, kind: str, n: i
                  tokenizer_dir: Path | None = None) -> tuple[list[str], list[bool], list[dict[str, Any]]]:
     """(texts, cut per text, where they came from) for the model asset@version: up to n real texts,
     from the nearest validation data in its lineage first, topped up from the next sources."""
-    nodes = list(_upstream_bfs(store, asset, version))
+    nodes = list(_upstream_versions(store, asset, version))
     texts: list[str] = []
     cuts: list[bool] = []
     where: list[dict[str, Any]] = []
     for src_asset, pattern, columns, cut in [*SAMPLE_SOURCES[kind], FALLBACK_SOURCE]:
-        for a, v in nodes:
+        for ver in nodes:
             if len(texts) >= n:
                 break
-            if a != src_asset or not store.has_version(a, v):
+            if ver.asset != src_asset:
                 continue
-            got = [t for t in _read_texts(store.get(a, v).path, pattern, columns, n, tokenizer_dir) if t not in texts]
+            got = [t for t in _read_texts(ver.path, pattern, columns, n, tokenizer_dir) if t not in texts]
             got = got[: n - len(texts)]
             if got:
                 texts += got
                 cuts += [cut] * len(got)
-                where.append({"asset": a, "data_version": v, "files": pattern, "columns": list(columns),
-                              "split": "val" if pattern.startswith("val") else "all", "count": len(got)})
+                where.append({"asset": ver.asset, "data_version": ver.data_version, "files": pattern,
+                              "columns": list(columns), "split": "val" if pattern.startswith("val") else "all",
+                              "count": len(got)})
     if not texts:
         wanted = [s[0] for s in SAMPLE_SOURCES[kind]] + [FALLBACK_SOURCE[0]]
         raise SourceError(f"no sample texts upstream of {asset}@{version}: looked for {wanted} in its lineage")
