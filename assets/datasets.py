@@ -34,6 +34,11 @@ def _read_triples(version: StoredVersion) -> pl.DataFrame:
     return pl.scan_parquet(version.path / "triples" / "*.parquet").collect()
 
 
+def _read_doc_sources(chunks: StoredVersion) -> pl.DataFrame:
+    """doc_id and source of the cleaned documents: all the relation and SFT builders use (not the text)."""
+    return read_clean_docs(chunks.path).select("doc_id", "source").collect()
+
+
 def _build(build_fn: Callable[[], tuple[dict, dict]], extra: Callable[[Path], None] = lambda out: None):
     def build(out: Path) -> BuildResult:
         parts, stats = build_fn()
@@ -47,12 +52,11 @@ def _metadata(columns: list[str], group_prefix: str) -> Callable[[StoredVersion]
     """Counts, skip reasons, doc shares and a preview; train_counts = the train.<group_prefix>* stats."""
     def metadata(version: StoredVersion) -> dict:
         s = version.stats
-        train = pl.read_parquet(version.path / "train.parquet")
         skipped = {k.split(".", 1)[1]: int(v) for k, v in s.items() if k.startswith("skipped.") and v}
         head = f"train.{group_prefix}"
         per_group = {k[len(head):]: int(v) for k, v in s.items() if k.startswith(head) and v}
         return {
-            "train_rows": dg.MetadataValue.int(train.height),
+            "train_rows": dg.MetadataValue.int(int(s.get("train.examples", 0))),
             "val_rows": dg.MetadataValue.int(int(s.get("val.examples", 0))),
             "train_docs": dg.MetadataValue.int(int(s.get("train.docs", 0))),
             "val_docs": dg.MetadataValue.int(int(s.get("val.docs", 0))),
@@ -60,7 +64,8 @@ def _metadata(columns: list[str], group_prefix: str) -> Callable[[StoredVersion]
             "train_counts": dg.MetadataValue.json(per_group),
             "doc_shares": dg.MetadataValue.json({k.split(".", 2)[2]: round(v, 4) for k, v in s.items()
                                                  if k.startswith("mix.share.")}),
-            "preview": preview_table(train.select(columns).head(6), max_chars=120),
+            "preview": preview_table(pl.read_parquet(version.path / "train.parquet", columns=columns, n_rows=6),
+                                     max_chars=120),
         }
     return metadata
 
@@ -122,8 +127,8 @@ def relation_dataset(context: dg.AssetExecutionContext, config: RelationDatasetC
         min_confidence=config.min_confidence, max_chars=config.max_chars,
         mix_weights=tuple(sorted(config.mix_weights.items())))
     build = _build(lambda: relation.build_relation(
-        _read_triples(triples), read_chunks(chunks.path).collect(), read_clean_docs(chunks.path).collect(), cfg),
-        extra=relation.write_labels)
+        _read_triples(triples), read_chunks(chunks.path).select("chunk_id", "doc_id", "text").collect(),
+        _read_doc_sources(chunks), cfg), extra=relation.write_labels)
     return materialize_versioned(
         context, store=st, catalog=catalog.get(), config=config.model_dump(),
         upstream={"cleaned_chunks": chunks.data_version, "relation_triples": triples.data_version},
@@ -158,8 +163,8 @@ def sft_dataset(context: dg.AssetExecutionContext, config: SftDatasetConfig,
         max_objects=config.max_objects, max_len=config.max_len, min_confidence=config.min_confidence,
         mix_weights=tuple(sorted(config.mix_weights.items())))
     build = _build(lambda: sft.build_sft(
-        _read_triples(triples), read_chunks(chunks.path).collect(), read_clean_docs(chunks.path).collect(), cfg,
-        tokenizer=tokenization.load_tokenizer(tok.path)))
+        _read_triples(triples), read_chunks(chunks.path).select("chunk_id", "doc_id").collect(),
+        _read_doc_sources(chunks), cfg, tokenizer=tokenization.load_tokenizer(tok.path)))
     return materialize_versioned(
         context, store=st, catalog=catalog.get(), config=config.model_dump(),
         upstream={"cleaned_chunks": chunks.data_version, "relation_triples": triples.data_version,

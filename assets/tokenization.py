@@ -64,11 +64,9 @@ def tokenizer(context: dg.AssetExecutionContext, config: TokenizerConfig,
     chunks = upstream_version(context, st, "cleaned_chunks")
 
     def build(out: Path) -> BuildResult:
-        docs = splits.with_split(read_clean_docs(chunks.path).select("doc_id", "text").collect(),
-                                 config.seed, config.val_ratio)
-        train = docs.filter(pl.col("split") == "train")["text"].to_list()
-        val = docs.filter(pl.col("split") == "val")["text"].to_list()
-        stats = tokenization.build_tokenizer(train, val, out, config.to_ml())
+        texts = splits.texts_by_split(read_clean_docs(chunks.path).select("doc_id", "text").collect(),
+                                      config.seed, config.val_ratio)
+        stats = tokenization.build_tokenizer(texts["train"], texts["val"], out, config.to_ml())
         return BuildResult(stats=stats, rows=int(stats["vocab_size"]))
 
     return materialize_versioned(
@@ -91,7 +89,7 @@ def _corpus_metadata(version: StoredVersion) -> dict:
     s = version.stats
     shares = {k.split(".", 2)[2]: round(v, 4) for k, v in s.items() if k.startswith("mix.share.")}
     token_shares = {k.split(".", 2)[2]: round(v, 4) for k, v in s.items() if k.startswith("mix.token_share.")}
-    preview = pl.read_parquet(version.path / "doc_ids" / "train.parquet").head(5)
+    preview = pl.read_parquet(version.path / "doc_ids" / "train.parquet", n_rows=5)
     return {
         **{f"{sp}_{what}": dg.MetadataValue.int(int(s[f"{sp}.{what}"]))
            for sp in corpus.SPLITS for what in ("docs", "tokens", "shards")},

@@ -77,19 +77,15 @@ def run_theirs(train: list[str], texts: list[str], vocab: int, fast: bool) -> tu
 
 
 def run_ours(docs, vocab: int, work: Path) -> tuple[tuple[float, float], dict]:
-    import polars as pl
-
-    from ml.datasets.splits import with_split
+    from ml.datasets.splits import texts_by_split
     from ml.tokenized_corpus import CorpusConfig, build_tokenized_corpus, corpus_splits
     from ml.tokenizer import TokenizerConfig, build_tokenizer
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     t, c = time.perf_counter(), time.process_time()
-    split = with_split(docs.select("doc_id", "text"), 1234, 0.05)
-    build_tokenizer(split.filter(pl.col("split") == "train")["text"].to_list(),
-                    split.filter(pl.col("split") == "val")["text"].to_list(), work / "tok",
-                    TokenizerConfig(vocab_size=vocab))
+    texts = texts_by_split(docs, 1234, 0.05)
+    build_tokenizer(texts["train"], texts["val"], work / "tok", TokenizerConfig(vocab_size=vocab))
     parts, _ = corpus_splits(docs, 1234, 0.05, {})
     stats = build_tokenized_corpus(parts, work / "tok", work / "corpus", CorpusConfig())
     return (time.perf_counter() - t, time.process_time() - c), stats
@@ -102,15 +98,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    import polars as pl
-
-    from ml.datasets.splits import with_split
+    from ml.datasets.splits import texts_by_split
 
     docs, size = make_docs(args.mb)
-    split = with_split(docs.select("doc_id", "text"), 1234, 0.05)
-    train = split.filter(pl.col("split") == "train")["text"].to_list()
+    by_split = texts_by_split(docs, 1234, 0.05)
+    train = by_split["train"]
     # the baseline encodes the same documents in the same (train, then val) order
-    texts = train + split.filter(pl.col("split") == "val")["text"].to_list()
+    texts = train + by_split["val"]
     mb = size / 1e6
     print(f"text: {docs.height} documents, {mb:.1f} MB; vocab {args.vocab}; cores {os.cpu_count()}; "
           f"RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'default')}")

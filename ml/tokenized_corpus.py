@@ -25,6 +25,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import polars as pl
 
+from ml.datasets.mixing import plan_docs
 from ml.tokenizer import EOS, batched, encode_texts, load_backend, text_encoder
 
 INDEX = "index.json"
@@ -101,8 +102,6 @@ def corpus_splits(docs: pl.DataFrame, seed: int, val_ratio: float, mix_weights: 
                   ) -> tuple[dict[str, pl.DataFrame], dict[str, float]]:
     """Cleaned documents (doc_id, source, text) by split: ``doc_split`` for train/val, then the mix
     applied to train (ml/datasets/mixing.py). Stream order = the documents' order in ``docs``."""
-    from ml.datasets.mixing import plan_docs
-
     plan = plan_docs(docs, seed, val_ratio, mix_weights)
     parts = plan.assign(docs.select("doc_id", "source", "text"))
     return {"train": parts["train"], "val": parts["val"]}, plan.stats
@@ -135,10 +134,13 @@ def build_tokenized_corpus(splits: dict[str, pl.DataFrame], tokenizer_dir: Path,
             lengths.append(lens)
         shards = writer.close()
         lens = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if lens.size else lens
-        np.save(out / "offsets" / f"{split}.npy", offsets)
-        frame.select("doc_id", "source").with_columns(tokens=pl.Series(lens - 1 if lens.size else lens)) \
-            .write_parquet(out / "doc_ids" / f"{split}.parquet")
+        np.save(out / "offsets" / f"{split}.npy", np.cumsum(lens) - lens)
+        ids = frame.select("doc_id", "source").with_columns(tokens=pl.Series(lens - 1))
+        ids.write_parquet(out / "doc_ids" / f"{split}.parquet")
+        if split == "train" and ids.height:
+            per_source = ids.group_by("source").agg(pl.col("tokens").sum())
+            src_total = max(int(per_source["tokens"].sum()), 1)
+            stats.update({f"mix.token_share.{src}": int(n) / src_total for src, n in per_source.iter_rows()})
         total = int(lens.sum())
         index["splits"][split] = {"shards": shards, "docs": frame.height, "tokens": total}
         chars = int(frame["text"].str.len_chars().sum() or 0)
@@ -146,11 +148,6 @@ def build_tokenized_corpus(splits: dict[str, pl.DataFrame], tokenizer_dir: Path,
                       f"{split}.bytes": total * DTYPES[dtype].itemsize,
                       f"{split}.chars_per_token": chars / (total - frame.height) if total > frame.height else 0.0})
     (out / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    train_ids = pl.read_parquet(out / "doc_ids" / "train.parquet")
-    if train_ids.height:
-        per_source = train_ids.group_by("source").agg(pl.col("tokens").sum())
-        total = max(int(per_source["tokens"].sum()), 1)
-        stats.update({f"mix.token_share.{src}": int(n) / total for src, n in per_source.iter_rows()})
     stats["tokens"] = sum(index["splits"][s]["tokens"] for s in SPLITS)
     stats["shards"] = sum(len(index["splits"][s]["shards"]) for s in SPLITS)
     stats["bytes"] = stats["tokens"] * DTYPES[dtype].itemsize

@@ -18,7 +18,6 @@ text; prompts written with the chat template (``ml/datasets/sft.py``) do get the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -28,7 +27,6 @@ SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end
 E1, E1_END, E2, E2_END = "<e1>", "</e1>", "<e2>", "</e2>"
 # ids 0..11 in this order (ml/FORMATS.md): part of the contract between every stage
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS, SYSTEM, USER, ASSISTANT, END, E1, E1_END, E2, E2_END)
-ROLE_MARKERS = (SYSTEM, USER, ASSISTANT, END)
 ENTITY_MARKERS = (E1, E1_END, E2, E2_END)
 NAMED = {"pad_token": PAD, "unk_token": UNK, "bos_token": BOS, "eos_token": EOS}
 BYTE_ALPHABET = 256
@@ -207,9 +205,3 @@ def build_tokenizer(train_texts: Sequence[str], val_texts: Sequence[str], out_di
 def special_ids() -> dict[str, int]:
     return {t: i for i, t in enumerate(SPECIAL_TOKENS)}
 
-
-def read_vocab_size(path: Path | str) -> int:
-    """Vocabulary size (model vocab + added tokens) of ``path/tokenizer.json`` without loading transformers."""
-    data = json.loads((Path(path) / "tokenizer.json").read_text("utf-8"))
-    ids = list(data["model"]["vocab"].values()) + [t["id"] for t in data.get("added_tokens", [])]
-    return max(ids) + 1

@@ -12,6 +12,7 @@ Each ``build_*`` returns ``({"train": frame, "val": frame}, stats)``; ``write_sp
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import polars as pl
 
@@ -21,3 +22,14 @@ def write_splits(out: Path, splits: dict[str, pl.DataFrame]) -> int:
     for name in ("train", "val"):
         splits[name].write_parquet(Path(out) / f"{name}.parquet")
     return sum(splits[n].height for n in ("train", "val"))
+
+
+def split_counts(splits: dict[str, pl.DataFrame], column: str, values: Iterable[str]) -> dict[str, float]:
+    """Per split: ``<split>.examples``, ``<split>.docs`` and ``<split>.<column>.<value>`` (rows per value)."""
+    stats: dict[str, float] = {}
+    for name, frame in splits.items():
+        counts = dict(frame.group_by(column).len().iter_rows())
+        stats.update({f"{name}.{column}.{v}": counts.get(v, 0) for v in values})
+        stats[f"{name}.examples"] = frame.height
+        stats[f"{name}.docs"] = frame["doc_id"].n_unique()
+    return stats

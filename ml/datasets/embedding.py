@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from ml.datasets import split_counts
 from ml.datasets.mixing import example_shares, plan_docs
 from ml.datasets.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, doc_unit
 
@@ -142,12 +143,7 @@ def build_embedding(chunks: pl.DataFrame, docs: pl.DataFrame, cfg: EmbeddingConf
     stats["skipped.text_in_train"] = in_train
     stats["pairs_built"] = pairs.height
     out = {"train": train, "val": val}
-    for split, f in out.items():
-        counts = dict(f.group_by("kind").len().iter_rows())
-        for kind in ("title_chunk", "adjacent_chunks"):
-            stats[f"{split}.kind.{kind}"] = counts.get(kind, 0)
-        stats[f"{split}.examples"] = f.height
-        stats[f"{split}.docs"] = f["doc_id"].n_unique()
+    stats.update(split_counts(out, "kind", ("title_chunk", "adjacent_chunks")))
     stats["docs_without_pairs"] = docs.height - pairs["doc_id"].n_unique()
     stats.update(example_shares(train))
     return out, stats

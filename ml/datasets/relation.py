@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from ml.datasets import split_counts
 from ml.datasets.mixing import example_shares, plan_docs
 from ml.datasets.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, doc_unit, drop_cross_split_duplicates
 from ml.relation_triples.base import RELATIONS
@@ -235,12 +236,7 @@ def build_relation(triples: pl.DataFrame, chunks: pl.DataFrame, docs: pl.DataFra
     stats["no_relation.text_in_train"] = late.filter(pl.col("label") == NO_RELATION).height
     out["val"] = kept_val
     stats["triples_used"] = sum(out[s].filter(pl.col("label") != NO_RELATION).height for s in ("train", "val"))
-    for split in ("train", "val"):
-        counts = dict(out[split].group_by("label").len().iter_rows())
-        for label in LABELS:
-            stats[f"{split}.label.{label}"] = counts.get(label, 0)
-        stats[f"{split}.examples"] = out[split].height
-        stats[f"{split}.docs"] = out[split]["doc_id"].n_unique()
+    stats.update(split_counts(out, "label", LABELS))
     stats.update(example_shares(out["train"]))
     return out, stats
 

@@ -13,10 +13,10 @@ cross the boundary, and puts -100 on exactly the prompt tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import polars as pl
 
+from ml.datasets import split_counts
 from ml.datasets.mixing import example_shares, plan_docs
 from ml.datasets.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, drop_cross_split_duplicates
 from ml.relation_triples.base import RELATIONS
@@ -98,11 +98,6 @@ def encode_sft(tokenizer, prompt: str, response: str, max_len: int) -> tuple[lis
     return p + r, [IGNORE_INDEX] * len(p) + r
 
 
-def encode_sft_batch(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_len: int
-                     ) -> list[tuple[list[int], list[int]]]:
-    return [encode_sft(tokenizer, p, r, max_len) for p, r in zip(prompts, responses, strict=True)]
-
-
 @dataclass(frozen=True)
 class SftConfig:
     seed: int = DEFAULT_SEED
@@ -181,11 +176,7 @@ def build_sft(triples: pl.DataFrame, chunks: pl.DataFrame, docs: pl.DataFrame, c
     val = kept_val
     out = {"train": train.select(list(SCHEMA)), "val": val.select(list(SCHEMA))}
     stats.update(example_shares(out["train"]))
-    for split, f in out.items():
-        counts = dict(f.group_by("relation").len().iter_rows())
-        stats.update({f"{split}.relation.{r}": counts.get(r, 0) for r in QUESTIONS})
-    stats.update({"train.examples": out["train"].height, "val.examples": out["val"].height,
-                  "train.docs": out["train"]["doc_id"].n_unique(), "val.docs": out["val"]["doc_id"].n_unique()})
+    stats.update(split_counts(out, "relation", QUESTIONS))
     used = int(train["n"].sum() or 0) + int(val["n"].sum() or 0)
     stats["triples_used"] = used
     return out, stats

@@ -44,6 +44,13 @@ def with_split(frame: pl.DataFrame, seed: int = DEFAULT_SEED, val_ratio: float =
     return frame.join(table, on=column, how="left", maintain_order="left")
 
 
+def texts_by_split(docs: pl.DataFrame, seed: int = DEFAULT_SEED, val_ratio: float = DEFAULT_VAL_RATIO
+                   ) -> dict[str, list[str]]:
+    """The ``text`` of ``docs`` (doc_id, text) per split, in frame order: ``{"train": [...], "val": [...]}``."""
+    split = with_split(docs.select("doc_id", "text"), seed, val_ratio)
+    return {k: split.filter(pl.col("split") == k)["text"].to_list() for k in ("train", "val")}
+
+
 def drop_cross_split_duplicates(train: pl.DataFrame, val: pl.DataFrame, keys: list[str]
                                 ) -> tuple[pl.DataFrame, int]:
     """Val rows whose ``keys`` equal a train row's are dropped (the same text from two documents would
