@@ -19,6 +19,7 @@ import pytest
 
 from ml.catalog import Catalog
 from ml.cleaned_chunks.chunking import CHUNK_SCHEMA
+from ml.cleaned_chunks.pipeline import DECISION_SCHEMA
 from ml.quality.gate import failed_blocking_checks
 from ml.quality.suites import SUITES, Thresholds
 from ml.quality.validate import record_results, validate_version
@@ -85,7 +86,7 @@ def cleaned_chunks_files(raw: StoredVersion) -> Files:
     decisions = pl.DataFrame({
         "doc_id": docs["doc_id"], "decision": ["kept"] * (docs.height - 1) + ["filtered"],
         "reason": [None] * (docs.height - 1) + ["gopher_min_words"], "duplicate_of": [None] * docs.height,
-    }, schema={"doc_id": pl.String, "decision": pl.String, "reason": pl.String, "duplicate_of": pl.String})
+    }, schema=DECISION_SCHEMA)
     return {"chunks/part-00000.parquet": chunk_rows(docs), "decisions/part-00000.parquet": decisions}
 
 

@@ -29,8 +29,14 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import polars as pl
 
+from ml.cleaned_chunks.chunking import CHUNK_SCHEMA
+from ml.cleaned_chunks.pipeline import DECISION_SCHEMA
 from ml.quality.engine import Expectation
+from ml.raw_docs import DOC_SCHEMA, QUARANTINE_SCHEMA
+from ml.relation_triples.base import RELATIONS
+from ml.relation_triples.extract import TRIPLE_SCHEMA
 from ml.store import ArtifactStore, StoredVersion
+from ml.tokenized_corpus import DTYPES, INDEX
 
 EXCERPT = 80  # characters of a text shown in failing-row samples
 
@@ -186,8 +192,6 @@ RAW_DOCS_CHECKS = (
 
 
 def _raw_docs(store: ArtifactStore, v: StoredVersion, t: Thresholds) -> Prepared:
-    from ml.raw_docs import DOC_SCHEMA, QUARANTINE_SCHEMA
-
     docs_files, q_files = _parts(v.path / "docs"), _parts(v.path / "quarantine")
     schema = _schema_frame({"docs": (DOC_SCHEMA, docs_files), "quarantine": (QUARANTINE_SCHEMA, q_files)})
     lf = _scan(docs_files, ["doc_id", "title", "source", "line", "content"], DOC_SCHEMA)
@@ -228,8 +232,6 @@ CLEANED_CHUNKS_CHECKS = (
 
 
 def _cleaned_chunks(store: ArtifactStore, v: StoredVersion, t: Thresholds) -> Prepared:
-    from ml.cleaned_chunks.chunking import CHUNK_SCHEMA
-
     errors: dict[str, str] = {}
     inputs: dict[str, str] = {}
     files = _parts(v.path / "chunks")
@@ -257,7 +259,7 @@ def _cleaned_chunks(store: ArtifactStore, v: StoredVersion, t: Thresholds) -> Pr
     chunk_size, why = _config(v, "chunk_size")
     if why:
         errors["chunk_length_in_bounds"] = why
-    d = _scan(_parts(v.path / "decisions"), ["decision"], {"decision": pl.String}).collect()
+    d = _scan(_parts(v.path / "decisions"), ["decision"], DECISION_SCHEMA).collect()
     docs_in = d.height
     dups = int(d["decision"].is_in(["exact_duplicate", "near_duplicate"]).sum()) if "decision" in d.columns else 0
     summary = pl.DataFrame({"docs_in": [docs_in], "duplicates": [dups],
@@ -297,9 +299,6 @@ RELATION_TRIPLES_CHECKS = (
 
 
 def _relation_triples(store: ArtifactStore, v: StoredVersion, t: Thresholds) -> Prepared:
-    from ml.relation_triples.base import RELATIONS
-    from ml.relation_triples.extract import TRIPLE_SCHEMA
-
     errors: dict[str, str] = {}
     inputs: dict[str, str] = {}
     files = _parts(v.path / "triples")
@@ -374,20 +373,6 @@ TOKENIZED_CORPUS_CHECKS = (
     CheckDef("val_share_within_tolerance", True, "val documents / documents is within tolerance of the "
              "version's val_ratio (widened by binomial standard errors on small corpora)"),
 )
-_TOKEN_DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
-
-
-def _vocab_size(store: ArtifactStore, v: StoredVersion, index: dict) -> tuple[int | None, str, str | None]:
-    """The vocabulary size ids must stay below: the upstream tokenizer's, else index.json's."""
-    tok, _ = _upstream(store, v, "tokenizer")
-    if tok is not None and (tok.path / "tokenizer.json").is_file():
-        from tokenizers import Tokenizer
-
-        size = Tokenizer.from_file(str(tok.path / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
-        return int(size), f"tokenizer@{tok.data_version}", None
-    if isinstance(index.get("vocab_size"), int):
-        return int(index["vocab_size"]), "index.json", None
-    return None, "", "no tokenizer version in the manifest and no vocab_size in index.json"
 
 
 def _tokenized_corpus(store: ArtifactStore, v: StoredVersion, t: Thresholds) -> Prepared:
@@ -397,8 +382,8 @@ def _tokenized_corpus(store: ArtifactStore, v: StoredVersion, t: Thresholds) -> 
     split_docs = {"train": 0, "val": 0}
     index: dict = {}
     try:
-        index = json.loads((v.path / "index.json").read_text("utf-8"))
-        dtype = _TOKEN_DTYPES[index["dtype"]]
+        index = json.loads((v.path / INDEX).read_text("utf-8"))
+        dtype = DTYPES[index["dtype"]]
     except (OSError, ValueError, KeyError) as exc:
         why = f"{v.asset}@{v.data_version}: unreadable index.json ({type(exc).__name__}: {exc})"
         errors = {c.name: why for c in TOKENIZED_CORPUS_CHECKS}
@@ -420,23 +405,32 @@ def _tokenized_corpus(store: ArtifactStore, v: StoredVersion, t: Thresholds) -> 
                                "tokens": 0, "max_id": -1})
     shards = pl.DataFrame(shard_rows, schema={"split": pl.String, "path": pl.String, "declared_tokens": pl.Int64,
                                               "tokens": pl.Int64, "max_id": pl.Int64})
-    vocab, vocab_source, why = _vocab_size(store, v, index)
-    if why and "token_ids_below_vocab" not in errors:
-        errors["token_ids_below_vocab"] = why
-    if vocab_source.startswith("tokenizer@"):
-        inputs["tokenizer"] = vocab_source.split("@", 1)[1]
+    # the vocabulary size ids must stay below: the upstream tokenizer's, else index.json's
+    tok, _ = _upstream(store, v, "tokenizer")
+    vocab: int | None = None
+    vocab_source = ""
+    if tok is not None and (tok.path / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        vocab = Tokenizer.from_file(str(tok.path / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+        vocab_source = f"tokenizer@{tok.data_version}"
+        inputs["tokenizer"] = tok.data_version
+    elif isinstance(index.get("vocab_size"), int):
+        vocab, vocab_source = int(index["vocab_size"]), "index.json"
+    else:
+        errors.setdefault("token_ids_below_vocab",
+                          "no tokenizer version in the manifest and no vocab_size in index.json")
 
     ratio, why = _config(v, "val_ratio")
     if why and "val_share_within_tolerance" not in errors:
         errors["val_share_within_tolerance"] = why
     r = float(ratio or 0.0)
     # train documents the source mix left out were split too: they count in the denominator
-    mixed_out = int(index.get("mixed_out_docs", 0) or 0) if isinstance(index, dict) else 0
-    n = split_docs.get("train", 0) + split_docs.get("val", 0) + mixed_out
-    share = split_docs.get("val", 0) / n if n else 0.0
+    n = split_docs["train"] + split_docs["val"] + int(index.get("mixed_out_docs") or 0)
+    share = split_docs["val"] / n if n else 0.0
     allowed = max(t.val_share_tolerance, t.val_share_sigmas * math.sqrt(r * (1 - r) / n) if n else math.inf)
     allowed = min(allowed, 1.0)
-    splits = pl.DataFrame({"train_docs": [split_docs.get("train", 0)], "val_docs": [split_docs.get("val", 0)],
+    splits = pl.DataFrame({"train_docs": [split_docs["train"]], "val_docs": [split_docs["val"]],
                            "val_share": [share], "val_ratio": [r], "allowed_deviation": [allowed]})
     return Prepared(
         frames={"shards": shards, "splits": splits},

@@ -71,20 +71,15 @@ def unrun_result(check_name: str, severity: str, error: str) -> dict[str, Any]:
             "observed_value": None, "sample": [], "error": error}
 
 
-def check_result_rows(asset: str, data_version: str, results: list[dict[str, Any]], run_id: str) -> list[dict]:
-    created = now_utc()
-    rows = []
-    for r in results:
-        details = {k: v for k, v in r.items() if k not in ("check_name", "passed", "severity")}
-        rows.append({
-            "asset": asset, "data_version": data_version, "check_name": r["check_name"],
-            "passed": bool(r["passed"]), "severity": r["severity"],
-            "details": json.dumps(details, sort_keys=True, default=str), "run_id": run_id, "created_at": created,
-        })
-    return rows
-
-
 def record_results(catalog: Catalog, asset: str, data_version: str, results: list[dict[str, Any]],
                    run_id: str) -> str | None:
     """Append one batch of check_results rows (atomic: all of them or none)."""
-    return catalog.append({"check_results": check_result_rows(asset, data_version, results, run_id)})
+    created = now_utc()
+    rows = [{
+        "asset": asset, "data_version": data_version, "check_name": r["check_name"],
+        "passed": bool(r["passed"]), "severity": r["severity"],
+        "details": json.dumps({k: v for k, v in r.items() if k not in ("check_name", "passed", "severity")},
+                              sort_keys=True, default=str),
+        "run_id": run_id, "created_at": created,
+    } for r in results]
+    return catalog.append({"check_results": rows})
