@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 
 import ml.train as train_pkg
 from assets.versioned import fingerprint_for, materialize_versioned, upstream_version
+from ml.catalog import now_utc
 from ml.fsutil import source_digest
 from ml.paths import work_dir
 from ml.store import BuildResult, StoredVersion
@@ -142,9 +143,10 @@ def train_checkpoint(
         catalog_rows=_metric_rows(asset), metadata=lambda v: _metadata(v, torch_device))
     version = st.get(asset, result.data_version.value)
     outcomes = checks.evaluate(version.path, settings.checks)
+    created = now_utc()
     cat.append({"check_results": [
         {"asset": asset, "data_version": version.data_version, "check_name": o.name, "passed": o.passed,
-         "severity": "ERROR", "details": o.details, "run_id": context.run.run_id, "created_at": _now()}
+         "severity": "ERROR", "details": o.details, "run_id": context.run.run_id, "created_at": created}
         for o in outcomes]})
     for o in outcomes:
         (context.log.info if o.passed else context.log.error)(f"check {o.name}: {'passed' if o.passed else 'FAILED'} "
@@ -154,12 +156,6 @@ def train_checkpoint(
         check_results=[dg.AssetCheckResult(check_name=o.name, passed=o.passed, severity=dg.AssetCheckSeverity.ERROR,
                                            metadata={"details": o.details, "values": dg.MetadataValue.json(o.values)})
                        for o in outcomes])
-
-
-def _now():
-    from ml.catalog import now_utc
-
-    return now_utc()
 
 
 _COMMON = dict(group_name="models", kinds={"torch"}, pool="gpu", code_version=CODE_VERSION)

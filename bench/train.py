@@ -46,6 +46,7 @@ def make_corpus(tmp: Path, docs: int, vocab: int) -> tuple[Path, Path]:
 
 def bare_loop(model, blocks, order, cfg, rt) -> tuple[float, float]:
     """Hand-written loop over the same batches; returns (tokens/s, mean loss of the last log window)."""
+    import numpy as np
     import torch
     import torch.nn.functional as F
 
@@ -62,7 +63,7 @@ def bare_loop(model, blocks, order, cfg, rt) -> tuple[float, float]:
     for step in range(cfg.max_steps):
         t0 = time.perf_counter()
         idx = order(step)
-        batch = torch.from_numpy(__import__("numpy").stack([blocks[i] for i in idx]))
+        batch = torch.from_numpy(np.stack([blocks[i] for i in idx]))
         x, y = batch[:, :-1].to(rt.device), batch[:, 1:].to(rt.device)
         with rt.autocast():
             logits = model(input_ids=x).logits

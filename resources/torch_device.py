@@ -35,28 +35,19 @@ class TorchDevice(dg.ConfigurableResource):
             raise dg.Failure(f"torch_device: {exc}") from exc
         return s
 
-    def device_name(self) -> str:
-        import torch
-
-        s = self.settings()
-        if s.device.startswith("cuda") or (s.device == "auto" and torch.cuda.is_available()):
-            dev = torch.device("cuda" if s.device == "auto" else s.device)
-            return f"{dev} ({torch.cuda.get_device_name(dev)})"
-        return f"cpu ({torch.get_num_threads()} threads)"
-
     def materialization_metadata(self, trained: dict[str, Any] | None = None) -> dict[str, Any]:
         """Device name and peak memory of this step (and of the training processes, if they ran elsewhere)."""
-        from ml.train.device import peak_memory_mb
-
         import torch
 
+        from ml.train.device import device_name, peak_memory_mb
+
         s = self.settings()
-        on_gpu = s.device.startswith("cuda") or (s.device == "auto" and torch.cuda.is_available())
+        dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if s.device == "auto" else s.device)
         md: dict[str, Any] = {
-            "device": self.device_name(),
+            "device": device_name(dev),
             "precision": s.precision,
             "seed": s.seed,
-            "peak_memory_mb": dg.MetadataValue.float(round(peak_memory_mb("cuda" if on_gpu else "cpu"), 1)),
+            "peak_memory_mb": dg.MetadataValue.float(round(peak_memory_mb(dev), 1)),
         }
         if trained:
             md["trained_on"] = str(trained.get("device"))

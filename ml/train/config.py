@@ -229,10 +229,6 @@ SETTINGS: dict[str, type[_Checkpoint]] = {
     "embedding_checkpoint": EmbeddingCheckpointSettings,
     "relation_checkpoint": RelationCheckpointSettings,
 }
-TASK_OF_ASSET = {"lm_checkpoint": "lm", "lora_adapter": "sft", "embedding_checkpoint": "embedding",
-                 "relation_checkpoint": "relation"}
-BEST_METRIC = {"lm": ("loss", "min"), "sft": ("loss", "min"), "embedding": ("recall_at_1", "max"),
-               "relation": ("macro_f1", "max")}
 LOWER_IS_BETTER = {"loss", "perplexity"}
 
 

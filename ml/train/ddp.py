@@ -86,23 +86,20 @@ class ShardedSampler:
     exactly where the checkpoint left off without replaying anything.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
         per_rank = n // world_size
         self.batches_per_epoch = per_rank // batch_size
         if self.batches_per_epoch < 1:
             raise ValueError(f"the train split has {n} examples: too few for batch_size {batch_size} "
                              f"x {world_size} process(es)")
         self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
+        self.rank, self.world_size = rank, world_size
         self._epoch, self._order = -1, None
 
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
-            if self.shuffle:
-                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-                perm = torch.randperm(self.n, generator=g)
-            else:
-                perm = torch.arange(self.n)
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            perm = torch.randperm(self.n, generator=g)
             self._order = perm[self.rank::self.world_size][: self.batches_per_epoch * self.batch_size]
             self._epoch = epoch
         return self._order

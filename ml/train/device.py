@@ -42,16 +42,16 @@ class Runtime:
 
     @property
     def name(self) -> str:
-        if self.device.type == "cuda":
-            return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
-        return f"cpu ({torch.get_num_threads()} threads)"
+        return device_name(self.device)
 
     def peak_memory_mb(self) -> float:
         return peak_memory_mb(self.device)
 
 
-def resolve(settings: DeviceSettings, local_rank: int = 0, world_size: int = 1) -> Runtime:
-    """Pick the torch device (refusing a GPU profile without a GPU) and make the run deterministic if asked."""
+def resolve(settings: DeviceSettings, local_rank: int = 0, world_size: int = 1, rank: int | None = None) -> Runtime:
+    """Pick the torch device (refusing a GPU profile without a GPU) and make the run deterministic if asked.
+
+    ``rank`` is the global rank (default: ``local_rank``, i.e. one node)."""
     settings.check_available()
     if world_size > 1 and ":" in settings.device:
         raise ConfigError(f"device: {settings.device!r} pins every one of the {world_size} processes to one GPU; "
@@ -74,13 +74,20 @@ def resolve(settings: DeviceSettings, local_rank: int = 0, world_size: int = 1) 
     elif dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return Runtime(settings, dev, local_rank, world_size)
+    return Runtime(settings, dev, local_rank if rank is None else rank, world_size)
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def device_name(device: torch.device) -> str:
+    """How a device is reported: ``cuda:0 (NVIDIA H200)`` or ``cpu (8 threads)``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def peak_memory_mb(device: torch.device | str | None = None) -> float:

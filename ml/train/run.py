@@ -22,7 +22,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from ml.fsutil import atomic_write_json
-from ml.train.config import BEST_METRIC, SETTINGS, TASK_OF_ASSET, DeviceSettings
+from ml.train.config import SETTINGS, DeviceSettings
 
 
 class TrainSpec(BaseModel):
@@ -42,13 +42,14 @@ class TrainSpec(BaseModel):
         return SETTINGS[self.asset].model_validate(self.settings)
 
 
-def write_outputs(out: Path, asset: str, metrics: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+def write_outputs(out: Path, asset: str, metrics: list[dict[str, Any]], summary: dict[str, Any],
+                  headline: str) -> None:
+    """metrics.jsonl, loss_curve.png (with the ``headline`` validation metric) and summary.json."""
     from ml.train.plots import write_loss_curve
 
     with open(out / "metrics.jsonl", "w", encoding="utf-8") as f:
         for row in metrics:
             f.write(json.dumps(row, sort_keys=True) + "\n")
-    headline = BEST_METRIC[TASK_OF_ASSET[asset]][0]
     write_loss_curve(out / "loss_curve.png", metrics, title=asset, headline=headline)
     atomic_write_json(out / "summary.json", summary)
 
@@ -61,9 +62,8 @@ def run_training(spec: TrainSpec, log: Callable[[str], None] | None = None) -> d
     log = log or (lambda msg: print(msg, flush=True))
     settings = spec.typed_settings()
     env = ddp.env()
-    rt = devmod.resolve(spec.device, env.local_rank, env.world_size)
+    rt = devmod.resolve(spec.device, env.local_rank, env.world_size, rank=env.rank)
     ddp.init(rt.device.type)
-    rt.rank = env.rank
     try:
         devmod.seed_everything(spec.device.seed)  # identical initial weights on every rank
         built = tasks.BUILDERS[spec.asset](settings, spec.inputs)
@@ -77,7 +77,7 @@ def run_training(spec: TrainSpec, log: Callable[[str], None] | None = None) -> d
             out = Path(spec.out_dir)
             out.mkdir(parents=True, exist_ok=True)
             built.save(out)
-            write_outputs(out, spec.asset, result.metrics, summary)
+            write_outputs(out, spec.asset, result.metrics, summary, headline=built.task.best_metric)
         ddp.barrier()
         return summary
     finally:

@@ -6,7 +6,7 @@
     embedding  bi-encoder, InfoNCE with in-batch negatives             val: recall_at_1, mean_pos_cosine, loss
     relation   sequence classifier on entity-marked text               val: accuracy, macro_f1, loss
 
-``build(asset, settings, inputs)`` returns a ``Built``: the Task, a ``save(out)`` that writes
+``BUILDERS[asset](settings, inputs)`` returns a ``Built``: the Task, a ``save(out)`` that writes
 the model part of the version (FORMATS.md "Checkpoints"), and data stats for the summary.
 """
 
