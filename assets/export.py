@@ -13,7 +13,7 @@ import ml.export.parity as P
 import ml.export.quantize as Q
 import ml.export.sources as S
 from assets.versioned import materialize_versioned, preview_table, upstream_version
-from ml.catalog import now_utc
+from ml.catalog import check_result_rows
 from ml.fsutil import source_digest
 from ml.quality.gate import failed_blocking_checks
 from ml.store import BuildResult, StoredVersion
@@ -80,13 +80,10 @@ def _check_details(per_precision: dict) -> dict:
 
 
 def _check_rows(version: StoredVersion, run_id: str) -> dict:
-    report, created = _parity(version), now_utc()
-    return {"check_results": [
-        {"asset": "onnx_bundle", "data_version": version.data_version, "check_name": CHECKS[name],
-         "passed": all(r["passed"] for r in per.values()), "severity": "ERROR",
-         "details": json.dumps(_check_details(per), sort_keys=True), "run_id": run_id, "created_at": created}
-        for name, per in sorted(report["models"].items())
-    ]}
+    report = _parity(version)
+    return {"check_results": check_result_rows("onnx_bundle", version.data_version, run_id, [
+        (CHECKS[name], all(r["passed"] for r in per.values()), "ERROR", json.dumps(_check_details(per), sort_keys=True))
+        for name, per in sorted(report["models"].items())])}
 
 
 def _check_results(version: StoredVersion) -> list[dg.AssetCheckResult]:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 
 import ml.train as train_pkg
 from assets.versioned import fingerprint_for, materialize_versioned, upstream_version
-from ml.catalog import now_utc
+from ml.catalog import check_result_rows
 from ml.fsutil import source_digest
 from ml.paths import work_dir
 from ml.store import BuildResult, StoredVersion
@@ -143,11 +143,8 @@ def train_checkpoint(
         catalog_rows=_metric_rows(asset), metadata=lambda v: _metadata(v, torch_device))
     version = st.get(asset, result.data_version.value)
     outcomes = checks.evaluate(version.path, settings.checks)
-    created = now_utc()
-    cat.append({"check_results": [
-        {"asset": asset, "data_version": version.data_version, "check_name": o.name, "passed": o.passed,
-         "severity": "ERROR", "details": o.details, "run_id": context.run.run_id, "created_at": created}
-        for o in outcomes]})
+    cat.append({"check_results": check_result_rows(
+        asset, version.data_version, context.run.run_id, [(o.name, o.passed, "ERROR", o.details) for o in outcomes])})
     for o in outcomes:
         (context.log.info if o.passed else context.log.error)(f"check {o.name}: {'passed' if o.passed else 'FAILED'} "
                                                               f"({o.details})")

@@ -85,6 +85,15 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def check_result_rows(asset: str, data_version: str, run_id: str,
+                      checks: Iterable[tuple[str, bool, str, str]]) -> list[dict[str, Any]]:
+    """``check_results`` rows for one version: (check_name, passed, severity 'ERROR'|'WARN', details text)."""
+    created = now_utc()
+    return [{"asset": asset, "data_version": data_version, "check_name": name, "passed": bool(passed),
+             "severity": severity, "details": details, "run_id": run_id, "created_at": created}
+            for name, passed, severity, details in checks]
+
+
 def _frame(table: str, rows: pl.DataFrame | Iterable[Mapping[str, Any]]) -> pl.DataFrame:
     schema = SCHEMAS[table]
     df = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(list(rows), infer_schema_length=None)

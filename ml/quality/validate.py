@@ -16,7 +16,7 @@ import json
 from dataclasses import replace
 from typing import Any, Iterable
 
-from ml.catalog import Catalog, now_utc
+from ml.catalog import Catalog, check_result_rows
 from ml.quality.engine import run_expectations
 from ml.quality.suites import SUITES, Prepared, Suite, Thresholds
 from ml.store import ArtifactStore
@@ -74,12 +74,9 @@ def unrun_result(check_name: str, severity: str, error: str) -> dict[str, Any]:
 def record_results(catalog: Catalog, asset: str, data_version: str, results: list[dict[str, Any]],
                    run_id: str) -> str | None:
     """Append one batch of check_results rows (atomic: all of them or none)."""
-    created = now_utc()
-    rows = [{
-        "asset": asset, "data_version": data_version, "check_name": r["check_name"],
-        "passed": bool(r["passed"]), "severity": r["severity"],
-        "details": json.dumps({k: v for k, v in r.items() if k not in ("check_name", "passed", "severity")},
-                              sort_keys=True, default=str),
-        "run_id": run_id, "created_at": created,
-    } for r in results]
+    rows = check_result_rows(asset, data_version, run_id, [
+        (r["check_name"], r["passed"], r["severity"],
+         json.dumps({k: v for k, v in r.items() if k not in ("check_name", "passed", "severity")},
+                    sort_keys=True, default=str))
+        for r in results])
     return catalog.append({"check_results": rows})
