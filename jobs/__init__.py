@@ -12,7 +12,7 @@ the retrain sensor requests train_job (only the models whose inputs changed) and
 export_job.
 """
 
-from typing import Any
+from typing import Any, Collection, Mapping
 
 import dagster as dg
 
@@ -25,23 +25,29 @@ EXPORT_GROUPS = ("export",)
 _PROFILE_SECTIONS = ("ops", "resources", "execution", "loggers")
 
 
+def cut_profile(profile: Mapping[str, Any], op_names: Collection[str]) -> dict[str, Any]:
+    """A run-config profile for a run of ``op_names``: ``ops:`` cut to those ops (left out when
+    none is left: Dagster rejects config for ops that are not in the run), empty sections
+    dropped, the other sections as they are."""
+    kept = {name: cfg for name, cfg in (profile.get("ops") or {}).items() if name in op_names}
+    rest = {k: v for k, v in profile.items() if k != "ops" and v is not None}
+    return {**rest, **({"ops": kept} if kept else {})}
+
+
 def profile_mapping(*groups: str) -> dg.ConfigMapping:
     """Let a job take a whole run-config profile (configs/debug.yaml): ``ops:`` is cut to the
     ops of this job's groups (an asset's op and its ``<asset>_quality`` check op), so one profile
     serves ``-j ingest_job``, ``-j train_job``, ``-j export_job`` and ``-j full_pipeline`` alike.
     Each op's config is still validated against its typed ``dg.Config`` after the cut."""
     assets = {key.to_user_string() for a in ALL_ASSETS for key, g in a.group_names_by_key.items() if g in groups}
-
-    def cut(profile: dict[str, Any]) -> dict[str, Any]:
-        ops = profile.get("ops") or {}
-        kept = {name: cfg for name, cfg in ops.items() if name in assets or name.removesuffix("_quality") in assets}
-        return {**{k: v for k, v in profile.items() if k != "ops" and v is not None}, **({"ops": kept} if kept else {})}
+    op_names = assets | {f"{name}_quality" for name in assets}
 
     return dg.ConfigMapping(
-        config_fn=cut,
+        config_fn=lambda profile: cut_profile(profile, op_names),
         config_schema={k: dg.Field(dg.Permissive(), is_required=False) for k in _PROFILE_SECTIONS},
         receive_processed_config_values=False,
     )
+
 
 ingest_job = dg.define_asset_job(
     "ingest_job",

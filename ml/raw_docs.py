@@ -99,10 +99,13 @@ class IngestReport:
         return out
 
 
-def scan_landing(landing: Path) -> list[LandingFile]:
-    """Every *.jsonl / *.jsonl.gz under ``landing`` (recursively), sorted, with size and sha256.
+LANDING_SUFFIXES = (".jsonl", ".jsonl.gz")
 
-    Hidden files and directories (temporary names of writers in progress) are ignored.
+
+def visible_files(landing: Path) -> list[tuple[str, Path]]:
+    """(relpath, path) of every file under ``landing`` (recursively), sorted by path.
+
+    Hidden files and directories (temporary names of writers in progress) are left out.
     """
     landing = Path(landing)
     if not landing.is_dir():
@@ -110,11 +113,21 @@ def scan_landing(landing: Path) -> list[LandingFile]:
     found = []
     for path in sorted(landing.rglob("*")):
         rel = path.relative_to(landing)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if path.is_file() and (path.name.endswith(".jsonl") or path.name.endswith(".jsonl.gz")):
-            found.append(LandingFile(rel.as_posix(), path, path.stat().st_size, sha256_file(path)))
+        if not any(part.startswith(".") for part in rel.parts) and path.is_file():
+            found.append((rel.as_posix(), path))
     return found
+
+
+def is_landing_file(relpath: str) -> bool:
+    """Whether ``raw_docs`` reads this file of ``visible_files``: a *.jsonl or *.jsonl.gz."""
+    return relpath.endswith(LANDING_SUFFIXES)
+
+
+def scan_landing(landing: Path) -> list[LandingFile]:
+    """Every *.jsonl / *.jsonl.gz under ``landing`` (recursively, hidden ones left out: see
+    ``visible_files``), sorted, with size and sha256."""
+    return [LandingFile(rel, path, path.stat().st_size, sha256_file(path))
+            for rel, path in visible_files(landing) if is_landing_file(rel)]
 
 
 # ---- identity ------------------------------------------------------------------------------

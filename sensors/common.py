@@ -18,13 +18,15 @@ Intervals
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 import dagster as dg
 import yaml
 
+from jobs import cut_profile
 from ml.fsutil import digest_json
 from ml.paths import REPO_ROOT
 
@@ -42,18 +44,26 @@ ACTIVE_STATUSES = [
 ]
 
 
+def env_seconds(name: str, minimum: float = 0) -> float | None:
+    """$<name> as a number of seconds (None when unset or empty); a clear error when it is not one."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"${name}={raw!r} is not a number of seconds") from None
+    if value < minimum:
+        raise ValueError(f"${name}={raw!r}: must be at least {minimum:g} seconds")
+    return value
+
+
 def interval_seconds(specific_env: str) -> int:
     """Minimum seconds between ticks: $<specific_env>, else $LINEAGE_SENSOR_INTERVAL, else 30."""
     for name in (specific_env, "LINEAGE_SENSOR_INTERVAL"):
-        raw = os.environ.get(name, "").strip()
-        if raw:
-            try:
-                value = int(float(raw))
-            except ValueError:
-                raise ValueError(f"${name}={raw!r} is not a number of seconds") from None
-            if value < 1:
-                raise ValueError(f"${name}={raw!r}: the interval must be at least 1 second")
-            return value
+        value = env_seconds(name, minimum=1)
+        if value is not None:
+            return int(value)
     return DEFAULT_INTERVAL
 
 
@@ -64,9 +74,9 @@ def profile_path() -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
-def load_profile(path: Path | None = None) -> dict[str, Any]:
+def load_profile() -> dict[str, Any]:
     """The profile as a dict; a clear error when it is missing or not a run config."""
-    path = path or profile_path()
+    path = profile_path()
     if not path.is_file():
         raise FileNotFoundError(
             f"run-config profile {path} not found (set ${PROFILE_ENV} to a run-config YAML such as "
@@ -81,24 +91,15 @@ def load_profile(path: Path | None = None) -> dict[str, Any]:
     return data
 
 
-def run_op_names(repo: dg.RepositoryDefinition, job_name: str, asset_keys: Iterable[dg.AssetKey] | None) -> set[str]:
-    """Top-level op names of a run of ``job_name`` (restricted to ``asset_keys`` and their checks)."""
+def run_config_for(
+    repo: dg.RepositoryDefinition, job_name: str, asset_keys: Iterable[dg.AssetKey] | None = None
+) -> dict[str, Any]:
+    """The profile's run config for one run of ``job_name`` (restricted to ``asset_keys`` and their
+    checks): ``ops:`` cut to the top-level ops of that run."""
     job = repo.get_job(job_name)
     if asset_keys is not None:
         job = job.get_subset(asset_selection=set(asset_keys))
-    return set(job.graph.node_dict)
-
-
-def run_config_for(
-    repo: dg.RepositoryDefinition, job_name: str, asset_keys: Iterable[dg.AssetKey] | None = None,
-    profile: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The profile's run config for one run: ``ops:`` cut to the ops of that run."""
-    profile = dict(profile if profile is not None else load_profile())
-    ops = profile.pop("ops", None) or {}
-    names = run_op_names(repo, job_name, asset_keys)
-    kept = {name: cfg for name, cfg in ops.items() if name in names}
-    return {**profile, **({"ops": kept} if kept else {})}
+    return cut_profile(load_profile(), set(job.graph.node_dict))
 
 
 # ---- runs in progress ----------------------------------------------------------------------
@@ -123,6 +124,28 @@ def active_runs_touching(
 def describe_runs(runs: list[dg.DagsterRun], limit: int = 3) -> str:
     shown = ", ".join(f"{r.job_name} {r.run_id[:8]} ({r.status.value.lower()})" for r in runs[:limit])
     return shown + (f" and {len(runs) - limit} more" if len(runs) > limit else "")
+
+
+# ---- small shared pieces ------------------------------------------------------------------
+def latest_upstream(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, str] | None:
+    """The ``upstream`` metadata (input -> version) of ``key``'s latest materialization; None
+    when it was never materialized or recorded none."""
+    event = instance.get_latest_materialization_event(key)
+    mat = event.asset_materialization if event is not None else None
+    meta = mat.metadata.get("upstream") if mat is not None else None
+    value = getattr(meta, "value", meta)
+    return dict(value) if isinstance(value, dict) else None
+
+
+def parse_cursor(raw: str | None) -> dict[str, Any]:
+    """A sensor's JSON cursor; {} when there is none or it is unreadable."""
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def short_digest(obj: Any) -> str:

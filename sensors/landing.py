@@ -2,9 +2,9 @@
 
 Each tick:
 
-1. List the files ``raw_docs`` would read (``*.jsonl`` / ``*.jsonl.gz`` under the landing zone,
-   hidden files and directories skipped; a ``*.partial`` name is not such a file, so writers
-   can use one until the file is complete).
+1. List the files ``raw_docs`` would read, by its own rule (``ml.raw_docs``: ``*.jsonl`` /
+   ``*.jsonl.gz`` under the landing zone, hidden files and directories skipped; a ``*.partial``
+   name is not such a file, so writers can use one until the file is complete).
 2. A file is *complete* when its (size, mtime) is the one the previous tick saw, or when its
    mtime is at least ``LINEAGE_LANDING_SETTLE_SECONDS`` (default 10) old (a file moved in with
    ``mv`` keeps its old mtime and is taken at once). Otherwise it is *pending*: still being
@@ -42,61 +42,43 @@ import dagster as dg
 
 from jobs import ingest_job
 from ml.fsutil import sha256_file
+from ml.raw_docs import is_landing_file, visible_files
 from resources import LandingZone
-from sensors.common import TRIGGER_TAG, active_runs_touching, describe_runs, interval_seconds, run_config_for, short_digest
+from sensors.common import (TRIGGER_TAG, active_runs_touching, describe_runs, env_seconds, interval_seconds,
+                            latest_upstream, parse_cursor, run_config_for, short_digest)
 
 RAW_DOCS = dg.AssetKey("raw_docs")
-SUFFIXES = (".jsonl", ".jsonl.gz")
 PARTIAL_SUFFIX = ".partial"
 DEFAULT_SETTLE_SECONDS = 10.0
 DEFAULT_HASH_SECONDS = 20.0
 
 
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"${name}={raw!r} is not a number of seconds") from None
-    if value < 0:
-        raise ValueError(f"${name}={raw!r} must not be negative")
-    return value
-
-
 def settle_seconds() -> float:
-    return _seconds("LINEAGE_LANDING_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS)
+    value = env_seconds("LINEAGE_LANDING_SETTLE_SECONDS")
+    return DEFAULT_SETTLE_SECONDS if value is None else value
 
 
 def hash_budget_seconds() -> float:
-    return _seconds("LINEAGE_LANDING_HASH_SECONDS", DEFAULT_HASH_SECONDS)
+    value = env_seconds("LINEAGE_LANDING_HASH_SECONDS")
+    return DEFAULT_HASH_SECONDS if value is None else value
 
 
 # ---- the landing zone, without Dagster --------------------------------------------------------
 def list_landing(root: Path) -> tuple[dict[str, os.stat_result], list[str]]:
-    """(files raw_docs would read: relpath -> stat, ``*.partial`` files in progress)."""
-    root = Path(root)
+    """(files raw_docs would read: relpath -> stat, ``*.partial`` files in progress).
+
+    The listing rule is raw_docs' own (``ml.raw_docs.visible_files`` / ``is_landing_file``).
+    """
     files: dict[str, os.stat_result] = {}
     partial: list[str] = []
-    if not root.is_dir():
-        return files, partial
-    for dirpath, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # hidden directories: skipped
-        for name in sorted(names):
-            if name.startswith("."):
-                continue
-            path = Path(dirpath) / name
-            rel = path.relative_to(root).as_posix()
-            if name.endswith(PARTIAL_SUFFIX):
-                partial.append(rel)
-                continue
-            if not name.endswith(SUFFIXES):
-                continue
+    for rel, path in visible_files(root):
+        if rel.endswith(PARTIAL_SUFFIX):
+            partial.append(rel)
+        elif is_landing_file(rel):
             try:
-                st = path.stat()
+                files[rel] = path.stat()
             except FileNotFoundError:  # removed between listing and stat
                 continue
-            if path.is_file():
-                files[rel] = st
     return files, partial
 
 
@@ -164,30 +146,16 @@ def observe(root: Path, previous: dict[str, Any], now: float | None = None, sett
     return obs
 
 
-def parse_cursor(raw: str | None) -> dict[str, Any]:
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return {}  # an unreadable cursor only costs a re-hash
-    return data if isinstance(data, dict) else {}
-
-
 def next_run_key(previous_key: str | None, fingerprint: str) -> str:
     return "landing-" + short_digest({"after": previous_key or "", "files": fingerprint})
 
 
 def ingested_digests(instance: dg.DagsterInstance) -> dict[str, str] | None:
     """relpath -> sha256 prefix of the landing files raw_docs last ingested (None: never)."""
-    event = instance.get_latest_materialization_event(RAW_DOCS)
-    if event is None or event.asset_materialization is None:
+    upstream = latest_upstream(instance, RAW_DOCS)
+    if upstream is None:
         return None
-    upstream = event.asset_materialization.metadata.get("upstream")
-    value = getattr(upstream, "value", upstream)
-    if not isinstance(value, dict):
-        return None
-    return {k.removeprefix("landing:"): str(v) for k, v in value.items() if k.startswith("landing:")}
+    return {k.removeprefix("landing:"): str(v) for k, v in upstream.items() if k.startswith("landing:")}
 
 
 def same_as_ingested(digests: dict[str, str], ingested: dict[str, str] | None) -> bool:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Iterable
 
 import dagster as dg
 
@@ -38,7 +38,8 @@ from ml.catalog import Catalog
 from ml.quality.gate import failed_blocking_checks
 from ml.store import ArtifactStore
 from resources import ArtifactStoreResource, CatalogResource
-from sensors.common import TRIGGER_TAG, active_runs_touching, describe_runs, interval_seconds, run_config_for, short_digest
+from sensors.common import (TRIGGER_TAG, active_runs_touching, describe_runs, interval_seconds, latest_upstream,
+                            parse_cursor, run_config_for, short_digest)
 
 MAX_REMEMBERED_KEYS = 64
 
@@ -50,7 +51,6 @@ class TargetState:
     asset: str
     current: dict[str, str | None]  # input -> latest data version (None: never materialized)
     recorded: dict[str, str] | None  # input -> version the latest target version read; None: never built
-    version: str | None = None  # the target's latest data version
     blocked: dict[str, list[dict]] = field(default_factory=dict)  # input -> failed blocking checks
 
     @property
@@ -94,10 +94,7 @@ def recorded_upstream(instance: dg.DagsterInstance, store: ArtifactStore, key: d
     asset = key.to_user_string()
     if store.has_version(asset, version):
         return dict(store.get(asset, version).manifest.get("upstream", {}))
-    event = instance.get_latest_materialization_event(key)  # version gone from the store: Dagster's copy
-    meta = event.asset_materialization.metadata.get("upstream") if event and event.asset_materialization else None
-    value = getattr(meta, "value", None)
-    return dict(value) if isinstance(value, dict) else None
+    return latest_upstream(instance, key)  # version gone from the store: Dagster's copy
 
 
 def assess(instance: dg.DagsterInstance, repo: dg.RepositoryDefinition, store: ArtifactStore,
@@ -111,8 +108,7 @@ def assess(instance: dg.DagsterInstance, repo: dg.RepositoryDefinition, store: A
     states = {}
     for t in targets:
         current = {p.to_user_string(): versions[p] for p in inputs[t]}
-        state = TargetState(t.to_user_string(), current, recorded_upstream(instance, store, t, versions[t]),
-                            versions[t])
+        state = TargetState(t.to_user_string(), current, recorded_upstream(instance, store, t, versions[t]))
         for name, version in current.items():
             if version is None:
                 continue
@@ -125,13 +121,8 @@ def assess(instance: dg.DagsterInstance, repo: dg.RepositoryDefinition, store: A
 
 
 def ancestors(repo: dg.RepositoryDefinition, keys: Iterable[dg.AssetKey]) -> set[dg.AssetKey]:
-    graph, seen, todo = repo.asset_graph, set(), list(keys)
-    while todo:
-        for parent in graph.get(todo.pop()).parent_keys:
-            if parent not in seen and graph.has(parent):
-                seen.add(parent)
-                todo.append(parent)
-    return seen
+    graph = repo.asset_graph
+    return set().union(*(graph.get_ancestor_asset_keys(k) for k in keys))
 
 
 def select(repo: dg.RepositoryDefinition, states: dict[dg.AssetKey, TargetState],
@@ -222,13 +213,7 @@ def plan(instance: dg.DagsterInstance, repo: dg.RepositoryDefinition, store: Art
 )
 def retrain_sensor(context: dg.SensorEvaluationContext, store: ArtifactStoreResource,
                    catalog: CatalogResource) -> dg.SensorResult:
-    cursor: dict[str, Any] = {}
-    if context.cursor:
-        try:
-            cursor = json.loads(context.cursor)
-        except ValueError:
-            cursor = {}
-    requested = list(cursor.get("requested", []))
+    requested = list(parse_cursor(context.cursor).get("requested", []))
     requests, notes = plan(context.instance, context.repository_def, store.get(), catalog.get(), requested)
     for note in notes:
         context.log.info(note)

@@ -29,7 +29,8 @@ class DagsterDev:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "DagsterDev":
-        env = dict(os.environ, LINEAGE_HOME=str(self.home), DAGSTER_HOME=str(self.home / "dagster"), **self.extra_env)
+        env = {**os.environ, "LINEAGE_HOME": str(self.home), "DAGSTER_HOME": str(self.home / "dagster"),
+               **self.extra_env}
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)],
