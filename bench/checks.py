@@ -86,7 +86,7 @@ def build_versions(home: Path, n_chunks: int):
         "chunk_index": [i % per_doc for i in range(n_chunks)], "char_start": [0] * n_chunks, "char_end": lens,
         "n_tokens": [len(t.split()) + 5 for t in chunk_texts], "text": chunk_texts}, schema=CHUNK_SCHEMA)
     decisions = pl.DataFrame({"doc_id": doc_ids, "decision": ["kept"] * n_docs, "reason": [None] * n_docs,
-                              "duplicate_of": [None] * n_docs}, schema=DECISION_SCHEMA)
+                              "duplicate_of": [None] * n_docs, "similarity": [None] * n_docs}, schema=DECISION_SCHEMA)
     cc = put("cleaned_chunks", {"chunks/part-00000.parquet": chunks, "decisions/part-00000.parquet": decisions},
              {"chunk_size": 256}, {"raw_docs": raw.data_version})
     first = [t.index(".") + 1 for t in chunk_texts]

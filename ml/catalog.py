@@ -61,6 +61,7 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     },
     "doc_decisions": {
         "doc_id": S, "data_version": S, "decision": S, "reason": S, "duplicate_of": S, "asset": S,
+        "similarity": F,  # exact Jaccard with duplicate_of (ml/cleaned_chunks/pipeline.py: DECISION_SCHEMA)
     },
     # which bundle component is promoted (the latest row per component wins), by whom and when
     "promotions": {

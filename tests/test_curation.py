@@ -139,10 +139,15 @@ def test_pipeline_decisions_duplicates_and_accounting(tmp_path):
     assert rows["d000"] == ("kept", None, None)
     assert rows["d001"] == ("kept", None, None)
     assert rows["d002"] == ("exact_duplicate", "exact_duplicate", "d000")  # case and whitespace differ only
-    assert rows["d003"][0] == "near_duplicate" and rows["d003"][2] == "d000"
+    assert rows["d003"] == ("near_duplicate", "near_duplicate:jaccard>=0.8", "d000")
     assert rows["d004"] == ("filtered", "c4_lorem_ipsum", None)
     assert rows["d005"] == ("filtered", "empty_after_cleaning", None)
     assert rows["d006"][0] == "kept"  # shares text with two docs but is neither copy
+    # similarity: the README's Jaccard (5-word shingles of the lower-cased, whitespace-split text) by hand
+    sim = dict(zip(dec["doc_id"], dec["similarity"]))
+    assert sim["d003"] == pytest.approx(jaccard(PROSE, near), abs=1e-12) and 0.8 <= sim["d003"] < 1
+    assert sim["d002"] == 1.0
+    assert all(sim[d] is None for d in ("d000", "d001", "d004", "d005", "d006"))
     stats = report.stats()
     assert stats["docs_in"] == len(texts) == sum(stats[f"docs.{d}"] for d in ("kept", "exact_duplicate",
                                                                              "near_duplicate", "filtered"))
@@ -155,6 +160,36 @@ def test_pipeline_decisions_duplicates_and_accounting(tmp_path):
     texts_by_doc = dict(zip(kept_docs["doc_id"], kept_docs["text"]))
     for c in chunks.iter_rows(named=True):
         assert texts_by_doc[c["doc_id"]][c["char_start"]:c["char_end"]] == c["text"]
+
+
+def jaccard(a: str, b: str, n: int = 5) -> float:
+    def shingles(t: str) -> set:
+        w = t.lower().split()
+        return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+    return len(shingles(a) & shingles(b)) / len(shingles(a) | shingles(b))
+
+
+def test_near_duplicate_similarity_reaches_the_catalog(tmp_path, home):
+    """`select ... from doc_decisions where decision = 'near_duplicate'` shows how close each copy was."""
+    from types import SimpleNamespace
+
+    from assets.curation import _decision_rows
+    from ml.catalog import SCHEMAS, Catalog
+    from ml.cleaned_chunks.pipeline import DECISION_SCHEMA
+
+    # the catalog table holds every column of the decisions files, with the same types
+    assert {k: SCHEMAS["doc_decisions"][k] for k in DECISION_SCHEMA} == DECISION_SCHEMA
+    near = PROSE.replace("narrow brick houses", "narrow stone houses")
+    nearer = PROSE.replace("Today visitors", "Today tourists")
+    curate(write_raw(tmp_path, [PROSE, near, OTHER_PROSE, nearer, PROSE.lower()]), tmp_path / "out", tmp_path / "tmp")
+    cat = Catalog(home)
+    cat.append(_decision_rows(SimpleNamespace(path=tmp_path / "out", data_version="v1")))
+    got = cat.query("SELECT doc_id, duplicate_of, similarity FROM doc_decisions "
+                    "WHERE decision = 'near_duplicate' ORDER BY doc_id")
+    assert got["doc_id"].to_list() == ["d001", "d003"] and got["duplicate_of"].to_list() == ["d000", "d000"]
+    assert got["similarity"].to_list() == pytest.approx([jaccard(PROSE, near), jaccard(PROSE, nearer)], abs=1e-12)
+    exact = cat.query("SELECT similarity FROM doc_decisions WHERE decision = 'exact_duplicate'")
+    assert exact["similarity"].to_list() == [1.0]
 
 
 def test_same_input_same_output_bytes(tmp_path):

@@ -86,6 +86,7 @@ def cleaned_chunks_files(raw: StoredVersion) -> Files:
     decisions = pl.DataFrame({
         "doc_id": docs["doc_id"], "decision": ["kept"] * (docs.height - 1) + ["filtered"],
         "reason": [None] * (docs.height - 1) + ["gopher_min_words"], "duplicate_of": [None] * docs.height,
+        "similarity": [None] * docs.height,
     }, schema=DECISION_SCHEMA)
     return {"chunks/part-00000.parquet": chunk_rows(docs), "decisions/part-00000.parquet": decisions}
 

@@ -1,17 +1,35 @@
-"""Near-duplicate detection: MinHash signatures + LSH banding, vectorised with numpy.
+"""Near-duplicate detection: MinHash + LSH finds candidates, exact Jaccard decides.
 
-- Shingles are word n-grams (default 5) hashed to uint64 (``WordArrays.ngram_hashes``);
-  a document shorter than n words gets one shingle of all its words.
+Definition (what a decision means, reproducible by hand). The Jaccard similarity of two
+documents is |S(a) ∩ S(b)| / |S(a) ∪ S(b)|, where S(x) is the *set* of word n-grams
+(``shingle_size``, default 5) of the document's cleaned text, lower-cased and split on
+whitespace: ``w = text.lower().split(); S = {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}``;
+a document of fewer than n words has one shingle made of all its words.
+
+- Shingles are hashed to uint64 (``WordArrays.ngram_hashes``); sets of 64-bit hashes stand in
+  for sets of word tuples. A collision between two different shingles of two ~1,000-shingle
+  documents has probability ~10⁶/2⁶⁴ ≈ 5·10⁻¹⁴: negligible.
 - ``num_perm`` hash functions h_j(x) = a_j·x + b_j (mod 2^64, a_j odd), minimum per
   document, top 32 bits kept: a (n_docs × num_perm) uint32 signature, computed in
   fixed-size slices of shingles on several threads (numpy releases the GIL), so
   memory stays bounded even for one huge document.
-- Bands × rows are chosen from the Jaccard threshold by minimising the weighted
-  false-positive and false-negative areas of the LSH S-curve (``lsh_params``).
-- Documents sharing a band bucket become candidates; a candidate pair is accepted
-  when its estimated Jaccard (share of equal signature entries) reaches the
-  threshold; accepted pairs are joined with union-find, and the earliest document
-  of each cluster is kept.
+- LSH: bands × rows are chosen from the threshold t so that a pair *at* t becomes a
+  candidate with probability ≥ 1 − ``LSH_MISS`` (0.999): the most rows per band (fewest
+  chance candidates) that still meets it (``lsh_params``; 0.8 → 25 × 5, 0.7 → 32 × 4).
+- The signature only finds candidates; it never decides. Every candidate pair is checked
+  with the exact Jaccard of the two documents' sorted shingle-hash sets, which the caller
+  supplies for the candidate documents only (``ShingleSets``).
+- Decision, greedy in document order: a document is a near duplicate when its exact
+  Jaccard with an earlier *kept* document that shares an LSH bucket with it is ≥ t;
+  ``duplicate_of`` is the earliest such kept document and ``similarity`` that Jaccard.
+  So the earliest document of a group is always kept, and a kept document is never
+  ≥ t similar to another kept document it shares a bucket with. Chains are not
+  transitive: with A ≈ B and B ≈ C but A ≉ C, A is kept, B is removed (duplicate of A)
+  and C is kept — C's only match was removed, and C is not a copy of anything kept.
+- Work per document is bounded: each bucket remembers at most ``MAX_BUCKET_KEPT`` kept
+  documents (a corpus of thousands of mutually similar-but-not-duplicate templated pages
+  would otherwise cost a comparison per pair); the number of kept documents a full
+  bucket did not remember is reported (``bucket_overflow``).
 """
 
 from __future__ import annotations
@@ -21,35 +39,34 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import polars as pl
 
 MIX = np.uint64(0x9E3779B97F4A7C15)
 SLICE = 1 << 13  # shingles per slice: 8k × 128 perms × 8 B = 8 MB per thread (fits in cache better than 32k)
-
-
-@lru_cache(maxsize=64)
-def lsh_params(threshold: float, num_perm: int, fp_weight: float = 0.2, fn_weight: float = 0.8) -> tuple[int, int]:
-    """(bands, rows) with bands·rows ≤ num_perm minimising fp_weight·FP + fn_weight·FN.
-
-    FP = ∫₀ᵗ P(candidate | s) ds and FN = ∫ₜ¹ (1 − P(candidate | s)) ds with
-    P(candidate | s) = 1 − (1 − s^r)^b. Candidates are verified afterwards, so
-    false negatives (missed duplicates) weigh more than false positives.
-    """
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    lo, hi = np.linspace(0.0, threshold, 201), np.linspace(threshold, 1.0, 201)
-    best, best_err = (1, 1), float("inf")
-    for b in range(1, num_perm + 1):
-        for r in range(1, num_perm // b + 1):
-            fp = np.trapezoid(1 - (1 - lo**r) ** b, lo)
-            fn = np.trapezoid((1 - hi**r) ** b, hi)
-            err = fp_weight * fp + fn_weight * fn
-            if err < best_err:
-                best, best_err = (b, r), err
-    return best
+LSH_MISS = 1e-3  # a pair at exactly the threshold fails to become a candidate with at most this probability
+MAX_BUCKET_KEPT = 64
 
 
 def candidate_probability(s: float, bands: int, rows: int) -> float:
+    """P(a pair of Jaccard s shares at least one band bucket) = 1 − (1 − s^rows)^bands."""
     return 1 - (1 - s**rows) ** bands
+
+
+@lru_cache(maxsize=64)
+def lsh_params(threshold: float, num_perm: int, miss: float = LSH_MISS) -> tuple[int, int]:
+    """(bands, rows), bands·rows ≤ num_perm: the most rows per band whose S-curve still makes a
+    pair at ``threshold`` a candidate with probability ≥ 1 − miss (bands = num_perm // rows).
+    More rows = fewer chance candidates far below the threshold; the exact check removes those
+    anyway, so only the miss rate at the threshold matters for the result."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"jaccard threshold must be in (0, 1), got {threshold}")
+    if num_perm < 1:
+        raise ValueError(f"num_perm must be >= 1, got {num_perm}")
+    for rows in range(num_perm, 0, -1):
+        bands = num_perm // rows
+        if 1 - candidate_probability(threshold, bands, rows) <= miss:
+            return bands, rows
+    return num_perm, 1  # the best there is: every permutation its own band
 
 
 @dataclass(frozen=True)
@@ -88,80 +105,132 @@ class MinHasher:
         return sig, has
 
 
-def _band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    out = np.zeros((sig.shape[0], bands), dtype=np.uint64)
+def _band_hash(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
+    h = np.full(sig.shape[0], np.uint64(band + 1), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for j in range(bands):
-            h = np.full(sig.shape[0], np.uint64(j + 1), dtype=np.uint64)
-            for k in range(rows):
-                h *= MIX
-                h ^= sig[:, j * rows + k].astype(np.uint64)
-            out[:, j] = h
-    return out
+        for k in range(rows):
+            h *= MIX
+            h ^= sig[:, band * rows + k].astype(np.uint64)
+    return h
 
 
-def candidate_pairs(sig: np.ndarray, has: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """Unique (i, j), i < j, pairs of documents sharing at least one band bucket."""
+def shared_buckets(sig: np.ndarray, has: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(doc, bucket) of every document in a band bucket that holds at least two documents,
+    sorted by doc then bucket. Bucket ids are unique across bands. Only these documents can
+    be near duplicates of one another; every other document is kept without a comparison."""
     idx = np.flatnonzero(has)
-    if len(idx) < 2:
-        return np.empty((0, 2), dtype=np.int64)
-    bh = _band_hashes(sig if len(idx) == len(sig) else sig[idx], bands, rows)  # no copy when all have shingles
-    pairs = []
-    for j in range(bands):
-        order = np.argsort(bh[:, j], kind="stable")
-        sorted_h = bh[order, j]
-        new_group = np.r_[True, sorted_h[1:] != sorted_h[:-1]]
-        group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(order)), 0))
-        member = ~new_group
-        if member.any():
-            # each bucket member pairs with the bucket's first (earliest) document
-            pairs.append(np.stack([idx[order[group_start[member]]], idx[order[member]]], axis=1))
-    if not pairs:
-        return np.empty((0, 2), dtype=np.int64)
-    p = np.concatenate(pairs)
-    p.sort(axis=1)
-    return np.unique(p, axis=0)
+    docs_out, buckets_out = [], []
+    if len(idx) >= 2:
+        sub = sig if len(idx) == len(sig) else sig[idx]
+        for band in range(bands):
+            h = _band_hash(sub, band, rows)
+            shared = pl.Series(h).is_duplicated().to_numpy()  # hash-based, no sort of the whole band
+            if not shared.any():
+                continue
+            _, bucket = np.unique(h[shared], return_inverse=True)
+            docs_out.append(idx[shared])
+            buckets_out.append(bucket.astype(np.int64) + band * len(idx))
+    if not docs_out:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    d, b = np.concatenate(docs_out), np.concatenate(buckets_out)
+    order = np.lexsort((b, d))
+    return d[order], b[order]
 
 
-def estimated_jaccard(sig: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    out = np.empty(len(pairs))
-    for lo in range(0, len(pairs), 65536):
-        p = pairs[lo:lo + 65536]
-        out[lo:lo + 65536] = (sig[p[:, 0]] == sig[p[:, 1]]).mean(axis=1)
-    return out
+@dataclass(frozen=True)
+class ShingleSets:
+    """Sorted, de-duplicated uint64 shingle hashes of some documents (by document index)."""
+
+    docs: np.ndarray  # int64, ascending: the documents held
+    offsets: np.ndarray  # int64, len(docs) + 1
+    values: np.ndarray  # uint64, each document's hashes ascending and unique
+
+    @classmethod
+    def from_hashes(cls, doc: np.ndarray, hashes: np.ndarray) -> "ShingleSets":
+        """From (document index, shingle hash) pairs in any order, repeats allowed."""
+        doc = np.asarray(doc, dtype=np.int64)
+        hashes = np.asarray(hashes, dtype=np.uint64)
+        order = np.lexsort((hashes, doc))
+        doc, hashes = doc[order], hashes[order]
+        first = np.r_[True, (doc[1:] != doc[:-1]) | (hashes[1:] != hashes[:-1])] if len(doc) else np.empty(0, bool)
+        doc, hashes = doc[first], hashes[first]
+        docs, counts = np.unique(doc, return_counts=True)
+        return cls(docs, np.r_[0, np.cumsum(counts)].astype(np.int64), hashes)
+
+    def __getitem__(self, d: int) -> np.ndarray:
+        k = int(np.searchsorted(self.docs, d))
+        if k == len(self.docs) or self.docs[k] != d:
+            raise KeyError(f"no shingles held for document {d}")
+        return self.values[self.offsets[k]:self.offsets[k + 1]]
 
 
-def cluster_representatives(n: int, pairs: np.ndarray) -> np.ndarray:
-    """For each document, the earliest document of its cluster (itself if alone)."""
-    parent = np.arange(n)
-
-    def find(x: int) -> int:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
-
-    for a, b in pairs:
-        ra, rb = find(int(a)), find(int(b))
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)  # the smaller index is the root: earliest doc kept
-    return np.array([find(i) for i in range(n)])
+def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """|a ∩ b| / |a ∪ b| of two sorted, unique uint64 arrays."""
+    if len(a) > len(b):
+        a, b = b, a
+    if len(a) == 0:
+        return 1.0 if len(b) == 0 else 0.0
+    pos = np.searchsorted(b, a)
+    pos[pos == len(b)] = len(b) - 1
+    inter = int(np.count_nonzero(b[pos] == a))
+    return inter / (len(a) + len(b) - inter)
 
 
 @dataclass(frozen=True)
 class NearDupResult:
-    representative: np.ndarray  # index of the kept doc of each doc's cluster
-    candidates: int
-    accepted: int
+    duplicate_of: np.ndarray  # int64 per doc: the kept document it duplicates, -1 when kept
+    similarity: np.ndarray  # float64 per doc: exact Jaccard with duplicate_of, NaN when kept
+    candidate_docs: int  # documents sharing at least one bucket
+    verified_pairs: int  # exact Jaccard computations
+    bucket_overflow: int  # kept documents a full bucket did not remember
     bands: int
     rows: int
 
+    @property
+    def removed(self) -> int:
+        return int(np.count_nonzero(self.duplicate_of >= 0))
 
-def near_duplicates(sig: np.ndarray, has: np.ndarray, threshold: float) -> NearDupResult:
+
+def resolve(n_docs: int, doc: np.ndarray, bucket: np.ndarray, sets: ShingleSets, threshold: float,
+            bands: int = 0, rows: int = 0, max_bucket_kept: int = MAX_BUCKET_KEPT) -> NearDupResult:
+    """The greedy decision over ``shared_buckets`` output (see the module docstring)."""
+    dup_of = np.full(n_docs, -1, dtype=np.int64)
+    sim = np.full(n_docs, np.nan)
+    kept_in: dict[int, list[int]] = {}
+    verified = overflow = 0
+    cuts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1], True]) if len(doc) else np.zeros(1, np.int64)
+    docs, buckets = doc[cuts[:-1]].tolist(), bucket.tolist()
+    for k, d in enumerate(docs):
+        mine = buckets[cuts[k]:cuts[k + 1]]
+        cands: set[int] = set()
+        for b in mine:
+            if (kept := kept_in.get(b)) is not None:
+                cands.update(kept)
+        if cands:
+            s_d = sets[d]
+            for j in sorted(cands):  # earliest kept document first
+                verified += 1
+                s = exact_jaccard(sets[j], s_d)
+                if s >= threshold:
+                    dup_of[d], sim[d] = j, s
+                    break
+        if dup_of[d] < 0:
+            for b in mine:
+                kept = kept_in.setdefault(b, [])
+                if len(kept) < max_bucket_kept:
+                    kept.append(d)
+                else:
+                    overflow += 1
+    return NearDupResult(dup_of, sim, len(docs), verified, overflow, bands, rows)
+
+
+def near_duplicates(sig: np.ndarray, has: np.ndarray, threshold: float, shingles_of,
+                    max_bucket_kept: int = MAX_BUCKET_KEPT) -> NearDupResult:
+    """Near duplicates among ``sig.shape[0]`` documents in order. ``shingles_of(docs)`` returns a
+    ``ShingleSets`` holding (at least) the ascending document indices ``docs``: it is called
+    once, for the documents that share a bucket with another one."""
     bands, rows = lsh_params(threshold, sig.shape[1])
-    pairs = candidate_pairs(sig, has, bands, rows)
-    accepted = pairs[estimated_jaccard(sig, pairs) >= threshold] if len(pairs) else pairs
-    rep = cluster_representatives(sig.shape[0], accepted)
-    return NearDupResult(rep, len(pairs), len(accepted), bands, rows)
+    doc, bucket = shared_buckets(sig, has, bands, rows)
+    sets = shingles_of(np.unique(doc)) if len(doc) else ShingleSets(np.empty(0, np.int64), np.zeros(1, np.int64),
+                                                                      np.empty(0, np.uint64))
+    return resolve(sig.shape[0], doc, bucket, sets, threshold, bands, rows, max_bucket_kept)

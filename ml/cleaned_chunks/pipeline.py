@@ -4,9 +4,12 @@ Every input document gets exactly one decision, recorded in ``decisions/``:
 
 ==================  ==========================================================
 kept                passed every rule; its cleaned text is chunked
-exact_duplicate     same normalized text as an earlier document (duplicate_of)
+exact_duplicate     same normalized text as an earlier document (duplicate_of);
+                    similarity 1.0
 filtered            a rule fired; ``reason`` is the rule's code (filters.RULES)
-near_duplicate      MinHash/LSH Jaccard ≥ threshold with an earlier kept document
+near_duplicate      exact Jaccard ≥ threshold with an earlier kept document
+                    (duplicate_of), found through MinHash/LSH; similarity = that
+                    Jaccard (definition in minhash.py)
 ==================  ==========================================================
 
 Order of the checks: cleaning → empty text → exact dedup → quality rules → near
@@ -14,10 +17,12 @@ dedup among the documents that passed the rules, so ``duplicate_of`` always poin
 at a document that is kept.
 
 Two passes over bounded batches: pass 1 cleans, exact-dedups, filters and MinHashes
-each batch, spilling the survivors' cleaned text to ``tmp``; then LSH clusters the
-signatures of all survivors; pass 2 chunks the documents that remain. Memory:
-one batch plus a uint32 signature (num_perm × 4 bytes) and an exact-dedup key per
-document.
+each batch, spilling the survivors' cleaned text to ``tmp``; then LSH finds the
+survivors that share a bucket, their shingles are recomputed from the spilled text
+(those documents only), and exact Jaccard decides; pass 2 chunks the documents that
+remain. Memory: one batch plus a uint32 signature (num_perm × 4 bytes) and an
+exact-dedup key per document, plus the shingle hashes (8 bytes per word) of the
+documents that share an LSH bucket.
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ import polars as pl
 from ml.cleaned_chunks.chunking import ChunkConfig, chunk_frame
 from ml.cleaned_chunks.clean import CleanConfig, check_patterns, clean_frame, exact_key_expr, line_rules
 from ml.cleaned_chunks.filters import MIX, FilterConfig, WordArrays, compute_features, first_failing_reason
-from ml.cleaned_chunks.minhash import MinHasher, near_duplicates
+from ml.cleaned_chunks.minhash import MinHasher, ShingleSets, near_duplicates
 
 DECISIONS = ("kept", "exact_duplicate", "near_duplicate", "filtered")
-DECISION_SCHEMA = {"doc_id": pl.String, "decision": pl.String, "reason": pl.String, "duplicate_of": pl.String}
+# similarity: exact Jaccard with duplicate_of (1.0 for an exact duplicate), null otherwise
+DECISION_SCHEMA = {"doc_id": pl.String, "decision": pl.String, "reason": pl.String, "duplicate_of": pl.String,
+                   "similarity": pl.Float64}
 DOC_COLUMNS = ("doc_id", "title", "url", "source")
 
 
@@ -120,6 +127,20 @@ def _shingles(words: WordArrays, n: int, keep: np.ndarray) -> tuple[np.ndarray, 
     return np.searchsorted(keep, doc[order]), h[order]
 
 
+def _spilled_shingles(spill: Path, part_rows: list[int], n: int, docs: np.ndarray) -> ShingleSets:
+    """Shingle sets of survivors ``docs`` (ascending global indices), recomputed from the spilled
+    cleaned text exactly as pass 1 computed them for the signatures."""
+    starts = np.r_[0, np.cumsum(part_rows)]
+    doc_parts, hash_parts = [], []
+    for part in np.unique(np.searchsorted(starts, docs, side="right") - 1):
+        local = docs[(docs >= starts[part]) & (docs < starts[part + 1])] - starts[part]
+        text = pl.read_parquet(spill / f"part-{part:05d}.parquet", columns=["text"])["text"].gather(local)
+        d, h = _shingles(WordArrays.from_texts(text), n, np.arange(len(local)))
+        doc_parts.append(local[d] + starts[part])
+        hash_parts.append(h)
+    return ShingleSets.from_hashes(np.concatenate(doc_parts), np.concatenate(hash_parts))
+
+
 def curate(raw_parts: list[Path], out: Path, tmp: Path, cfg: CurationConfig = CurationConfig()) -> CurationReport:
     check_patterns(cfg.clean.boilerplate_patterns)
     report = CurationReport()
@@ -133,6 +154,7 @@ def curate(raw_parts: list[Path], out: Path, tmp: Path, cfg: CurationConfig = Cu
     spill = tmp / "survivors"
     spill.mkdir(parents=True, exist_ok=True)
     n_spill = 0
+    spill_rows: list[int] = []
 
     # ---- pass 1: clean, exact dedup, filter, minhash -----------------------------------------
     for batch in iter_batches(raw_parts, cfg.batch_docs):
@@ -146,6 +168,7 @@ def curate(raw_parts: list[Path], out: Path, tmp: Path, cfg: CurationConfig = Cu
         decision = np.full(cleaned.height, None, dtype=object)
         reason = np.full(cleaned.height, None, dtype=object)
         dup_of = np.full(cleaned.height, None, dtype=object)
+        similarity = np.full(cleaned.height, None, dtype=object)
         empty = (cleaned["text"].str.len_chars() == 0).to_numpy()
         decision[empty], reason[empty] = "filtered", "empty_after_cleaning"
         if cfg.exact_dedup:
@@ -155,6 +178,7 @@ def curate(raw_parts: list[Path], out: Path, tmp: Path, cfg: CurationConfig = Cu
                 first = seen_exact.setdefault(key, doc_id)
                 if first != doc_id:
                     decision[i], reason[i], dup_of[i] = "exact_duplicate", "exact_duplicate", first
+                    similarity[i] = 1.0  # same lower-cased, whitespace-split words: same shingles
         todo = np.flatnonzero(decision == None)  # noqa: E711 (object array)
         if len(todo):
             sub = cleaned[todo]
@@ -167,6 +191,7 @@ def curate(raw_parts: list[Path], out: Path, tmp: Path, cfg: CurationConfig = Cu
                 survivors = sub[keep_local]
                 survivors.select(*DOC_COLUMNS, "text").write_parquet(spill / f"part-{n_spill:05d}.parquet")
                 n_spill += 1
+                spill_rows.append(len(keep_local))
                 survivor_ids.extend(survivors["doc_id"].to_list())
                 if cfg.near_dedup:
                     doc, sh = _shingles(words, cfg.shingle_size, keep_local)
@@ -174,21 +199,25 @@ def curate(raw_parts: list[Path], out: Path, tmp: Path, cfg: CurationConfig = Cu
                     signatures.append(sig)
                     has_shingles.append(has)
         decisions.append(pl.DataFrame({"doc_id": cleaned["doc_id"], "decision": decision.tolist(),
-                                       "reason": reason.tolist(), "duplicate_of": dup_of.tolist()},
+                                       "reason": reason.tolist(), "duplicate_of": dup_of.tolist(),
+                                       "similarity": similarity.tolist()},
                                       schema=DECISION_SCHEMA))
 
     # ---- near-duplicate clusters over all survivors ------------------------------------------
-    rep = np.arange(len(survivor_ids))
+    dup = np.full(len(survivor_ids), -1, dtype=np.int64)
+    sim = np.full(len(survivor_ids), np.nan)
     if cfg.near_dedup and survivor_ids:
-        result = near_duplicates(np.concatenate(signatures), np.concatenate(has_shingles), cfg.jaccard_threshold)
-        rep = result.representative
-        report.lsh = {"bands": result.bands, "rows": result.rows, "candidates": result.candidates,
-                      "accepted_pairs": result.accepted}
-    is_rep = rep == np.arange(len(rep))
+        result = near_duplicates(np.concatenate(signatures), np.concatenate(has_shingles), cfg.jaccard_threshold,
+                                 lambda docs: _spilled_shingles(spill, spill_rows, cfg.shingle_size, docs))
+        dup, sim = result.duplicate_of, result.similarity
+        report.lsh = {"bands": result.bands, "rows": result.rows, "candidate_docs": result.candidate_docs,
+                      "verified_pairs": result.verified_pairs, "bucket_overflow": result.bucket_overflow}
+    is_rep = dup < 0
+    removed = np.flatnonzero(~is_rep)
     near = pl.DataFrame({
-        "doc_id": [survivor_ids[i] for i in np.flatnonzero(~is_rep)],
+        "doc_id": [survivor_ids[i] for i in removed],
         "decision": "near_duplicate", "reason": f"near_duplicate:jaccard>={cfg.jaccard_threshold}",
-        "duplicate_of": [survivor_ids[rep[i]] for i in np.flatnonzero(~is_rep)],
+        "duplicate_of": [survivor_ids[dup[i]] for i in removed], "similarity": sim[removed],
     }, schema=DECISION_SCHEMA)
     kept = pl.DataFrame({"doc_id": [survivor_ids[i] for i in np.flatnonzero(is_rep)],
                          "decision": "kept"}, schema={"doc_id": pl.String, "decision": pl.String})
@@ -215,13 +244,15 @@ def curate(raw_parts: list[Path], out: Path, tmp: Path, cfg: CurationConfig = Cu
         raise ValueError("cleaned_chunks: raw_docs has no documents")
     all_decisions = pl.concat(decisions).with_row_index("order")
     resolved = (all_decisions
-                .join(near.select("doc_id", near_reason="reason", near_dup="duplicate_of"), on="doc_id", how="left")
+                .join(near.select("doc_id", near_reason="reason", near_dup="duplicate_of", near_sim="similarity"),
+                      on="doc_id", how="left")
                 .join(kept.select("doc_id", kept_flag="decision"), on="doc_id", how="left")
                 .with_columns(
                     decision=pl.coalesce("decision", pl.when(pl.col("near_dup").is_not_null()).then(pl.lit("near_duplicate")),
                                          "kept_flag"),
                     reason=pl.coalesce("reason", "near_reason"),
-                    duplicate_of=pl.coalesce("duplicate_of", "near_dup"))
+                    duplicate_of=pl.coalesce("duplicate_of", "near_dup"),
+                    similarity=pl.coalesce("similarity", "near_sim"))
                 .sort("order").select(*DECISION_SCHEMA))
     if resolved["decision"].null_count():
         raise AssertionError("a document ended without a decision")
