@@ -1,4 +1,4 @@
-"""Training datasets: embedding_dataset, relation_dataset and sft_dataset (train/val by document)."""
+"""Training datasets: embedding, relation, sft, gnn and ner datasets (train/val by document)."""
 
 from pathlib import Path
 from typing import Callable
@@ -8,7 +8,9 @@ import polars as pl
 
 import ml.datasets as datasets_pkg
 import ml.datasets.embedding as embedding
+import ml.datasets.gnn as gnn
 import ml.datasets.mixing as mixing
+import ml.datasets.ner as ner
 import ml.datasets.relation as relation
 import ml.datasets.sft as sft
 import ml.datasets.splits as splits
@@ -170,4 +172,84 @@ def sft_dataset(context: dg.AssetExecutionContext, config: SftDatasetConfig,
         upstream={"cleaned_chunks": chunks.data_version, "relation_triples": triples.data_version,
                   "tokenizer": tok.data_version},
         build=build, metadata=_metadata(["prompt", "response"], "relation."),
+    )
+
+
+class GnnDatasetConfig(DatasetConfig):
+    negatives: int = gnn.GnnConfig.negatives
+    """Negative chunks per query (same neighbourhood first, then random chunks of the same split)."""
+    min_confidence: float = gnn.GnnConfig.min_confidence
+    max_chunk_chars: int = gnn.GnnConfig.max_chunk_chars
+
+
+@dg.asset(
+    group_name="datasets",
+    deps=["relation_triples", "cleaned_chunks"],
+    code_version=source_digest(gnn.__file__, *SHARED),
+    kinds={"polars"},
+    description="Chunk/entity graph (relation edges typed and weighted by confidence, chunk-entity mentions; "
+    "graph/nodes.parquet, graph/edges.parquet) and ranking examples: a query from a triple (object held out), "
+    "its chunk as the positive, hard negatives from the same neighbourhood; train/val by document.",
+)
+def gnn_dataset(context: dg.AssetExecutionContext, config: GnnDatasetConfig,
+                store: ArtifactStoreResource, catalog: CatalogResource) -> dg.MaterializeResult:
+    st = store.get()
+    chunks = upstream_version(context, st, "cleaned_chunks")
+    triples = upstream_version(context, st, "relation_triples")
+    cfg = gnn.GnnConfig(seed=config.seed, val_ratio=config.val_ratio, negatives=config.negatives,
+                        min_confidence=config.min_confidence, max_chunk_chars=config.max_chunk_chars,
+                        mix_weights=tuple(sorted(config.mix_weights.items())))
+
+    def build(out: Path) -> BuildResult:
+        parts, nodes, edges, stats = gnn.build_gnn(
+            _read_triples(triples), read_chunks(chunks.path).select("chunk_id", "doc_id", "text").collect(),
+            _read_doc_sources(chunks), cfg)
+        gnn.write_graph(out, nodes, edges)
+        return BuildResult(stats=stats, rows=datasets_pkg.write_splits(out, parts))
+
+    def metadata(version: StoredVersion) -> dict:
+        s = version.stats
+        md = _metadata(["query", "positive", "hard_negatives"], "relation.")(version)
+        md["graph"] = dg.MetadataValue.json({k: s[k] for k in sorted(s) if k.startswith(("nodes", "edges.", "degree."))
+                                             and not k.startswith("edges.relation_type.")})
+        return md
+
+    return materialize_versioned(
+        context, store=st, catalog=catalog.get(), config=config.model_dump(),
+        upstream={"cleaned_chunks": chunks.data_version, "relation_triples": triples.data_version},
+        build=build, metadata=metadata,
+    )
+
+
+class NerDatasetConfig(DatasetConfig):
+    max_len: int = ner.NerConfig.max_len
+    """Sentences of more tokens are skipped (too_long)."""
+    min_confidence: float = ner.NerConfig.min_confidence
+
+
+@dg.asset(
+    group_name="datasets",
+    deps=["relation_triples", "cleaned_chunks", "tokenizer"],
+    code_version=source_digest(ner.__file__, relation.__file__, tokenization.__file__, *SHARED),
+    kinds={"polars"},
+    description="BIO-tagged evidence sentences for token classification: entity spans and types weakly "
+    "labelled from the relation extractor's subjects and objects, aligned to the tokenizer's offsets; "
+    "labels.json fixes the tag ids.",
+)
+def ner_dataset(context: dg.AssetExecutionContext, config: NerDatasetConfig,
+                store: ArtifactStoreResource, catalog: CatalogResource) -> dg.MaterializeResult:
+    st = store.get()
+    chunks = upstream_version(context, st, "cleaned_chunks")
+    triples = upstream_version(context, st, "relation_triples")
+    tok = upstream_version(context, st, "tokenizer")
+    cfg = ner.NerConfig(seed=config.seed, val_ratio=config.val_ratio, max_len=config.max_len,
+                        min_confidence=config.min_confidence, mix_weights=tuple(sorted(config.mix_weights.items())))
+    build = _build(lambda: ner.build_ner(
+        _read_triples(triples), read_chunks(chunks.path).select("chunk_id", "doc_id").collect(),
+        _read_doc_sources(chunks), cfg, tokenization.load_tokenizer(tok.path)), extra=ner.write_labels)
+    return materialize_versioned(
+        context, store=st, catalog=catalog.get(), config=config.model_dump(),
+        upstream={"cleaned_chunks": chunks.data_version, "relation_triples": triples.data_version,
+                  "tokenizer": tok.data_version},
+        build=build, metadata=_metadata(["text"], "entity."),
     )

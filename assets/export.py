@@ -20,7 +20,7 @@ from ml.store import BuildResult, StoredVersion
 from resources import ArtifactStoreResource, CatalogResource
 
 T = P.Thresholds
-CHECKS = {name: f"{name}_parity" for name in S.COMPONENTS}  # lm_parity, embedding_parity, relation_parity
+CHECKS = {name: f"{name}_parity" for name in S.COMPONENTS}  # lm_, embedding_, relation_, gnn_, ner_parity
 
 
 class ParityThresholds(dg.Config):
@@ -30,6 +30,12 @@ class ParityThresholds(dg.Config):
     int8_embedding_min_cosine: float = T.int8_embedding_min_cosine
     int8_lm_top1_agreement: float = T.int8_lm_top1_agreement
     int8_classifier_agreement: float = T.int8_classifier_agreement
+    int8_ranker_top1_agreement: float = T.int8_ranker_top1_agreement
+    """GNN: share of queries whose top-ranked candidate is the same in INT8 and PyTorch."""
+    int8_ranker_rank_correlation: float = T.int8_ranker_rank_correlation
+    """GNN: mean Spearman correlation of the candidate order per query."""
+    int8_token_agreement: float = T.int8_token_agreement
+    """NER: tag argmax agreement over the real tokens."""
 
 
 class OnnxBundleConfig(dg.Config):
@@ -147,7 +153,7 @@ def _metadata(version: StoredVersion) -> dict:
                                    description=f"{name}: ORT fp32 and INT8 outputs match PyTorch on the stored samples")
                  for name, check in CHECKS.items()],
     description="fp32 + INT8 ONNX of every model (LM with its LoRA merged, embedding with pooling, relation "
-    "classifier), parity report, latency and size figures, manifest with lineage down to raw_docs, and a "
+    "classifier, GNN ranker, NER tagger), parity report, latency and size figures, manifest with lineage down to raw_docs, and a "
     "verifiable bundle.tar.gz.",
 )
 def onnx_bundle(

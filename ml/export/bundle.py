@@ -8,7 +8,8 @@ Layout of a bundle (``bundle/`` in the store's version directory, and the member
     <model>/model.onnx            fp32
     <model>/model.int8.onnx       INT8 dynamic quantization (absent with skip_quantization)
     <model>/tokenizer/            the tokenizer the model was trained with
-    <model>/samples.npz           input_ids, attention_mask, PyTorch fp32 reference outputs, texts
+    <model>/samples.npz           input_ids, attention_mask (graph models: their named inputs and
+                                  feed_names), PyTorch fp32 reference outputs, texts
 
 The tarball is deterministic (sorted regular-file members, mtime 0, uid/gid 0, no gzip name or
 time), so the same files give the same bytes. ``verify_bundle`` extracts it safely (no absolute
@@ -143,19 +144,34 @@ def _export_one(src, mdir: Path, cfg: BundleConfig, log: Callable[[str], None]) 
     info = E.model_info(src, model)
     tok = E.load_tokenizer(src.tokenizer_dir)
     max_len = min(cfg.max_length, info["max_positions"]) if info["max_positions"] else cfg.max_length
+    graph = src.kind in E.GRAPH_KINDS
 
-    texts = src.texts[: cfg.samples]
-    cut = src.cut_samples[: cfg.samples] if isinstance(src.cut_samples, list) else src.cut_samples
-    enc = E.encode_samples(tok, texts, max_length=max_len, cut=cut)
-    with E.torch_threads(threads):
-        reference = E.torch_outputs(module, enc["input_ids"], enc["attention_mask"])
-    used = [tok.decode(ids[m == 1].tolist()) for ids, m in zip(enc["input_ids"], enc["attention_mask"])]
-    P.save_samples(mdir / SAMPLES, input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                   reference=reference, texts=used)
+    if graph:  # the GNN ranker: samples are subgraphs (ml/gnn/export.py), texts are their queries
+        from ml.gnn import export as G
+
+        feeds, texts, from_split = G.sample_batch(src.graph["dataset_dir"], src.graph["embedding_dir"], cfg.samples,
+                                                  src.graph["feature_max_len"])
+        cut = False
+        with E.torch_threads(threads):
+            reference = G.torch_scores(module, feeds)
+        src.provenance.setdefault("samples_from_split", from_split)
+        P.save_samples(mdir / SAMPLES, feeds=feeds, reference=reference, texts=texts)
+    else:
+        texts = src.texts[: cfg.samples]
+        cut = src.cut_samples[: cfg.samples] if isinstance(src.cut_samples, list) else src.cut_samples
+        enc = E.encode_samples(tok, texts, max_length=max_len, cut=cut)
+        with E.torch_threads(threads):
+            reference = E.torch_outputs(module, enc["input_ids"], enc["attention_mask"])
+        used = [tok.decode(ids[m == 1].tolist()) for ids, m in zip(enc["input_ids"], enc["attention_mask"])]
+        P.save_samples(mdir / SAMPLES, input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                       reference=reference, texts=used)
     samples = P.load_samples(mdir / SAMPLES)
 
     log(f"{src.name}: exporting {info['architecture']} ({info['parameters']:,} parameters) to ONNX")
-    export_info = E.export_onnx(module, mdir / FP32, kind=src.kind, vocab_size=info["vocab_size"], opset=cfg.opset)
+    if graph:
+        export_info = G.export_onnx(module, feeds, mdir / FP32, opset=cfg.opset)
+    else:
+        export_info = E.export_onnx(module, mdir / FP32, kind=src.kind, vocab_size=info["vocab_size"], opset=cfg.opset)
     tok_files = _copy_tree(Path(src.tokenizer_dir), mdir / TOKENIZER)
     results = {"fp32": P.check_onnx(mdir / FP32, src.kind, "fp32", samples, cfg.thresholds, threads)}
 
@@ -190,12 +206,18 @@ def _export_one(src, mdir: Path, cfg: BundleConfig, log: Callable[[str], None]) 
         sessions = {"ort_fp32": P.ort_session(mdir / FP32, threads)}
         if quant:
             sessions["ort_int8"] = P.ort_session(mdir / INT8, threads)
-        for batch in cfg.latency_batches:
-            feeds = P.latency_feeds(info["vocab_size"], batch, seq)
-            row = {"torch_fp32": E.torch_latency_ms(module, feeds, cfg.latency_runs, threads)}
+        shapes = [(f"b{len(samples['query'])}graph", None)] if graph else \
+            [(f"b{batch}s{seq}", P.latency_feeds(info["vocab_size"], batch, seq)) for batch in cfg.latency_batches]
+        for shape, feeds in shapes:
+            if graph:  # the stored sample graph: every sample query in one batch
+                feeds = {str(k): samples[str(k)] for k in samples["feed_names"]}
+                with E.torch_threads(threads):
+                    row = {"torch_fp32": P.median_ms(lambda: G.torch_scores(module, feeds), cfg.latency_runs)}
+            else:
+                row = {"torch_fp32": E.torch_latency_ms(module, feeds, cfg.latency_runs, threads)}
             for engine, sess in sessions.items():
                 row[engine] = P.ort_latency_ms(sess, feeds, cfg.latency_runs)
-            latency[f"b{batch}s{seq}"] = {k: round(v, 4) for k, v in row.items()}
+            latency[shape] = {k: round(v, 4) for k, v in row.items()}
         log(f"{src.name}: latency (ms, median of {cfg.latency_runs}, {threads} threads): {latency}")
 
     sizes = {"fp32": (mdir / FP32).stat().st_size}
@@ -211,7 +233,8 @@ def _export_one(src, mdir: Path, cfg: BundleConfig, log: Callable[[str], None]) 
                       "padding_side": "right", "max_length": max_len,
                       "encode": "tokenizer(text, truncation=True, max_length=max_length); right-pad; "
                                 "attention_mask 1 on real tokens"},
-        "samples": {"count": int(len(samples["input_ids"])), "width": int(samples["input_ids"].shape[1]),
+        "samples": {"count": int(len(samples["reference"])),
+                    "width": int(samples["reference"].shape[1] if graph else samples["input_ids"].shape[1]),
                     "cut": int(sum(cut)) if isinstance(cut, list) else (len(texts) if cut else 0),
                     "from": src.provenance.get("samples")},
         "export": export_info,

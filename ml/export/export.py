@@ -7,7 +7,12 @@ and one output:
 - ``causal_lm``  -> ``logits`` [batch, vocab]: the next-token logits after the last real token of
   each row (LoRA adapter merged into the base first; no KV cache);
 - ``embedding``  -> ``embeddings`` [batch, hidden]: the pooling (``pooling.json``) inside the graph;
-- ``classifier`` -> ``logits`` [batch, num_labels]: the sequence-classification head.
+- ``classifier`` -> ``logits`` [batch, num_labels]: the sequence-classification head;
+- ``token_classifier`` -> ``logits`` [batch, sequence, num_labels]: one row of tag logits per token (NER);
+- ``ranker`` (the GNN) has graph inputs instead (``ml/gnn/model.py``: x, edge_index, edge_attr,
+  node_example, query, candidates -> ``scores`` [batch, candidates]); ``ml/gnn/export.py`` loads it,
+  builds its samples and exports it, and the rest of the path (quantization, parity, latency,
+  manifest) is shared.
 
 Exports use the TorchScript exporter (``dynamo=False``): the dynamo exporter needs ``onnxscript``,
 and the legacy graphs ran faster in ONNX Runtime for a MiniLM encoder. Models load with eager
@@ -27,9 +32,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-KINDS = ("causal_lm", "embedding", "classifier")
+KINDS = ("causal_lm", "embedding", "classifier", "token_classifier", "ranker")
 INPUT_NAMES = ("input_ids", "attention_mask")
-OUTPUT_NAMES = {"causal_lm": "logits", "embedding": "embeddings", "classifier": "logits"}
+OUTPUT_NAMES = {"causal_lm": "logits", "embedding": "embeddings", "classifier": "logits", "token_classifier": "logits",
+                "ranker": "scores"}
+GRAPH_KINDS = ("ranker",)  # not (input_ids, attention_mask) models: ml/gnn/export.py prepares them
 POOLING_MODES = ("mean", "cls")
 
 
@@ -50,6 +57,7 @@ class ModelSource:
     texts: list[str] = field(default_factory=list)  # real sample texts for the parity checks
     cut_samples: bool | list[bool] = False  # causal LM on running text: check a next token inside it
     provenance: dict[str, Any] = field(default_factory=dict)  # versions it came from (for the manifest)
+    graph: dict[str, Any] | None = None  # ranker: {"dataset_dir", "embedding_dir", "feature_max_len"} for samples
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -97,8 +105,15 @@ def load_model(src: ModelSource, attn_implementation: str | None = "eager"):
     kw: dict[str, Any] = {"dtype": torch.float32}
     if attn_implementation:
         kw["attn_implementation"] = attn_implementation
+    from transformers import AutoModelForTokenClassification
+
+    if src.kind in GRAPH_KINDS:
+        from ml.gnn.model import load_gnn
+
+        return load_gnn(src.model_dir)[0]
     loader = {"causal_lm": AutoModelForCausalLM, "embedding": AutoModel,
-              "classifier": AutoModelForSequenceClassification}[src.kind]
+              "classifier": AutoModelForSequenceClassification,
+              "token_classifier": AutoModelForTokenClassification}[src.kind]
     try:
         model = loader.from_pretrained(str(src.model_dir), **kw)
     except (OSError, ValueError) as exc:
@@ -177,10 +192,18 @@ def wrap(src: ModelSource, model):
         return lm(model).eval()
     if src.kind == "embedding":
         return emb(model, src.pooling["mode"], src.pooling["normalize"]).eval()
-    return clf(model).eval()
+    if src.kind in GRAPH_KINDS:
+        return model.eval()
+    return clf(model).eval()  # classifier and token_classifier: the head's logits
 
 
 def model_info(src: ModelSource, model) -> dict[str, Any]:
+    if src.kind in GRAPH_KINDS:
+        from ml.gnn.model import INPUT_NAMES as GRAPH_INPUTS
+
+        return {"kind": src.kind, "architecture": type(model).__name__, "vocab_size": 0, "max_positions": 0,
+                "parameters": int(sum(p.numel() for p in model.parameters())), "inputs": list(GRAPH_INPUTS),
+                "output": OUTPUT_NAMES[src.kind], "config": dict(model.config)}
     cfg = model.config
     info: dict[str, Any] = {
         "kind": src.kind, "architecture": type(model).__name__,
@@ -189,7 +212,7 @@ def model_info(src: ModelSource, model) -> dict[str, Any]:
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "inputs": list(INPUT_NAMES), "output": OUTPUT_NAMES[src.kind],
     }
-    if src.kind == "classifier":
+    if src.kind in ("classifier", "token_classifier"):
         info["id2label"] = {str(k): v for k, v in sorted(cfg.id2label.items())}
     if src.kind == "embedding":
         info["pooling"] = dict(src.pooling)
@@ -210,7 +233,7 @@ def export_onnx(module, out_path: Path, *, kind: str, vocab_size: int, opset: in
     mask = torch.ones_like(ids)
     mask[1, 11:] = 0  # a padded row, so the mask's path is traced
     dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-               out: {0: "batch"}}
+               out: {0: "batch", 1: "sequence"} if kind == "token_classifier" else {0: "batch"}}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

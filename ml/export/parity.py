@@ -8,7 +8,10 @@ Criteria (``Thresholds``; each configurable):
 - fp32, every kind: max |ORT - PyTorch| <= 1e-4 over all outputs (logits / embeddings);
 - INT8 embedding: cosine to PyTorch >= 0.99 on average and >= 0.97 for every sample;
 - INT8 causal LM: top-1 next-token agreement >= 95%;
-- INT8 classifier: argmax agreement >= 98%.
+- INT8 classifier: argmax agreement >= 98%;
+- INT8 ranker (GNN): top-1 candidate agreement >= 95% and mean Spearman correlation of the
+  candidate order >= 0.95 per query;
+- INT8 token classifier (NER): tag argmax agreement >= 98% over the real (unpadded) tokens.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ class Thresholds:
     int8_embedding_min_cosine: float = 0.97
     int8_lm_top1_agreement: float = 0.95
     int8_classifier_agreement: float = 0.98
+    int8_ranker_top1_agreement: float = 0.95
+    int8_ranker_rank_correlation: float = 0.95
+    int8_token_agreement: float = 0.98
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -54,6 +60,11 @@ class Thresholds:
             return [("argmax_agreement", ">=", self.int8_lm_top1_agreement)]
         if kind == "classifier":
             return [("argmax_agreement", ">=", self.int8_classifier_agreement)]
+        if kind == "ranker":  # rows = queries, columns = candidate chunks
+            return [("argmax_agreement", ">=", self.int8_ranker_top1_agreement),
+                    ("rank_correlation_mean", ">=", self.int8_ranker_rank_correlation)]
+        if kind == "token_classifier":  # rows = real tokens (padding left out), columns = tags
+            return [("argmax_agreement", ">=", self.int8_token_agreement)]
         raise ValueError(f"unknown model kind {kind!r}")
 
 
@@ -83,6 +94,8 @@ def compare(kind: str, precision: str, reference: np.ndarray, output: np.ndarray
     elif not np.isfinite(output).all():
         problems.append(f"{int((~np.isfinite(output)).sum())} non-finite output values")
     result["metrics"] = metrics(reference, output) if not problems else {}
+    if kind == "ranker" and not problems:
+        result["metrics"]["rank_correlation_mean"] = rank_correlation(reference, output)
     criteria = []
     for metric, op, threshold in thresholds.criteria(kind, precision):
         value = result["metrics"].get(metric)
@@ -96,20 +109,38 @@ def compare(kind: str, precision: str, reference: np.ndarray, output: np.ndarray
     return result
 
 
+def rank_correlation(reference: np.ndarray, output: np.ndarray) -> float:
+    """Mean Spearman correlation of the candidate orders per row (1.0 when a row is constant in both)."""
+    def ranks(a):
+        return np.argsort(np.argsort(a, axis=1, kind="stable"), axis=1).astype(np.float64)
+    r, o = ranks(reference.astype(np.float64)), ranks(output.astype(np.float64))
+    r -= r.mean(axis=1, keepdims=True)
+    o -= o.mean(axis=1, keepdims=True)
+    den = np.sqrt((r * r).sum(axis=1) * (o * o).sum(axis=1))
+    return float(np.where(den > 0, (r * o).sum(axis=1) / np.maximum(den, 1e-300), 1.0).mean())
+
+
 # ---- samples.npz ----------------------------------------------------------------------------
-def save_samples(path: Path, *, input_ids: np.ndarray, attention_mask: np.ndarray, reference: np.ndarray,
-                 texts: list[str]) -> None:
-    """Inputs, the PyTorch fp32 outputs and the texts they came from (no pickled objects)."""
+def save_samples(path: Path, *, reference: np.ndarray, texts: list[str], input_ids: np.ndarray | None = None,
+                 attention_mask: np.ndarray | None = None, feeds: dict[str, np.ndarray] | None = None) -> None:
+    """Inputs, the PyTorch fp32 outputs and the texts they came from (no pickled objects).
+
+    Token models store ``input_ids`` and ``attention_mask``; graph models (the GNN ranker) store their
+    named inputs (``feeds``) and the list of names (``feed_names``): one ORT call on all of them."""
+    arrays: dict[str, np.ndarray] = {"reference": reference.astype(np.float32), "texts": np.array(texts, dtype=np.str_)}
+    if feeds:
+        arrays.update({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        arrays["feed_names"] = np.array(list(feeds), dtype=np.str_)
+    else:
+        arrays.update(input_ids=input_ids.astype(np.int64), attention_mask=attention_mask.astype(np.int64))
     with open(path, "wb") as f:
-        np.savez_compressed(
-            f, input_ids=input_ids.astype(np.int64), attention_mask=attention_mask.astype(np.int64),
-            reference=reference.astype(np.float32), texts=np.array(texts, dtype=np.str_),
-        )
+        np.savez_compressed(f, **arrays)
 
 
 def load_samples(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
-        missing = {"input_ids", "attention_mask", "reference"} - set(z.files)
+        names = [str(n) for n in z["feed_names"]] if "feed_names" in z.files else ["input_ids", "attention_mask"]
+        missing = {*names, "reference"} - set(z.files)
         if missing:
             raise ValueError(f"{path}: samples file lacks {sorted(missing)}")
         return {k: z[k] for k in z.files}
@@ -143,8 +174,15 @@ def check_onnx(path: Path, kind: str, precision: str, samples: dict[str, np.ndar
                threads: int = 0) -> dict[str, Any]:
     """Run the stored sample inputs through ``path`` in ORT and compare with the stored reference."""
     session = ort_session(path, threads)
-    out = ort_outputs(session, samples["input_ids"], samples["attention_mask"])
-    return compare(kind, precision, samples["reference"], out, thresholds)
+    reference = samples["reference"]
+    if "feed_names" in samples:  # a graph model: one call with its stored named inputs
+        out = session.run(None, {str(n): samples[str(n)] for n in samples["feed_names"]})[0].astype(np.float32)
+    else:
+        out = ort_outputs(session, samples["input_ids"], samples["attention_mask"])
+    if kind == "token_classifier" and out.shape == reference.shape:  # one row per real token
+        real = samples["attention_mask"].astype(bool)
+        reference, out = reference[real], out[real]
+    return compare(kind, precision, reference, out, thresholds)
 
 
 def median_ms(fn: Callable[[], Any], runs: int, warmup: int = 2) -> float:

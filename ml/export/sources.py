@@ -2,7 +2,8 @@
 
 - ``resolve_models``: the three bundle components from the exact checkpoint versions
   (``lm`` = lora_adapter merged into the lm_checkpoint version its manifest records,
-  ``embedding`` = embedding_checkpoint, ``relation`` = relation_checkpoint), as HF directories.
+  ``embedding`` = embedding_checkpoint, ``relation`` = relation_checkpoint, ``gnn`` = gnn_checkpoint
+  with the gnn_dataset and embedding_checkpoint it was trained on, ``ner`` = ner_checkpoint).
 - ``sample_texts``: real texts for the parity samples, from the validation split of the dataset
   each model was trained on (found by walking the store manifests upstream), else cleaned chunks.
 - ``walk_lineage``: every upstream version down to ``raw_docs`` and its landing files, with code
@@ -27,6 +28,8 @@ COMPONENTS = {
     "lm": ("lora_adapter", "causal_lm"),
     "embedding": ("embedding_checkpoint", "embedding"),
     "relation": ("relation_checkpoint", "classifier"),
+    "gnn": ("gnn_checkpoint", "ranker"),
+    "ner": ("ner_checkpoint", "token_classifier"),
 }
 CHECKPOINT_ASSETS = tuple(a for a, _ in COMPONENTS.values())
 
@@ -37,6 +40,9 @@ SAMPLE_SOURCES: dict[str, list[tuple[str, str, tuple[str, ...], bool]]] = {
                   ("tokenized_corpus", "val", (), True)],  # the LM's own validation documents
     "embedding": [("embedding_dataset", "val.parquet", ("anchor", "positive"), False)],
     "classifier": [("relation_dataset", "val.parquet", ("text",), False)],
+    "token_classifier": [("ner_dataset", "val.parquet", ("text",), False),
+                         ("ner_dataset", "train.parquet", ("text",), False)],
+    "ranker": [("gnn_dataset", "val.parquet", ("query",), False)],  # the ranker's samples: ml/gnn/export.py
 }
 FALLBACK_SOURCE = ("cleaned_chunks", "chunks/*.parquet", ("text",), True)
 CORPUS_DOC_TOKENS = 256  # tokens of a tokenized_corpus document decoded into a sample text
@@ -77,9 +83,29 @@ def resolve_models(store: ArtifactStore, versions: Mapping[str, str]) -> list[Mo
             if name == "lm":
                 prov["merge"] = "full fine-tuning (no adapter)"
         pooling = read_pooling(ver.path / "pooling.json") if kind == "embedding" else None
+        graph = _graph_inputs(store, ver, versions) if kind == "ranker" else None
         out.append(ModelSource(name=name, kind=kind, model_dir=model_dir, tokenizer_dir=tokenizer_dir,
-                               adapter_dir=adapter_dir, pooling=pooling, provenance=prov))
+                               adapter_dir=adapter_dir, pooling=pooling, provenance=prov, graph=graph))
     return out
+
+
+def _graph_inputs(store: ArtifactStore, ver: StoredVersion, versions: Mapping[str, str]) -> dict[str, Any]:
+    """The gnn_dataset and embedding_checkpoint versions a gnn_checkpoint was trained on (its node
+    features come from that embedding model, so the bundle's embedding must be the same version)."""
+    import json
+
+    up = ver.manifest.get("upstream", {})
+    for need in ("gnn_dataset", "embedding_checkpoint"):
+        if not up.get(need) or not store.has_version(need, up[need]):
+            raise SourceError(f"gnn_checkpoint@{ver.data_version}: upstream {need} {up.get(need)!r} is not in the store")
+    if versions.get("embedding_checkpoint") not in (None, up["embedding_checkpoint"]):
+        raise SourceError(f"gnn_checkpoint@{ver.data_version} was trained on embedding_checkpoint@"
+                          f"{up['embedding_checkpoint']} features, but the bundle exports embedding_checkpoint@"
+                          f"{versions['embedding_checkpoint']}: retrain gnn_checkpoint on it first")
+    conf = json.loads((ver.path / "model" / "gnn_config.json").read_text("utf-8"))
+    return {"dataset_dir": store.get("gnn_dataset", up["gnn_dataset"]).path,
+            "embedding_dir": store.get("embedding_checkpoint", up["embedding_checkpoint"]).path,
+            "feature_max_len": int(conf["features"]["max_len"])}
 
 
 def _upstream_versions(store: ArtifactStore, asset: str, version: str) -> Iterator[StoredVersion]:

@@ -455,13 +455,18 @@ DATASET_ITEM_KEYS = {
     "embedding_dataset": ("anchor", "positive"),
     "relation_dataset": ("text",),
     "sft_dataset": ("prompt",),
+    "gnn_dataset": ("query",),
+    "ner_dataset": ("text",),
 }
+# list columns whose documents count as the row's documents too (gnn: every candidate chunk's document)
+DATASET_EXTRA_DOCS = {"gnn_dataset": "candidate_doc_ids"}
 
 
 def _dataset_checks(asset: str) -> tuple[CheckDef, ...]:
     keys = " or ".join(DATASET_ITEM_KEYS[asset])
     checks = [
-        CheckDef("no_doc_in_both_splits", True, "no document (doc_id) has rows in both train and val"),
+        CheckDef("no_doc_in_both_splits", True, "no document (doc_id) has rows in both train and val"
+                 + (" (every candidate chunk's document counts)" if asset in DATASET_EXTRA_DOCS else "")),
         CheckDef("no_item_in_both_splits", True, f"no item text ({keys}) appears in both train and val"),
         CheckDef("train_split_non_empty", True, "the train split has at least one row (a model cannot "
                  "train on nothing)"),
@@ -492,7 +497,15 @@ def _dataset(asset: str) -> Callable[[ArtifactStore, StoredVersion, Thresholds],
                 if "doc_id" in missing and len(missing) > 1:
                     errors.setdefault("no_item_in_both_splits", why)
             cols = [c for c in ["doc_id", *keys, "label"] if c in have]
-            parts.append(pl.scan_parquet(f).select(cols).with_columns(split=pl.lit(split)))
+            part = pl.scan_parquet(f).select(cols).with_columns(split=pl.lit(split))
+            extra = DATASET_EXTRA_DOCS.get(asset)
+            if extra and extra in have:  # one more row per candidate document (item keys blanked)
+                docs = (pl.scan_parquet(f).select(pl.col(extra).alias("doc_id")).explode("doc_id")
+                        .with_columns(split=pl.lit(split), **{k: pl.lit(None, pl.String) for k in keys}))
+                part = pl.concat([part, docs], how="diagonal_relaxed")
+            elif extra:
+                errors.setdefault("no_doc_in_both_splits", f"{asset}@{v.data_version}: {split}.parquet lacks {extra}")
+            parts.append(part)
         rows = pl.concat(parts, how="diagonal_relaxed").collect() if parts else pl.DataFrame(
             schema={"doc_id": pl.String, "split": pl.String})
         exprs: list[pl.Expr] = []

@@ -8,7 +8,8 @@ with ``model_validate`` — the rules live only here.
     DeviceSettings        device / precision / seed / determinism (the ``torch_device`` resource)
     LoopSettings          the shared loop: steps, batch, AdamW, schedule, clipping, eval, checkpoints
     CheckSettings         the blocking checks: loss fell, validation metrics finite and past a floor
-    LMCheckpointSettings, LoraAdapterSettings, EmbeddingCheckpointSettings, RelationCheckpointSettings
+    LMCheckpointSettings, LoraAdapterSettings, EmbeddingCheckpointSettings, RelationCheckpointSettings,
+    GnnCheckpointSettings, NerCheckpointSettings
 """
 
 from __future__ import annotations
@@ -201,6 +202,23 @@ class RelationModel(_Transformer):
     max_len: int = Field(96, gt=1)
 
 
+class GnnModel(_Strict):
+    """Graph ranker over the chunk/entity graph (ml/gnn/model.py): query-conditioned GINEConv layers
+    (torch_geometric, edge type and confidence in every message) on frozen embedding_checkpoint node
+    features, plus a learned weight on the query-chunk cosine (the no-graph baseline)."""
+
+    hidden_size: int = Field(64, gt=0)
+    num_layers: int = Field(2, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    feature_max_len: int = Field(64, gt=1, description="tokens of a node or query text fed to the embedding model")
+
+
+class NerModel(_Transformer):
+    """BertForTokenClassification from scratch on the project tokenizer (BIO tags of ner_dataset)."""
+
+    max_len: int = Field(96, gt=1, description="tokens per sentence (longer ones are cut)")
+
+
 class _Checkpoint(_Strict):
     train: LoopSettings = Field(default_factory=LoopSettings)
     checks: CheckSettings = Field(default_factory=CheckSettings)
@@ -223,11 +241,21 @@ class RelationCheckpointSettings(_Checkpoint):
     model: RelationModel = Field(default_factory=RelationModel)
 
 
+class GnnCheckpointSettings(_Checkpoint):
+    model: GnnModel = Field(default_factory=GnnModel)
+
+
+class NerCheckpointSettings(_Checkpoint):
+    model: NerModel = Field(default_factory=NerModel)
+
+
 SETTINGS: dict[str, type[_Checkpoint]] = {
     "lm_checkpoint": LMCheckpointSettings,
     "lora_adapter": LoraAdapterSettings,
     "embedding_checkpoint": EmbeddingCheckpointSettings,
     "relation_checkpoint": RelationCheckpointSettings,
+    "gnn_checkpoint": GnnCheckpointSettings,
+    "ner_checkpoint": NerCheckpointSettings,
 }
 LOWER_IS_BETTER = {"loss", "perplexity"}
 

@@ -1,4 +1,4 @@
-"""Model builders for the four checkpoints and the loaders named in ml/FORMATS.md.
+"""Model builders for the transformers checkpoints and the loaders named in ml/FORMATS.md.
 
 Builders make fresh (or base) models from the typed settings; loaders open a published
 checkpoint version. Every loader reads safetensors only (``use_safetensors=True``) and
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ml.train.config import EmbeddingModel, LMModel, LoraSettings, RelationModel, check_lora_rank
+from ml.train.config import EmbeddingModel, LMModel, LoraSettings, NerModel, RelationModel, check_lora_rank
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 LORA_TARGETS = {"llama": ["q_proj", "v_proj"], "gpt2": ["c_attn"], "bert": ["query", "value"]}
@@ -98,7 +98,7 @@ def add_lora(model: nn.Module, lora: LoraSettings, task_type: str | None, where:
     return get_peft_model(model, conf)
 
 
-def _bert_config(cfg: EmbeddingModel | RelationModel, tokenizer, **extra: Any):
+def _bert_config(cfg: EmbeddingModel | RelationModel | NerModel, tokenizer, **extra: Any):
     from transformers import BertConfig
 
     return BertConfig(
@@ -142,6 +142,15 @@ def build_relation(cfg: RelationModel, labels: list[str], tokenizer=None) -> tup
     tokenizer = with_cls(tokenizer)
     conf = _bert_config(cfg, tokenizer, num_labels=len(labels), id2label=id2label, label2id=label2id)
     return BertForSequenceClassification(conf), tokenizer
+
+
+def build_ner(cfg: NerModel, tags: list[str], tokenizer) -> nn.Module:
+    """BertForTokenClassification from scratch on our tokenizer, id2label = the BIO tags (tag_id = index)."""
+    from transformers import BertForTokenClassification
+
+    conf = _bert_config(cfg, tokenizer, num_labels=len(tags), id2label=dict(enumerate(tags)),
+                        label2id={t: i for i, t in enumerate(tags)})
+    return BertForTokenClassification(conf)
 
 
 def with_cls(tokenizer):
@@ -233,4 +242,13 @@ def load_relation(dir: Path | str):
 
     mdir = require_safetensors(_part(dir, "model"))
     model = AutoModelForSequenceClassification.from_pretrained(str(mdir), use_safetensors=True, local_files_only=True)
+    return model.eval(), _tokenizer(Path(dir))
+
+
+def load_ner(dir: Path | str):
+    """(AutoModelForTokenClassification with id2label = the BIO tags, tokenizer)."""
+    from transformers import AutoModelForTokenClassification
+
+    mdir = require_safetensors(_part(dir, "model"))
+    model = AutoModelForTokenClassification.from_pretrained(str(mdir), use_safetensors=True, local_files_only=True)
     return model.eval(), _tokenizer(Path(dir))

@@ -1,10 +1,14 @@
-"""The four models as loop Tasks (ml/train/loop.py), and what each one publishes.
+"""The six models as loop Tasks (ml/train/loop.py), and what each one publishes.
 
     lm         causal LM from scratch on tokenized_corpus blocks      val: loss, perplexity
     sft        LoRA (or full) fine-tuning of lm_checkpoint on sft_dataset, prompt tokens masked
                                                                       val: loss, perplexity, token_accuracy
     embedding  bi-encoder, InfoNCE with in-batch negatives             val: recall_at_1, mean_pos_cosine, loss
     relation   sequence classifier on entity-marked text               val: accuracy, macro_f1, loss
+    gnn        graph ranker over gnn_dataset subgraphs (ml/gnn/)       val: mrr, ndcg_at_10, hit_at_1 and the
+               same for the no-graph baseline (baseline_*), mrr_gain, loss
+    ner        BIO token classifier on ner_dataset                     val: precision/recall/f1 (micro and
+               per type, exact entity span), token_accuracy, loss
 
 ``BUILDERS[asset](settings, inputs)`` returns a ``Built``: the Task, a ``save(out)`` that writes
 the model part of the version (FORMATS.md "Checkpoints"), and data stats for the summary.
@@ -25,7 +29,8 @@ import torch.nn.functional as F
 
 from ml.train import models
 from ml.train.config import (
-    EmbeddingCheckpointSettings, LMCheckpointSettings, LoraAdapterSettings, RelationCheckpointSettings,
+    EmbeddingCheckpointSettings, GnnCheckpointSettings, LMCheckpointSettings, LoraAdapterSettings,
+    NerCheckpointSettings, RelationCheckpointSettings,
 )
 from ml.train.loop import Batch, Task
 
@@ -329,5 +334,164 @@ def build_relation(settings: RelationCheckpointSettings, inputs: dict[str, str])
                               "train_label_counts": dict(zip(counts[:, 0].to_list(), counts[:, 1].to_list()))})
 
 
+# ---- gnn ----------------------------------------------------------------------------------------
+def gnn_loss(model, batch: Batch) -> torch.Tensor:
+    from ml.gnn.data import inputs
+
+    scores = model(*inputs(batch))
+    return F.cross_entropy(scores.float(), torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device))
+
+
+def eval_gnn(model, batches: Iterator[Batch]) -> dict[str, float]:
+    """MRR, NDCG@10, hit@1 of the ranker and of the no-graph baseline (query-chunk cosine of the
+    embedding model) on the same validation queries and candidates."""
+    from ml.gnn.data import baseline_scores, inputs, ranking_metrics, ranks
+
+    r, rb, total = [], [], 0.0
+    for b in batches:
+        scores = model(*inputs(b)).float()
+        total += float(F.cross_entropy(scores, torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device),
+                                       reduction="sum"))
+        r.append(ranks(scores).cpu())
+        rb.append(ranks(baseline_scores(b).float()).cpu())
+    r, rb = torch.cat(r), torch.cat(rb)
+    ours, base = ranking_metrics(r), ranking_metrics(rb)
+    return {**ours, **{f"baseline_{k}": v for k, v in base.items()}, "mrr_gain": ours["mrr"] - base["mrr"],
+            "loss": total / len(r), "queries": float(len(r))}
+
+
+def build_gnn(settings: GnnCheckpointSettings, inputs: dict[str, str]) -> Built:
+    from ml.gnn import model as gnn_model
+    from ml.gnn.data import EDGE_DIM, GraphData, collate
+
+    m = settings.model
+    emb, etok = models.load_embedding(inputs["embedding_checkpoint"])
+    data = GraphData(Path(inputs["gnn_dataset"]),
+                     lambda texts: models.encode(emb, etok, texts, max_len=m.feature_max_len))
+    for split in ("train", "val"):
+        if not data.items[split]:
+            raise InputError(f"gnn_dataset {split} split has no example")
+    model = gnn_model.build({"feature_dim": int(data.x.shape[1]), "edge_dim": EDGE_DIM, "hidden_size": m.hidden_size,
+                             "num_layers": m.num_layers, "dropout": m.dropout})
+    task = Task("gnn", model, data.items["train"], data.items["val"], collate(data.x, data.q), gnn_loss, eval_gnn,
+                count=lambda b: (b["candidates"].shape[0], b["x"].shape[0]), best_metric="mrr", best_mode="max")
+    candidates = int(data.items["train"][0]["candidates"].shape[0])
+
+    def save(out: Path) -> None:
+        gnn_model.save(model.cpu(), out / "model", {
+            "inputs": list(gnn_model.INPUT_NAMES), "output": gnn_model.OUTPUT_NAME, "candidates": candidates,
+            "features": {"from": "embedding_checkpoint", "max_len": m.feature_max_len,
+                         "pooling": models.POOLING}})
+        etok.save_pretrained(out / "tokenizer")  # the embedding model's: it encodes node and query texts
+
+    return Built(task, save, {"train_queries": len(data.items["train"]), "val_queries": len(data.items["val"]),
+                              "candidates_per_query": candidates, "embedded_nodes": int(data.x.shape[0]),
+                              "feature_dim": int(data.x.shape[1])})
+
+
+# ---- ner ----------------------------------------------------------------------------------------
+def token_collate(pad_id: int, max_len: int) -> Callable[[list[tuple[list[int], list[int]]]], Batch]:
+    def collate(items):
+        n = max(min(len(ids), max_len) for ids, _ in items)
+        ids = torch.full((len(items), n), pad_id, dtype=torch.long)
+        labels = torch.full((len(items), n), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(items), n), dtype=torch.long)
+        for i, (x, y) in enumerate(items):
+            k = min(len(x), max_len)
+            ids[i, :k], labels[i, :k], mask[i, :k] = torch.tensor(x[:k]), torch.tensor(y[:k]), 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    return collate
+
+
+def token_loss(model, batch: Batch) -> torch.Tensor:
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE)
+
+
+def entity_prf(gold: list[list[str]], pred: list[list[str]], types: list[str]) -> dict[str, float]:
+    """Entity-level precision/recall/F1 (exact token span and type) per type and micro-averaged.
+    A type with no gold and no predicted entity reports only its support (0)."""
+    from ml.datasets.ner import decode_entities
+
+    tp, fp, fn = ({t: 0 for t in types} for _ in range(3))
+    for g, p in zip(gold, pred):
+        ge, pe = decode_entities(g), decode_entities(p)
+        for e in pe:
+            (tp if e in ge else fp)[e[2]] += 1
+        for e in ge - pe:
+            fn[e[2]] += 1
+
+    def prf(a, b, c):
+        p = a / (a + b) if a + b else 0.0
+        r = a / (a + c) if a + c else 0.0
+        return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+    out: dict[str, float] = {}
+    for t in types:
+        out[f"support.{t}"] = float(tp[t] + fn[t])
+        if tp[t] + fp[t] + fn[t]:
+            out[f"precision.{t}"], out[f"recall.{t}"], out[f"f1.{t}"] = prf(tp[t], fp[t], fn[t])
+    out["precision"], out["recall"], out["f1"] = prf(sum(tp.values()), sum(fp.values()), sum(fn.values()))
+    return out
+
+
+def eval_ner(tags: list[str]) -> Callable[[Any, Iterator[Batch]], dict[str, float]]:
+    types = [t[2:] for t in tags if t.startswith("B-")]
+
+    def evaluate(model, batches):
+        gold, pred, total, n, correct = [], [], 0.0, 0, 0
+        for b in batches:
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
+            lab = b["labels"]
+            total += float(F.cross_entropy(logits.flatten(0, 1), lab.flatten(), ignore_index=IGNORE, reduction="sum"))
+            arg = logits.argmax(-1)
+            mask = lab != IGNORE
+            n += int(mask.sum())
+            correct += int(((arg == lab) & mask).sum())
+            for a, l, m in zip(arg.cpu().tolist(), lab.cpu().tolist(), mask.cpu().tolist()):
+                gold.append([tags[y] for y, k in zip(l, m) if k])
+                pred.append([tags[y] for y, k in zip(a, m) if k])
+        return {**entity_prf(gold, pred, types), "token_accuracy": correct / max(n, 1), "loss": total / max(n, 1)}
+    return evaluate
+
+
+def build_ner(settings: NerCheckpointSettings, inputs: dict[str, str]) -> Built:
+    from ml.tokenizer import load_tokenizer
+
+    m = settings.model
+    ddir = Path(inputs["ner_dataset"])
+    if not (ddir / "labels.json").is_file():
+        raise InputError(f"{ddir}/labels.json is missing (the ordered tag list)")
+    tags = json.loads((ddir / "labels.json").read_text("utf-8"))
+    if not isinstance(tags, list) or not tags or tags[0] != "O" or len(set(tags)) != len(tags):
+        raise InputError(f"{ddir}/labels.json must list distinct BIO tags starting with 'O', got {tags!r}")
+    tag_id = {t: i for i, t in enumerate(tags)}
+    tok = load_tokenizer(inputs["tokenizer"])
+    split = {}
+    for s in ("train", "val"):
+        df = _read_split(ddir, s, ["input_ids", "tags"])
+        unknown = sorted({t for row in df["tags"].to_list() for t in row} - set(tag_id))
+        if unknown:
+            raise InputError(f"ner_dataset {s} split has tags not in labels.json: {unknown[:5]}")
+        too_big = [i for row in df["input_ids"].to_list() for i in row if i >= len(tok)]
+        if too_big:
+            raise InputError(f"ner_dataset {s} split has token id {max(too_big)} >= the tokenizer's {len(tok)} ids: "
+                             "they come from different tokenizer versions")
+        split[s] = [(list(ids), [tag_id[t] for t in ts]) for ids, ts in zip(df["input_ids"], df["tags"]) if len(ids)]
+        if not split[s]:
+            raise InputError(f"ner_dataset {s} split has no example")
+    model = models.build_ner(m, tags, tok)
+    task = Task("ner", model, split["train"], split["val"], token_collate(tok.pad_token_id, m.max_len), token_loss,
+                eval_ner(tags), count=lambda b: (b["input_ids"].shape[0], int(b["attention_mask"].sum())),
+                best_metric="f1", best_mode="max")
+
+    def save(out: Path) -> None:
+        model.save_pretrained(out / "model", safe_serialization=True)
+        tok.save_pretrained(out / "tokenizer")
+
+    return Built(task, save, {"train_sentences": len(split["train"]), "val_sentences": len(split["val"]),
+                              "tags": len(tags)})
+
+
 BUILDERS = {"lm_checkpoint": build_lm, "lora_adapter": build_sft, "embedding_checkpoint": build_embedding,
-            "relation_checkpoint": build_relation}
+            "relation_checkpoint": build_relation, "gnn_checkpoint": build_gnn, "ner_checkpoint": build_ner}
