@@ -20,7 +20,7 @@ from ml.store import ArtifactStore, BuildResult
 from resources import ArtifactStoreResource, CatalogResource, LandingZone
 from tests.conftest import write_lines
 from tests.test_export import _perturb
-from tests.test_export_fixtures import TEXTS, build_checkpoints
+from tests.test_export_fixtures import TEXTS, build_checkpoints, build_graph_models
 
 RESOURCES = {"store": ArtifactStoreResource(), "catalog": CatalogResource(), "landing": LandingZone()}
 CKPT: dict = {}  # stand-in asset -> directory to publish (filled by the fixture)
@@ -38,6 +38,8 @@ def _standin(name: str, deps: list[str]):
         def build(out):
             if name == "relation_dataset":
                 pl.DataFrame({"text": [f"<e1>{t.split()[0]}</e1> {t} <e2>it</e2>" for t in TEXTS]}).write_parquet(out / "val.parquet")
+            elif name == "ner_dataset":
+                pl.DataFrame({"text": [s for t in TEXTS for s in t.split(". ")]}).write_parquet(out / "val.parquet")
             else:
                 shutil.copytree(CKPT[name], out, dirs_exist_ok=True)
             return BuildResult(rows=1)
@@ -54,13 +56,20 @@ STAND_INS = [
     _standin("embedding_checkpoint", ["cleaned_chunks"]),
     _standin("relation_dataset", ["cleaned_chunks"]),
     _standin("relation_checkpoint", ["relation_dataset"]),
+    _standin("gnn_dataset", ["cleaned_chunks"]),
+    _standin("gnn_checkpoint", ["gnn_dataset", "embedding_checkpoint"]),
+    _standin("ner_dataset", ["cleaned_chunks"]),
+    _standin("ner_checkpoint", ["ner_dataset"]),
 ]
+PARITY_OK = {"lm_parity": True, "embedding_parity": True, "relation_parity": True, "gnn_parity": True,
+             "ner_parity": True}
 ALL = [raw_docs, cleaned_chunks, *STAND_INS, onnx_bundle]
 
 
 @pytest.fixture
 def checkpoints(tmp_path_factory):
     CKPT.update(build_checkpoints(tmp_path_factory.getbasetemp() / "checkpoints"))
+    CKPT.update(build_graph_models(tmp_path_factory.getbasetemp() / "checkpoints", CKPT))
     return CKPT
 
 
@@ -80,7 +89,7 @@ def test_onnx_bundle_checks_lineage_verify_and_promotion(home, checkpoints, monk
     with dg.instance_for_test() as instance:
         res, mats, checks = _bundle_run(instance, FAST)
         assert res.success, [e.message for e in res.all_events if e.is_failure]
-        assert checks == {"lm_parity": True, "embedding_parity": True, "relation_parity": True}
+        assert checks == PARITY_OK
         md = mats["onnx_bundle"].metadata
         assert md["parity_passed"].value is True and md["cache_hit"].value is False
         good = mats["onnx_bundle"].tags["dagster/data_version"]
@@ -106,11 +115,16 @@ def test_onnx_bundle_checks_lineage_verify_and_promotion(home, checkpoints, monk
         # catalog: blocking check rows, latency and size figures
         rows = cat.query("SELECT check_name, passed, severity FROM check_results WHERE asset = 'onnx_bundle' "
                          "AND data_version = ? ORDER BY 1", [good]).rows()
-        assert rows == [("embedding_parity", True, "ERROR"), ("lm_parity", True, "ERROR"), ("relation_parity", True, "ERROR")]
+        assert rows == [(c, True, "ERROR") for c in sorted(PARITY_OK)]
         stats = dict(cat.query("SELECT stat, value FROM dataset_stats WHERE asset = 'onnx_bundle' AND data_version = ?",
                                [good]).rows())
         assert stats["latency_ms.embedding.ort_int8.b1s128"] > 0 and stats["latency_ms.lm.torch_fp32.b1s128"] > 0
         assert 0 < stats["bytes.relation.int8"] < stats["bytes.relation.fp32"]
+        # the GNN ranker: ranking parity on real subgraphs, val queries first; NER: tag agreement per token
+        assert stats["parity.gnn.int8.argmax_agreement"] >= 0.95 and stats["parity.ner.int8.argmax_agreement"] >= 0.98
+        gnn = manifest["models"]["gnn"]
+        assert gnn["kind"] == "ranker" and gnn["inputs"][0] == "x" and gnn["source"]["samples_from_split"]["val"] > 0
+        assert manifest["models"]["ner"]["id2label"]["1"] == "B-CONCEPT"
 
         assert lineage(["verify", str(version.path / "bundle.tar.gz")]) == 0
         assert lineage(["promote", "embedding", good[:8], "--by", "tester", "--note", "first"]) == 0
@@ -130,7 +144,7 @@ def test_onnx_bundle_checks_lineage_verify_and_promotion(home, checkpoints, monk
             patch.setattr(E, "export_onnx", wrong_export)
             res, mats, checks = _bundle_run(instance, {**FAST, "skip_quantization": True, "measure_latency": False},
                                             selection=["onnx_bundle"])
-        assert not res.success and checks == {"lm_parity": False, "embedding_parity": True, "relation_parity": True}
+        assert not res.success and checks == {**PARITY_OK, "lm_parity": False}
         bad = mats["onnx_bundle"].tags["dagster/data_version"]
         assert bad != good
         capsys.readouterr()

@@ -156,6 +156,80 @@ def _build(root: Path, torch) -> dict[str, Path]:
     return out
 
 
+NER_TAGS = ["O", "B-CONCEPT", "I-CONCEPT", "B-CODE", "I-CODE"]
+
+
+def gnn_inputs(root: Path):
+    """A gnn_dataset built by ml.datasets.gnn from the TEXTS (one document each, one chunk per sentence,
+    a triple per sentence: its first capitalised word -> a later word), val_ratio 0.5."""
+    import polars as pl
+
+    from ml.datasets import write_splits
+    from ml.datasets.gnn import GnnConfig, build_gnn, write_graph
+
+    chunks, triples = [], []
+    for d, text in enumerate(TEXTS):
+        for i, sent in enumerate(s for s in text.split(". ") if s):
+            words = [w.strip(".,") for w in sent.split() if len(w.strip(".,")) > 3]
+            cid = f"c{d}-{i}"
+            chunks.append({"chunk_id": cid, "doc_id": f"d{d}", "text": sent})
+            if len(words) >= 2:
+                triples.append({"chunk_id": cid, "subject": words[0], "relation": "uses", "object": words[-1],
+                                "confidence": 0.9, "evidence_start": 0, "evidence_end": len(sent), "evidence": sent,
+                                "extractor": "test"})
+    docs = pl.DataFrame({"doc_id": [f"d{d}" for d in range(len(TEXTS))], "source": ["docs.jsonl"] * len(TEXTS)})
+    parts, nodes, edges, _ = build_gnn(pl.DataFrame(triples), pl.DataFrame(chunks), docs,
+                                       GnnConfig(val_ratio=0.5, negatives=2))
+    d = root / "gnn_dataset"
+    d.mkdir(parents=True)
+    write_splits(d, parts)
+    write_graph(d, nodes, edges)
+    return d
+
+
+def build_graph_models(root: Path, dirs: dict[str, Path]) -> dict[str, Path]:
+    """gnn_dataset, gnn_checkpoint (trained on the fixture embedding's features) and ner_checkpoint."""
+    key = str(root) + ":graph"
+    if key in _CACHE:
+        return _CACHE[key]
+    import torch
+    from transformers import BertConfig, BertForTokenClassification
+
+    from ml.gnn import model as G
+    from ml.gnn.data import EDGE_DIM, GraphData, collate, inputs
+    from ml.train.models import encode, load_embedding
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        out = {"gnn_dataset": gnn_inputs(root)}
+        emb, etok = load_embedding(dirs["embedding_checkpoint"])
+        data = GraphData(out["gnn_dataset"], lambda t: encode(emb, etok, t))
+        ranker = G.build({"feature_dim": int(data.x.shape[1]), "edge_dim": EDGE_DIM, "hidden_size": 16, "num_layers": 2})
+        batch = collate(data.x, data.q)(data.items["train"])
+        zero = torch.zeros(len(data.items["train"]), dtype=torch.long)
+        _train(ranker, lambda: torch.nn.functional.cross_entropy(ranker(*inputs(batch)), zero), steps=30, lr=1e-2)
+        d = out["gnn_checkpoint"] = _layout(root, "gnn_checkpoint", etok)
+        G.save(ranker, d / "model", {"features": {"from": "embedding_checkpoint", "max_len": 128}})
+
+        tok = _tokenizer(root / "ner_tokenizer")
+        ids, mask = _batch(tok, TEXTS)
+        caps = torch.tensor([[1 if tok.convert_ids_to_tokens(int(i)).lstrip("Ġ")[:1].isupper() else 0 for i in row]
+                             for row in ids]).masked_fill(mask == 0, -100)
+        ner = BertForTokenClassification(BertConfig(
+            vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=256, pad_token_id=0, num_labels=len(NER_TAGS), id2label=dict(enumerate(NER_TAGS)),
+            label2id={t: i for i, t in enumerate(NER_TAGS)}))
+        _train(ner, lambda: ner(input_ids=ids, attention_mask=mask, labels=caps).loss, steps=30, lr=3e-3)
+        d = out["ner_checkpoint"] = _layout(root, "ner_checkpoint", tok)
+        ner.save_pretrained(str(d / "model"))
+    finally:
+        torch.set_num_threads(threads)
+    _CACHE[key] = out
+    return out
+
+
 def sources(dirs: dict[str, Path]):
     """ModelSources for the three bundle components, with sample texts drawn from TEXTS.
 

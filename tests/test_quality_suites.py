@@ -138,6 +138,13 @@ def dataset_files(asset: str) -> Files:
             return pl.DataFrame({"text": [f"<e1>X{d}</e1> relates to <e2>Y{d}</e2>" for d in ids],
                                  "label": [labels[(i + offset) % len(labels)] for i in range(n)],
                                  "chunk_id": [f"c{d}" for d in ids], **base})
+        if asset == "gnn_dataset":
+            return pl.DataFrame({"query": [f"X{d} uses" for d in ids], "positive": [f"c{d}" for d in ids],
+                                 "negatives": [[f"c{d}n"] for d in ids], "candidate_doc_ids": [[d, d] for d in ids],
+                                 **base})
+        if asset == "ner_dataset":
+            return pl.DataFrame({"text": [f"X{d} is a Y" for d in ids], "input_ids": [[5, 6, 7, 8]] * n,
+                                 "tags": [["B-CODE", "O", "O", "B-CONCEPT"]] * n, **base})
         return pl.DataFrame({"prompt": [f"<|user|>What is {d}?<|end|><|assistant|>" for d in ids],
                              "response": [f"{d} is a thing.<|end|>" for d in ids],
                              "subject": ids, "relation": ["is_a"] * n, "object": ["thing"] * n, **base})
@@ -229,8 +236,17 @@ def _leak_doc(files: Files) -> None:
     files["val.parquet"] = val.with_columns(doc_id=pl.Series(["train3"] + val["doc_id"].to_list()[1:]))
 
 
+def _leak_candidate(files: Files) -> None:
+    """gnn_dataset: a val query whose negative is a chunk of a train document (the example's own doc is val)."""
+    val = files["val.parquet"]
+    docs = val["candidate_doc_ids"].to_list()
+    docs[0] = [docs[0][0], "train3"]
+    files["val.parquet"] = val.with_columns(candidate_doc_ids=pl.Series(docs))
+
+
 def _leak_item(asset: str) -> Callable[[Files], None]:
-    col = {"embedding_dataset": "positive", "relation_dataset": "text", "sft_dataset": "prompt"}[asset]
+    col = {"embedding_dataset": "positive", "relation_dataset": "text", "sft_dataset": "prompt",
+           "gnn_dataset": "query", "ner_dataset": "text"}[asset]
 
     def mutate(files: Files) -> None:  # another document, the same text as a train item
         files["val.parquet"] = _set(col, 0, files["train.parquet"][col][5])(files["val.parquet"])
@@ -257,10 +273,13 @@ MUTATIONS: dict[tuple[str, str], Callable[[Files], Any]] = {
     ("tokenized_corpus", "token_ids_below_vocab"): _id_over_vocab,
     ("tokenized_corpus", "no_empty_shard"): _empty_shard,
     ("tokenized_corpus", "val_share_within_tolerance"): _shards(10, 10),
-    **{(a, "no_doc_in_both_splits"): _leak_doc for a in ("embedding_dataset", "relation_dataset", "sft_dataset")},
-    **{(a, "no_item_in_both_splits"): _leak_item(a) for a in ("embedding_dataset", "relation_dataset", "sft_dataset")},
+    **{(a, "no_doc_in_both_splits"): _leak_doc for a in ("embedding_dataset", "relation_dataset", "sft_dataset",
+                                                          "ner_dataset")},
+    ("gnn_dataset", "no_doc_in_both_splits"): _leak_candidate,
+    **{(a, "no_item_in_both_splits"): _leak_item(a) for a in ("embedding_dataset", "relation_dataset", "sft_dataset",
+                                                              "gnn_dataset", "ner_dataset")},
     **{(a, "train_split_non_empty"): _edit("train.parquet", lambda d: d.head(0))
-       for a in ("embedding_dataset", "relation_dataset", "sft_dataset")},
+       for a in ("embedding_dataset", "relation_dataset", "sft_dataset", "gnn_dataset", "ner_dataset")},
 }
 WARNINGS: dict[tuple[str, str], Callable[[Files], Any]] = {
     ("raw_docs", "quarantine_rate"): lambda f: f.update({"quarantine/part-00000.parquet": pl.DataFrame(
