@@ -12,7 +12,7 @@ step "LINEAGE_HOME=$LINEAGE_HOME  DAGSTER_HOME=$DAGSTER_HOME"
 step "1/4 sample corpus into the landing zone"
 lineage sample-corpus
 
-step "2/4 dagster job execute full_pipeline (configs/debug.yaml): 13 assets, their checks"
+step "2/4 dagster job execute full_pipeline (configs/debug.yaml): every asset and its checks"
 # Dagster's full event log goes to demo.log; progress (steps, checks) is shown here as it happens.
 log="$LINEAGE_HOME/demo.log"
 set +o pipefail
