@@ -1,5 +1,6 @@
 """The asset graph: one module per stage, each a thin adapter over ml/."""
 
+from assets.alignment import dpo_adapter, preference_dataset
 from assets.curation import cleaned_chunks, relation_triples
 from assets.datasets import embedding_dataset, gnn_dataset, ner_dataset, relation_dataset, sft_dataset
 from assets.export import onnx_bundle
@@ -9,11 +10,11 @@ from assets.training import (embedding_checkpoint, gnn_checkpoint, lm_checkpoint
                               relation_checkpoint)
 
 ALL_ASSETS = [raw_docs, cleaned_chunks, relation_triples, tokenizer, tokenized_corpus,
-              embedding_dataset, relation_dataset, sft_dataset, gnn_dataset, ner_dataset,
+              embedding_dataset, relation_dataset, sft_dataset, gnn_dataset, ner_dataset, preference_dataset,
               lm_checkpoint, lora_adapter, embedding_checkpoint, relation_checkpoint, gnn_checkpoint, ner_checkpoint,
-              onnx_bundle]
+              dpo_adapter, onnx_bundle]
 
 __all__ = ["ALL_ASSETS", "cleaned_chunks", "embedding_dataset", "raw_docs", "relation_dataset", "relation_triples",
            "sft_dataset", "tokenized_corpus", "tokenizer",
            "lm_checkpoint", "lora_adapter", "embedding_checkpoint", "relation_checkpoint", "onnx_bundle",
-           "gnn_dataset", "ner_dataset", "gnn_checkpoint", "ner_checkpoint"]
+           "gnn_dataset", "ner_dataset", "gnn_checkpoint", "ner_checkpoint", "preference_dataset", "dpo_adapter"]

@@ -20,7 +20,7 @@ from ml.store import BuildResult, StoredVersion
 from resources import ArtifactStoreResource, CatalogResource
 
 T = P.Thresholds
-CHECKS = {name: f"{name}_parity" for name in S.COMPONENTS}  # lm_, embedding_, relation_, gnn_, ner_parity
+CHECKS = {name: f"{name}_parity" for name in S.COMPONENTS}  # lm_, embedding_, relation_, gnn_, ner_, dpo_parity
 
 
 class ParityThresholds(dg.Config):
@@ -152,8 +152,8 @@ def _metadata(version: StoredVersion) -> dict:
     check_specs=[dg.AssetCheckSpec(check, asset="onnx_bundle", blocking=True,
                                    description=f"{name}: ORT fp32 and INT8 outputs match PyTorch on the stored samples")
                  for name, check in CHECKS.items()],
-    description="fp32 + INT8 ONNX of every model (LM with its LoRA merged, embedding with pooling, relation "
-    "classifier, GNN ranker, NER tagger), parity report, latency and size figures, manifest with lineage down to raw_docs, and a "
+    description="fp32 + INT8 ONNX of every model (LM with its LoRA merged, DPO-aligned LM, embedding with "
+    "pooling, relation classifier, GNN ranker, NER tagger), parity report, latency and size figures, manifest with lineage down to raw_docs, and a "
     "verifiable bundle.tar.gz.",
 )
 def onnx_bundle(

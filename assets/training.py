@@ -63,14 +63,20 @@ NerCheckpointConfig = dagster_config(tc.NerCheckpointSettings, "NerCheckpointCon
 
 
 def _specs(asset: str) -> list[dg.AssetCheckSpec]:
-    from ml.train.checks import LOSS_FELL, VAL_OK
+    from ml.train.checks import EXPERTS_OK, LOSS_FELL, VAL_OK
 
-    return [
+    specs = [
         dg.AssetCheckSpec(LOSS_FELL, asset=asset, blocking=True,
                           description="train loss fell (first vs last tenth of the logged points) by > checks.min_loss_drop"),
         dg.AssetCheckSpec(VAL_OK, asset=asset, blocking=True,
                           description="validation metrics are finite and past checks.val_floor / checks.val_ceiling"),
     ]
+    if asset == "lm_checkpoint":
+        specs.append(dg.AssetCheckSpec(
+            EXPERTS_OK, asset=asset, blocking=True,
+            description="MoE LM (arch: mixtral): at least checks.min_experts_used of the (layer, expert) pairs get "
+            ">= checks.expert_used_share of their fair share of the routing (experts not collapsed); dense: passes"))
+    return specs
 
 
 def _metric_rows(asset: str):

@@ -100,6 +100,10 @@ class IngestReport:
 
 
 LANDING_SUFFIXES = (".jsonl", ".jsonl.gz")
+RESERVED_DIRS = ("preferences",)
+"""Top-level landing directories that hold other inputs than documents, so raw_docs (and the
+landing sensor's document listing) leave them out: ``preferences/`` is preference_dataset's
+(ml/datasets/preference.py)."""
 
 
 def visible_files(landing: Path) -> list[tuple[str, Path]]:
@@ -119,8 +123,9 @@ def visible_files(landing: Path) -> list[tuple[str, Path]]:
 
 
 def is_landing_file(relpath: str) -> bool:
-    """Whether ``raw_docs`` reads this file of ``visible_files``: a *.jsonl or *.jsonl.gz."""
-    return relpath.endswith(LANDING_SUFFIXES)
+    """Whether ``raw_docs`` reads this file of ``visible_files``: a *.jsonl or *.jsonl.gz outside
+    the ``RESERVED_DIRS``."""
+    return relpath.endswith(LANDING_SUFFIXES) and relpath.split("/", 1)[0] not in RESERVED_DIRS
 
 
 def scan_landing(landing: Path) -> list[LandingFile]:
@@ -242,8 +247,12 @@ def excerpt(data: bytes, n: int) -> str:
     return text.replace("\x00", "\\0")
 
 
-def classify(raw: RawLine) -> tuple[dict | None, str | None, str]:
-    """(document, None, "") for a good line, or (None, reason, detail) for a rejected one."""
+def classify(raw: RawLine, required: tuple[str, ...] = REQUIRED_FIELDS,
+             non_empty: tuple[str, ...] = ("content",)) -> tuple[dict | None, str | None, str]:
+    """(document, None, "") for a good line, or (None, reason, detail) for a rejected one.
+
+    ``required`` string fields and the ``non_empty`` ones among them: raw_docs' by default; other
+    line-oriented inputs of the landing zone (ml/datasets/preference.py) pass their own."""
     if raw.too_large:
         return None, "too_large", f"{raw.size} bytes > limit"
     if not raw.data.strip():
@@ -266,18 +275,19 @@ def classify(raw: RawLine) -> tuple[dict | None, str | None, str]:
         return None, "invalid_json", str(exc)
     if not isinstance(obj, dict):
         return None, "not_object", f"top-level {type(obj).__name__}"
-    missing = [f for f in REQUIRED_FIELDS if f not in obj]
+    missing = [f for f in required if f not in obj]
     if missing:
         return None, "missing_field", "missing " + ", ".join(missing)
-    wrong = [f"{f} is {type(obj[f]).__name__}" for f in REQUIRED_FIELDS if not isinstance(obj[f], str)]
+    wrong = [f"{f} is {type(obj[f]).__name__}" for f in required if not isinstance(obj[f], str)]
     if wrong:
         return None, "wrong_type", "; ".join(wrong)
     if _NUL_ESCAPE in raw.data and _has(obj, lambda s: "\x00" in s):
         return None, "nul_byte", "\\u0000 escape in a string"
     if _SURROGATE_ESCAPE.search(raw.data) and _has(obj, _has_surrogate):
         return None, "invalid_utf8", "lone surrogate escape in a string"
-    if not obj["content"].strip():
-        return None, "empty_content", ""
+    empty = [f for f in non_empty if not obj[f].strip()]
+    if empty:
+        return None, "empty_content", "" if empty == ["content"] else ", ".join(empty) + " empty"
     return obj, None, ""
 
 

@@ -60,9 +60,10 @@ STAND_INS = [
     _standin("gnn_checkpoint", ["gnn_dataset", "embedding_checkpoint"]),
     _standin("ner_dataset", ["cleaned_chunks"]),
     _standin("ner_checkpoint", ["ner_dataset"]),
+    _standin("dpo_adapter", ["lora_adapter"]),  # merged weights in model/, like the real one
 ]
 PARITY_OK = {"lm_parity": True, "embedding_parity": True, "relation_parity": True, "gnn_parity": True,
-             "ner_parity": True}
+             "ner_parity": True, "dpo_parity": True}
 ALL = [raw_docs, cleaned_chunks, *STAND_INS, onnx_bundle]
 
 
@@ -70,6 +71,7 @@ ALL = [raw_docs, cleaned_chunks, *STAND_INS, onnx_bundle]
 def checkpoints(tmp_path_factory):
     CKPT.update(build_checkpoints(tmp_path_factory.getbasetemp() / "checkpoints"))
     CKPT.update(build_graph_models(tmp_path_factory.getbasetemp() / "checkpoints", CKPT))
+    CKPT["dpo_adapter"] = CKPT["lm_checkpoint"]  # a full causal LM in model/ + tokenizer/
     return CKPT
 
 

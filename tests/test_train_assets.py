@@ -70,7 +70,8 @@ def test_checkpoint_assets_version_metrics_checks_and_cache(home, tmp_path):
         assert md["loss_curve"].value.startswith("![lm_checkpoint loss curve](data:image/png;base64,iVBOR")
         assert md["device"].value.startswith("cpu") and md["peak_memory_mb"].value > 0
         assert md["steps"].value == 30 and md["tokens_per_s"].value > 0
-        assert _checks(first) == {(a, c): True for a in cfg for c in ("training_loss_fell", "val_metrics_ok")}
+        assert _checks(first) == {**{(a, c): True for a in cfg for c in ("training_loss_fell", "val_metrics_ok")},
+                                  ("lm_checkpoint", "experts_not_collapsed"): True}  # dense: no experts
 
         lm_v = mats["lm_checkpoint"].tags["dagster/data_version"]
         version = ArtifactStore(home).get("lm_checkpoint", lm_v)
@@ -88,12 +89,14 @@ def test_checkpoint_assets_version_metrics_checks_and_cache(home, tmp_path):
         assert int(rows["n"].sum()) == n_lines
         assert {("train", "loss"), ("val", "loss"), ("val", "perplexity")} <= set(zip(rows["split"], rows["metric"]))
         checks = cat.query("SELECT check_name, passed, severity FROM check_results WHERE asset = 'lm_checkpoint'")
-        assert sorted(checks.rows()) == [("training_loss_fell", True, "ERROR"), ("val_metrics_ok", True, "ERROR")]
+        assert sorted(checks.rows()) == [("experts_not_collapsed", True, "ERROR"), ("training_loss_fell", True, "ERROR"),
+                                         ("val_metrics_ok", True, "ERROR")]
 
         again = _run(instance, ["lm_checkpoint"], cfg)
         md2 = _mats(again)["lm_checkpoint"]
         assert md2.metadata["cache_hit"].value is True and md2.tags["dagster/data_version"] == lm_v
-        assert _checks(again) == {("lm_checkpoint", "training_loss_fell"): True, ("lm_checkpoint", "val_metrics_ok"): True}
+        assert _checks(again) == {("lm_checkpoint", "training_loss_fell"): True, ("lm_checkpoint", "val_metrics_ok"): True,
+                                  ("lm_checkpoint", "experts_not_collapsed"): True}
 
 
 def test_interrupted_materialization_resumes_from_work_dir(home, tmp_path):

@@ -17,7 +17,9 @@ and one output:
 Exports use the TorchScript exporter (``dynamo=False``): the dynamo exporter needs ``onnxscript``,
 and the legacy graphs ran faster in ONNX Runtime for a MiniLM encoder. Models load with eager
 attention, so no SDPA shortcut (e.g. "mask is all ones, drop it") is baked into the traced graph;
-the example input used for tracing has a padded row for the same reason.
+the example input used for tracing has a padded row for the same reason. A sparse mixture-of-experts
+LM (Mixtral) loads with the ``batched_mm`` experts forward (ml/train/moe.py): the same function as the
+default per-expert loop, without data-dependent control flow, so the traced graph routes every input.
 """
 
 from __future__ import annotations
@@ -114,6 +116,12 @@ def load_model(src: ModelSource, attn_implementation: str | None = "eager"):
     loader = {"causal_lm": AutoModelForCausalLM, "embedding": AutoModel,
               "classifier": AutoModelForSequenceClassification,
               "token_classifier": AutoModelForTokenClassification}[src.kind]
+    if src.kind == "causal_lm":
+        from ml.train.moe import EXPORT_EXPERTS, is_moe
+        from transformers import AutoConfig
+
+        if is_moe(AutoConfig.from_pretrained(str(src.model_dir))):
+            kw["experts_implementation"] = EXPORT_EXPERTS  # no data-dependent loop over experts in the trace
     try:
         model = loader.from_pretrained(str(src.model_dir), **kw)
     except (OSError, ValueError) as exc:

@@ -3,7 +3,8 @@
 - ``resolve_models``: the three bundle components from the exact checkpoint versions
   (``lm`` = lora_adapter merged into the lm_checkpoint version its manifest records,
   ``embedding`` = embedding_checkpoint, ``relation`` = relation_checkpoint, ``gnn`` = gnn_checkpoint
-  with the gnn_dataset and embedding_checkpoint it was trained on, ``ner`` = ner_checkpoint).
+  with the gnn_dataset and embedding_checkpoint it was trained on, ``ner`` = ner_checkpoint,
+  ``dpo`` = dpo_adapter, the DPO-aligned LM, saved with merged weights).
 - ``sample_texts``: real texts for the parity samples, from the validation split of the dataset
   each model was trained on (found by walking the store manifests upstream), else cleaned chunks.
 - ``walk_lineage``: every upstream version down to ``raw_docs`` and its landing files, with code
@@ -30,6 +31,7 @@ COMPONENTS = {
     "relation": ("relation_checkpoint", "classifier"),
     "gnn": ("gnn_checkpoint", "ranker"),
     "ner": ("ner_checkpoint", "token_classifier"),
+    "dpo": ("dpo_adapter", "causal_lm"),  # the DPO-aligned LM: model/ holds the merged weights
 }
 CHECKPOINT_ASSETS = tuple(a for a, _ in COMPONENTS.values())
 
@@ -82,6 +84,8 @@ def resolve_models(store: ArtifactStore, versions: Mapping[str, str]) -> list[Mo
             model_dir = _need_dir(ver.path / "model", f"{asset}@{ver.data_version}")
             if name == "lm":
                 prov["merge"] = "full fine-tuning (no adapter)"
+            elif name == "dpo":
+                prov["merge"] = "DPO LoRA merged into the merged SFT model at save time (model/ = full weights)"
         pooling = read_pooling(ver.path / "pooling.json") if kind == "embedding" else None
         graph = _graph_inputs(store, ver, versions) if kind == "ranker" else None
         out.append(ModelSource(name=name, kind=kind, model_dir=model_dir, tokenizer_dir=tokenizer_dir,

@@ -457,6 +457,7 @@ DATASET_ITEM_KEYS = {
     "sft_dataset": ("prompt",),
     "gnn_dataset": ("query",),
     "ner_dataset": ("text",),
+    "preference_dataset": ("prompt",),
 }
 # list columns whose documents count as the row's documents too (gnn: every candidate chunk's document)
 DATASET_EXTRA_DOCS = {"gnn_dataset": "candidate_doc_ids"}

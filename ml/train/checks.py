@@ -4,6 +4,11 @@
   that of the first tenth by more than ``min_loss_drop`` (a fraction), and finite.
 - ``val_metrics_ok``: every final validation metric is finite and each configured floor
   (higher-is-better metrics) and ceiling (lower-is-better) holds.
+- ``experts_not_collapsed`` (lm_checkpoint only): for a sparse MoE LM (arch: mixtral), at least
+  ``checks.min_experts_used`` (default 0.5) of the (layer, expert) pairs are *used* in the final
+  validation routing, an expert being used in a layer when it gets at least ``checks.expert_used_share``
+  (default 0.1) of its fair share 1/E of the layer's top-k assignments (``expert_share.*`` metrics,
+  ml/train/moe.py). A dense LM passes with "no experts".
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from ml.train.config import CheckSettings
 
 LOSS_FELL = "training_loss_fell"
 VAL_OK = "val_metrics_ok"
+EXPERTS_OK = "experts_not_collapsed"
 CHECK_NAMES = (LOSS_FELL, VAL_OK)
+LM_CHECK_NAMES = (LOSS_FELL, VAL_OK, EXPERTS_OK)
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,39 @@ def val_ok(summary: dict[str, Any], floors: dict[str, float], ceilings: dict[str
     return Outcome(VAL_OK, not problems, ("; ".join(problems) + " | " if problems else "") + shown, dict(val))
 
 
+def experts_ok(summary: dict[str, Any], is_moe: bool, min_used: float, used_share: float) -> Outcome:
+    """Expert collapse check from the final ``expert_share.l<L>.e<E>`` validation metrics."""
+    if not is_moe:
+        return Outcome(EXPERTS_OK, True, "dense LM: no experts to check", {})
+    val = summary.get("val") or {}
+    layers: dict[int, list[float]] = {}
+    for k, v in val.items():
+        if k.startswith("expert_share.l"):
+            layer = int(k.split(".")[1][1:])
+            layers.setdefault(layer, []).append(float(v))
+    if not layers:
+        return Outcome(EXPERTS_OK, False, "MoE LM without expert_share metrics in its final validation", {})
+    used = [s >= used_share / len(shares) for shares in layers.values() for s in shares]
+    frac = sum(used) / len(used)
+    low = min(min(shares) * len(shares) for shares in layers.values())
+    ok = frac >= min_used
+    return Outcome(EXPERTS_OK, ok, f"{sum(used)}/{len(used)} (layer, expert) pairs used ({frac:.0%}, floor "
+                   f"{min_used:.0%}; used = at least {used_share:.0%} of the fair share); min load {low:.2f} x fair",
+                   {"experts_used": frac, "min_expert_load": low, "floor": min_used})
+
+
+def _is_moe(version_dir: Path) -> bool:
+    conf = Path(version_dir) / "model" / "config.json"
+    if not conf.is_file():
+        return False
+    c = json.loads(conf.read_text("utf-8"))
+    return bool(c.get("num_local_experts") or c.get("num_experts"))
+
+
 def evaluate(version_dir: Path, cfg: CheckSettings) -> list[Outcome]:
     summary = json.loads((Path(version_dir) / "summary.json").read_text("utf-8"))
-    return [loss_fell(read_metrics(version_dir), cfg.min_loss_drop), val_ok(summary, cfg.val_floor, cfg.val_ceiling)]
+    out = [loss_fell(read_metrics(version_dir), cfg.min_loss_drop), val_ok(summary, cfg.val_floor, cfg.val_ceiling)]
+    if summary.get("task") == "lm":
+        out.append(experts_ok(summary, _is_moe(version_dir), getattr(cfg, "min_experts_used", 0.5),
+                              getattr(cfg, "expert_used_share", 0.1)))
+    return out

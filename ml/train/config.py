@@ -9,7 +9,8 @@ with ``model_validate`` — the rules live only here.
     LoopSettings          the shared loop: steps, batch, AdamW, schedule, clipping, eval, checkpoints
     CheckSettings         the blocking checks: loss fell, validation metrics finite and past a floor
     LMCheckpointSettings, LoraAdapterSettings, EmbeddingCheckpointSettings, RelationCheckpointSettings,
-    GnnCheckpointSettings, NerCheckpointSettings
+    GnnCheckpointSettings, NerCheckpointSettings, DpoAdapterSettings
+    MoESettings           the sparse mixture-of-experts options of the LM (arch: mixtral)
 """
 
 from __future__ import annotations
@@ -147,10 +148,33 @@ class _Transformer(_Strict):
         return self.intermediate_size or 4 * self.hidden_size
 
 
-class LMModel(_Transformer):
-    """A small decoder-only LM trained from scratch."""
+class MoESettings(_Strict):
+    """Sparse mixture-of-experts FFN (arch: mixtral; transformers' MixtralForCausalLM): every layer's
+    FFN is ``num_experts`` experts, each token goes to its top ``experts_per_token`` (ml/train/moe.py)."""
 
-    arch: Literal["llama", "gpt2"] = "llama"
+    num_experts: int = Field(4, ge=2, description="experts per layer")
+    experts_per_token: int = Field(2, ge=1, description="top-k experts each token is routed to")
+    expert_intermediate_size: Optional[int] = Field(
+        None, gt=0, description="FFN width of one expert (default: the dense ffn / experts_per_token, so the "
+        "active FFN parameters per token equal the dense LM's)")
+    router_aux_loss_coef: float = Field(0.01, ge=0, description="load-balancing (Switch) loss coefficient")
+    router_z_loss_coef: float = Field(0.001, ge=0, description="router z-loss coefficient (ST-MoE: mean "
+                                      "logsumexp(router logits)^2)")
+    router_jitter_noise: float = Field(0.0, ge=0, lt=1, description="multiplicative jitter on router inputs "
+                                       "while training")
+
+    @model_validator(mode="after")
+    def _k(self):
+        if self.experts_per_token > self.num_experts:
+            raise ValueError(f"experts_per_token ({self.experts_per_token}) exceeds num_experts ({self.num_experts})")
+        return self
+
+
+class LMModel(_Transformer):
+    """A small decoder-only LM trained from scratch (dense Llama or GPT-2, or a sparse MoE: mixtral)."""
+
+    arch: Literal["llama", "gpt2", "mixtral"] = "llama"
+    moe: MoESettings = Field(default_factory=MoESettings, description="used with arch: mixtral")
     seq_len: int = Field(64, gt=1, description="tokens per training block")
     num_kv_heads: Optional[int] = Field(None, gt=0, description="llama grouped-query heads (default: num_heads)")
     tie_embeddings: bool = True
@@ -224,9 +248,19 @@ class _Checkpoint(_Strict):
     checks: CheckSettings = Field(default_factory=CheckSettings)
 
 
+class LMCheckSettings(CheckSettings):
+    """The LM's checks, plus the expert-collapse floor of a MoE LM (ml/train/checks.py: experts_used)."""
+
+    min_experts_used: float = Field(0.5, ge=0, le=1, description="MoE: the share of (layer, expert) pairs that "
+                                    "are used must be at least this (else the experts collapsed)")
+    expert_used_share: float = Field(0.1, gt=0, le=1, description="MoE: an expert counts as used in a layer when "
+                                     "it gets at least this fraction of its fair share (1/num_experts) of the "
+                                     "layer's routing assignments")
+
+
 class LMCheckpointSettings(_Checkpoint):
     model: LMModel = Field(default_factory=LMModel)
-    checks: CheckSettings = Field(default_factory=lambda: CheckSettings(min_loss_drop=0.05))
+    checks: LMCheckSettings = Field(default_factory=lambda: LMCheckSettings(min_loss_drop=0.05))
 
 
 class LoraAdapterSettings(_Checkpoint):
@@ -249,6 +283,25 @@ class NerCheckpointSettings(_Checkpoint):
     model: NerModel = Field(default_factory=NerModel)
 
 
+class DpoModel(_Strict):
+    """Direct Preference Optimization of the SFT model (ml/train/dpo.py): sigmoid loss
+    ``-(1-eps) log sigmoid(beta * h) - eps log sigmoid(-beta * h)``, h = the policy's minus the frozen
+    reference's log-ratio of chosen over rejected; prompt tokens masked."""
+
+    beta: float = Field(0.1, gt=0, description="strength of the KL anchor to the reference (SFT) model")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="eps: assumed share of flipped preference "
+                                   "labels (conservative DPO); 0 = plain DPO")
+    mode: Literal["lora", "full"] = Field("lora", description="a LoRA on the merged SFT model, or full fine-tuning")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    max_len: int = Field(256, gt=1, description="prompt + response tokens (the response end is cut beyond it)")
+    eval_before: bool = Field(True, description="evaluate the SFT model (policy = reference) on the validation "
+                              "pairs before training, on the CPU: summary data.val_before")
+
+
+class DpoAdapterSettings(_Checkpoint):
+    model: DpoModel = Field(default_factory=DpoModel)
+
+
 SETTINGS: dict[str, type[_Checkpoint]] = {
     "lm_checkpoint": LMCheckpointSettings,
     "lora_adapter": LoraAdapterSettings,
@@ -256,6 +309,7 @@ SETTINGS: dict[str, type[_Checkpoint]] = {
     "relation_checkpoint": RelationCheckpointSettings,
     "gnn_checkpoint": GnnCheckpointSettings,
     "ner_checkpoint": NerCheckpointSettings,
+    "dpo_adapter": DpoAdapterSettings,
 }
 LOWER_IS_BETTER = {"loss", "perplexity"}
 

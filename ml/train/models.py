@@ -19,7 +19,8 @@ from torch import nn
 from ml.train.config import EmbeddingModel, LMModel, LoraSettings, NerModel, RelationModel, check_lora_rank
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-LORA_TARGETS = {"llama": ["q_proj", "v_proj"], "gpt2": ["c_attn"], "bert": ["query", "value"]}
+LORA_TARGETS = {"llama": ["q_proj", "v_proj"], "mixtral": ["q_proj", "v_proj"], "gpt2": ["c_attn"],
+                "bert": ["query", "value"]}
 POOLING = {"mode": "mean", "normalize": True}
 
 
@@ -57,11 +58,15 @@ def minilm_tokenizer():
 
 # ---- builders --------------------------------------------------------------------------------------
 def build_lm(cfg: LMModel, tokenizer) -> nn.Module:
-    """A small decoder-only causal LM (Llama or GPT-2 architecture) with the tokenizer's vocabulary."""
+    """A small decoder-only causal LM (Llama, GPT-2, or the sparse MoE Mixtral) with the tokenizer's vocabulary."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
            "eos_token_id": tokenizer.eos_token_id}
+    if cfg.arch == "mixtral":
+        from ml.train.moe import build_moe_lm
+
+        return build_moe_lm(cfg, len(tokenizer), ids)
     if cfg.arch == "llama":
         conf = LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.ffn,

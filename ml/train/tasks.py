@@ -9,6 +9,9 @@
                same for the no-graph baseline (baseline_*), mrr_gain, loss
     ner        BIO token classifier on ner_dataset                     val: precision/recall/f1 (micro and
                per type, exact entity span), token_accuracy, loss
+    dpo        DPO of the merged SFT model on preference_dataset       val: loss, reward_accuracy, chosen/rejected
+               (ml/train/dpo.py), frozen SFT reference                 rewards, margin, logp_accuracy
+    (lm with model.arch: mixtral is a sparse MoE: ml/train/moe.py adds router losses and expert utilisation)
 
 ``BUILDERS[asset](settings, inputs)`` returns a ``Built``: the Task, a ``save(out)`` that writes
 the model part of the version (FORMATS.md "Checkpoints"), and data stats for the summary.
@@ -122,7 +125,14 @@ def build_lm(settings: LMCheckpointSettings, inputs: dict[str, str]) -> Built:
             raise InputError(f"tokenized_corpus {name} split has {s.num_tokens} tokens: not one block of "
                              f"model.seq_len={seq} + 1")
     model = models.build_lm(settings.model, tok)
-    task = Task("lm", model, tr, va, collate_blocks, causal_loss, eval_causal,
+    loss, evaluate = causal_loss, eval_causal
+    if settings.model.arch == "mixtral":  # sparse MoE: router aux + z losses, expert utilisation per eval
+        from ml.train import moe
+
+        m = settings.model.moe
+        loss = moe.moe_loss(m.router_aux_loss_coef, m.router_z_loss_coef, m.num_experts, m.experts_per_token)
+        evaluate = moe.eval_moe(m.num_experts, m.experts_per_token)
+    task = Task("lm", model, tr, va, collate_blocks, loss, evaluate,
                 count=lambda b: (b["input_ids"].shape[0], b["input_ids"].numel()), best_metric="loss", best_mode="min")
 
     def save(out: Path) -> None:
@@ -495,3 +505,13 @@ def build_ner(settings: NerCheckpointSettings, inputs: dict[str, str]) -> Built:
 
 BUILDERS = {"lm_checkpoint": build_lm, "lora_adapter": build_sft, "embedding_checkpoint": build_embedding,
             "relation_checkpoint": build_relation, "gnn_checkpoint": build_gnn, "ner_checkpoint": build_ner}
+
+
+def _build_dpo(settings, inputs: dict[str, str]) -> Built:
+    from ml.train.dpo import build_dpo
+
+    return build_dpo(settings, inputs)
+
+
+BUILDERS["dpo_adapter"] = _build_dpo  # ml/train/dpo.py
+
