@@ -12,6 +12,9 @@ import ml.export.export as E
 import ml.export.parity as P
 import ml.export.quantize as Q
 import ml.export.sources as S
+import ml.gnn.data as GD
+import ml.gnn.export as G
+import ml.gnn.model as GM
 from assets.versioned import materialize_versioned, preview_table, upstream_version
 from ml.catalog import check_result_rows
 from ml.fsutil import source_digest
@@ -146,7 +149,7 @@ def _metadata(version: StoredVersion) -> dict:
 @dg.asset(
     group_name="export",
     deps=list(S.CHECKPOINT_ASSETS),
-    code_version=source_digest(*(m.__file__ for m in (E, Q, P, S, B)), __file__),
+    code_version=source_digest(*(m.__file__ for m in (E, Q, P, S, B, G, GD, GM)), __file__),
     kinds={"onnx"},
     pool="gpu",
     check_specs=[dg.AssetCheckSpec(check, asset="onnx_bundle", blocking=True,
