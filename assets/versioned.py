@@ -6,8 +6,15 @@
 4. Otherwise ``build`` computes into a staging directory; the content digest becomes
    the data version; the directory is renamed into place.
 5. Catalog rows in one atomic batch: asset_versions, lineage_edges, and (the first
-   time the catalog sees this version) the asset's own stats/decisions/quarantine.
+   time the catalog sees this version) the asset's own stats/decisions/quarantine, in the
+   version's deterministic own batch, so two racing runs record them exactly once.
 6. Return the data version and metadata to Dagster.
+
+Integrity: every upstream version a step reads (``upstream_version``) and a version reused as
+a cache hit is verified against its manifest first. A mismatch fails the step naming the file
+and both digests, records ``corrupt_versions`` rows and moves the version aside
+(``ArtifactStore.quarantine``), so nothing is ever built on top of it and the next run
+rebuilds it. A version the store has but the catalog missed is recorded on its next read.
 """
 
 from __future__ import annotations
@@ -18,14 +25,36 @@ from typing import Any, Callable, Mapping
 import dagster as dg
 import polars as pl
 
-from ml.catalog import Catalog, now_utc
-from ml.store import ArtifactStore, BuildResult, StoredVersion, compute_fingerprint
+from ml.catalog import Catalog, corrupt_rows, now_utc, own_batch_id, repair_batch_id, stat_rows
+from ml.faults import fault_point
+from ml.store import ArtifactStore, BuildResult, CorruptVersionError, StoredVersion, compute_fingerprint
 
 CatalogRows = Mapping[str, pl.DataFrame | list[dict[str, Any]]]
 
 
+def corruption_failure(context, store: ArtifactStore, catalog: Catalog | None, err: CorruptVersionError) -> dg.Failure:
+    """Record a corrupt version (catalog rows), move it aside, and the Failure that ends the step."""
+    moved = store.quarantine(err.asset, err.data_version)
+    if catalog is not None:
+        step = getattr(getattr(context, "op_def", None), "name", None) or "a step"
+        catalog.append({"corrupt_versions": corrupt_rows(err, f"step {step}", context.run.run_id, moved)})
+    context.log.error(str(err))
+    return dg.Failure(
+        description=f"{err}. The version was moved to {moved} and recorded in the catalog table corrupt_versions; "
+                    f"re-materialize {err.asset} to rebuild it.",
+        metadata={"asset": err.asset, "data_version": err.data_version, "moved_to": str(moved),
+                  "problems": dg.MetadataValue.json(err.problems)},
+    )
+
+
+def _catalog_of(context) -> Catalog | None:
+    res = getattr(context.resources, "catalog", None)
+    return res.get() if res is not None and hasattr(res, "get") else None
+
+
 def upstream_version(context: dg.AssetExecutionContext, store: ArtifactStore, asset: str) -> StoredVersion:
-    """The upstream version Dagster recorded last, checked to exist in the store."""
+    """The upstream version Dagster recorded last, checked to exist in the store and verified
+    against its manifest (a corrupt one fails the step: ``corruption_failure``)."""
     event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
     if event is None or event.asset_materialization is None:
         raise dg.Failure(f"upstream asset {asset!r} has never been materialized; materialize it first")
@@ -38,7 +67,14 @@ def upstream_version(context: dg.AssetExecutionContext, store: ArtifactStore, as
             f"{asset}@{data_version} is recorded by Dagster but missing from the store at {store.root}; "
             "re-materialize it"
         )
-    return store.get(asset, data_version)
+    catalog = _catalog_of(context)
+    try:
+        version = store.open(asset, data_version)
+    except CorruptVersionError as err:
+        raise corruption_failure(context, store, catalog, err) from None
+    if catalog is not None and catalog.repair_version(version):
+        context.log.warning(f"{asset}@{data_version} was in the store but not in the catalog: recorded it now")
+    return version
 
 
 def fingerprint_for(context: dg.AssetExecutionContext, config: Mapping[str, Any], upstream: Mapping[str, str]) -> str:
@@ -62,21 +98,25 @@ def materialize_versioned(
     asset = context.asset_key.to_user_string()
     code_version = context.assets_def.code_versions_by_key.get(context.asset_key) or "unversioned"
     fingerprint = fingerprint_for(context, config, upstream)
-    version = store.lookup(asset, fingerprint)
-    if version is not None:
-        context.log.info(f"cache hit: {asset}@{version.data_version} already built for fingerprint {fingerprint}")
-    else:
-        version = store.put(
-            asset, build, fingerprint=fingerprint, code_version=code_version, config=config,
-            upstream=upstream, run_id=context.run.run_id,
-        )
-        how = "identical content existed" if version.reused_content else "new version"
-        context.log.info(f"built {asset}@{version.data_version} ({how})")
+    try:
+        version = store.lookup(asset, fingerprint)  # verified against its manifest
+        if version is not None:
+            context.log.info(f"cache hit: {asset}@{version.data_version} already built for fingerprint {fingerprint}")
+        else:
+            version = store.put(
+                asset, build, fingerprint=fingerprint, code_version=code_version, config=config,
+                upstream=upstream, run_id=context.run.run_id,
+            )
+            how = "identical content existed" if version.reused_content else "new version"
+            context.log.info(f"built {asset}@{version.data_version} ({how})")
+    except CorruptVersionError as err:  # the cache hit, or a version the build read
+        raise corruption_failure(context, store, catalog, err) from None
 
+    fault_point("materialize.before_catalog")
+    if version.cache_hit or version.reused_content:  # made by another run: is it in the catalog at all?
+        if catalog.repair_version(version):
+            context.log.warning(f"{asset}@{version.data_version} was in the store but not in the catalog: recorded it")
     created = now_utc()
-    first_sighting = not catalog.query(
-        "SELECT 1 FROM asset_versions WHERE asset = ? AND data_version = ? LIMIT 1", [asset, version.data_version]
-    ).height
     rows: dict[str, Any] = {
         "asset_versions": [{
             "asset": asset, "data_version": version.data_version, "code_version": code_version,
@@ -90,12 +130,22 @@ def materialize_versioned(
             for up, up_version in sorted(upstream.items())
         ],
     }
-    if first_sighting:
-        stats = [{"asset": asset, "data_version": version.data_version, "stat": k, "value": float(v)}
-                 for k, v in version.stats.items() if isinstance(v, (int, float))]
-        rows["dataset_stats"] = stats
-        rows.update(catalog_rows(version))
-    catalog.append(rows)
+    own = own_batch_id(asset, version.data_version)
+    if catalog.has_batch(own):
+        write_own = False
+    elif catalog.has_batch(repair_batch_id(asset, version.data_version)):
+        write_own = True  # recorded by a repair, which cannot derive the asset's own rows
+    else:  # no batch of this version: unknown, or recorded before own batches existed
+        write_own = not catalog.query("SELECT 1 FROM asset_versions WHERE asset = ? AND data_version = ? LIMIT 1",
+                                      [asset, version.data_version]).height
+    written = None
+    if write_own:
+        fault_point("catalog.before_own_batch")
+        own_rows = {**rows, "dataset_stats": stat_rows(asset, version.data_version, version.stats),
+                    **catalog_rows(version)}
+        written = catalog.append(own_rows, batch_id=own)  # None: another run recorded this version first
+    if written is None:
+        catalog.append(rows)
     try:  # keep catalog.duckdb's views usable for outside tools; never fail a run over it
         catalog.ensure_views()
     except Exception as exc:  # e.g. someone holds catalog.duckdb open for writing

@@ -15,14 +15,26 @@ Readers see the batches through DuckDB views::
 exists (with the right column types) before the first row is written.
 ``Catalog.query`` runs SQL on an in-memory DuckDB with the same views, so queries
 never contend for the ``catalog.duckdb`` file lock either.
+
+Idempotent rows of a version. The rows a version owns (its ``dataset_stats``, ``quarantine``,
+``doc_decisions``, ``training_metrics``, ...) go into a batch with a deterministic id,
+``own_batch_id(asset, version)``: two writers racing to record the same version both rename
+to the same ``batches/<id>/``, the second rename fails (the directory exists and is not empty)
+and that writer's batch is dropped, so the rows exist exactly once. The views of the
+version-owned tables (``VERSION_OWNED``) also keep only the first batch per (asset,
+data_version), which hides duplicates that older catalogs (random batch ids) may hold.
+``repair_version`` records a version that is in the store but not in the catalog (a writer
+killed between publishing and cataloguing) from its manifest.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import secrets
+import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +43,7 @@ from typing import Any, Iterable, Mapping
 import duckdb
 import polars as pl
 
+from ml.faults import fault_point
 from ml.fsutil import atomic_write_json, digest_json, fsync_dir
 from ml.paths import catalog_dir
 
@@ -72,10 +85,39 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "run_failures": {
         "run_id": S, "job_name": S, "step_key": S, "error": S, "failed_at": TS,
     },
+    # stored versions whose files no longer match their manifest (ml/store.py: verify_tree), one row per file
+    "corrupt_versions": {
+        "asset": S, "data_version": S, "path": S, "expected_sha256": S, "actual_sha256": S,
+        "expected_bytes": I, "actual_bytes": I, "detail": S, "detected_by": S, "run_id": S,
+        "detected_at": TS, "moved_to": S,
+    },
 }
 
 BATCHES = "batches"
 SCHEMA_BATCH = "_schema"
+STAGING = "_staging"
+# tables whose rows belong to one (asset, data_version) and are written once per version
+VERSION_OWNED = ("dataset_stats", "quarantine", "doc_decisions", "training_metrics")
+
+
+def own_batch_id(asset: str, data_version: str) -> str:
+    """The batch holding the rows asset@data_version owns (deterministic: at most one exists)."""
+    return f"v-{asset}-{data_version}"
+
+
+def repair_batch_id(asset: str, data_version: str) -> str:
+    """The batch ``repair_version`` writes for a version the catalog missed."""
+    return f"r-{asset}-{data_version}"
+
+
+def corrupt_rows(err, detected_by: str, run_id: str = "", moved_to: Any = None) -> list[dict[str, Any]]:
+    """``corrupt_versions`` rows for a ``ml.store.CorruptVersionError``."""
+    at = now_utc()
+    return [{"asset": err.asset, "data_version": err.data_version, "path": p["path"],
+             "expected_sha256": p["expected_sha256"], "actual_sha256": p["actual_sha256"],
+             "expected_bytes": p["expected_bytes"], "actual_bytes": p["actual_bytes"], "detail": p.get("why") or "",
+             "detected_by": detected_by, "run_id": run_id, "detected_at": at,
+             "moved_to": str(moved_to) if moved_to else None} for p in err.problems]
 
 
 class CatalogError(ValueError):
@@ -93,6 +135,12 @@ def check_result_rows(asset: str, data_version: str, run_id: str,
     return [{"asset": asset, "data_version": data_version, "check_name": name, "passed": bool(passed),
              "severity": severity, "details": details, "run_id": run_id, "created_at": created}
             for name, passed, severity, details in checks]
+
+
+def stat_rows(asset: str, data_version: str, stats: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``dataset_stats`` rows: the numeric entries of a version's stats."""
+    return [{"asset": asset, "data_version": data_version, "stat": k, "value": float(v)}
+            for k, v in stats.items() if isinstance(v, (int, float))]
 
 
 def _frame(table: str, rows: pl.DataFrame | Iterable[Mapping[str, Any]]) -> pl.DataFrame:
@@ -134,8 +182,15 @@ class Catalog:
             os.replace(tmp, target)
         self._ready = True
 
-    def append(self, tables: Mapping[str, pl.DataFrame | Iterable[Mapping[str, Any]]]) -> str | None:
-        """Write one batch of rows (several tables) atomically. Returns the batch id."""
+    def has_batch(self, batch_id: str) -> bool:
+        return (self.batches / batch_id).is_dir()
+
+    def append(self, tables: Mapping[str, pl.DataFrame | Iterable[Mapping[str, Any]]],
+               batch_id: str | None = None) -> str | None:
+        """Write one batch of rows (several tables) atomically. Returns the batch id.
+
+        With a ``batch_id`` (``own_batch_id``) the write is idempotent: when that batch exists
+        already, nothing is written and None is returned."""
         self.init()
         frames = {}
         for table, rows in tables.items():
@@ -146,9 +201,13 @@ class Catalog:
                 frames[table] = df
         if not frames:
             return None
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        batch_id = f"{stamp}-{time.time_ns() % 10**9:09d}-{os.getpid()}-{secrets.token_hex(4)}"
-        staging = self.root / "_staging" / batch_id
+        if batch_id is None:
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            batch_id = f"{stamp}-{time.time_ns() % 10**9:09d}-{os.getpid()}-{secrets.token_hex(4)}"
+        elif self.has_batch(batch_id):
+            return None
+        # staging name: <batch>~<pid>~<host> so ``lineage gc`` can tell a dead writer's leftover
+        staging = self.root / STAGING / f"{batch_id}~{os.getpid()}~{socket.gethostname()}"
         staging.mkdir(parents=True)
         try:
             for table, df in frames.items():
@@ -157,7 +216,13 @@ class Catalog:
                 with open(path, "rb+") as f:
                     os.fsync(f.fileno())
             fsync_dir(staging)
-            os.rename(staging, self.batches / batch_id)
+            fault_point("catalog.before_rename")
+            try:
+                os.rename(staging, self.batches / batch_id)
+            except OSError as exc:  # a deterministic batch another writer renamed into place first
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and self.has_batch(batch_id):
+                    return None
+                raise
             fsync_dir(self.batches)
         finally:
             if staging.exists():
@@ -171,10 +236,18 @@ class Catalog:
         out = []
         for table in SCHEMAS:
             glob = str(self.batches / "*" / f"{table}.parquet").replace("'", "''")
-            out.append(
-                f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM "
-                f"read_parquet('{glob}', union_by_name=true)"
-            )
+            if table in VERSION_OWNED:  # only the first batch of each version counts (races, old catalogs)
+                out.append(
+                    f"CREATE OR REPLACE VIEW {table} AS SELECT * EXCLUDE (filename, _first) FROM ("
+                    f"SELECT *, min(filename) OVER (PARTITION BY asset, data_version) AS _first FROM "
+                    f"read_parquet('{glob}', union_by_name=true, filename=true)) "
+                    f"WHERE filename = _first OR asset IS NULL OR data_version IS NULL"
+                )
+            else:
+                out.append(
+                    f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM "
+                    f"read_parquet('{glob}', union_by_name=true)"
+                )
         return out
 
     def ensure_views(self) -> Path:
@@ -222,6 +295,41 @@ class Catalog:
         if name not in SCHEMAS:
             raise CatalogError(f"unknown catalog table {name!r}")
         return self.query(f"SELECT * FROM {name}")
+
+    # ---- repair ---------------------------------------------------------------------------
+    def knows_version(self, asset: str, data_version: str) -> bool:
+        if self.has_batch(own_batch_id(asset, data_version)) or self.has_batch(repair_batch_id(asset, data_version)):
+            return True
+        return bool(self.query("SELECT 1 FROM asset_versions WHERE asset = ? AND data_version = ? LIMIT 1",
+                               [asset, data_version]).height)
+
+    def repair_version(self, version) -> bool:
+        """Record a stored version (``ml.store.StoredVersion``) the catalog does not know: its
+        asset_versions row as its manifest tells it (the run that built it, cache_hit false), its
+        lineage edges and its dataset_stats. Rows only the asset's own code can derive from the
+        files (quarantine, doc_decisions, training metrics) are written by the next
+        materialization of that asset, which finds the version's own batch missing. Idempotent.
+        Returns True when rows were written."""
+        if self.knows_version(version.asset, version.data_version):
+            return False
+        m = version.manifest
+        created = m.get("created_at")
+        created = datetime.fromisoformat(created) if created else now_utc()
+        rows: dict[str, Any] = {
+            "asset_versions": [{
+                "asset": version.asset, "data_version": version.data_version,
+                "code_version": m.get("code_version"), "fingerprint": m.get("fingerprint"),
+                "run_id": m.get("run_id", ""), "created_at": created, "path": str(version.path),
+                "bytes": version.bytes, "rows": m.get("rows"), "cache_hit": False,
+            }],
+            "lineage_edges": [
+                {"asset": version.asset, "data_version": version.data_version, "upstream_asset": up,
+                 "upstream_version": uv, "run_id": m.get("run_id", ""), "created_at": created}
+                for up, uv in sorted((m.get("upstream") or {}).items())
+            ],
+            "dataset_stats": stat_rows(version.asset, version.data_version, version.stats),
+        }
+        return self.append(rows, batch_id=repair_batch_id(version.asset, version.data_version)) is not None
 
     # ---- questions asked often ------------------------------------------------------------
     def latest_versions(self) -> pl.DataFrame:

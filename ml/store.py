@@ -20,7 +20,14 @@ Life of a write (``ArtifactStore.put``):
 4. The fingerprint index entry is written (atomically) last. A crash before it
    only costs a recomputation that lands on the same version.
 
-Staging directories of dead processes are removed by the next write.
+Staging directories of dead processes are removed by the next write (and by ``lineage gc``).
+
+Integrity on read: ``open`` (a version a step reads) and ``lookup`` (a version reused as a
+cache hit) check every file against the manifest (size, then sha256, streamed), once per
+``ArtifactStore`` instance, and raise ``CorruptVersionError`` naming the file and both
+digests. ``quarantine`` moves a corrupt version to ``_corrupt/<asset>/<version>~<stamp>/`` so
+it is never served again (a fingerprint pointing at it becomes a miss: the next run rebuilds it).
+``put`` never keeps a corrupt existing copy as "the same content by another road".
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ml.faults import fault_point
 from ml.fsutil import atomic_write_json, digest_json, fsync_dir, fsync_tree, pid_alive, sha256_file
 from ml.paths import artifacts_dir, check_asset_name, check_hex, safe_join
 
@@ -46,6 +54,73 @@ VERSION_LEN = 16
 FINGERPRINT_LEN = 16
 STAGING = "_staging"
 INDEX = "_fingerprints"
+CORRUPT = "_corrupt"
+
+
+class CorruptVersionError(RuntimeError):
+    """A stored version whose files differ from its manifest (or whose manifest differs from its name).
+
+    ``problems``: one dict per bad file: path, expected_sha256, actual_sha256, expected_bytes,
+    actual_bytes (``None`` where there is nothing to compare: a missing or unlisted file)."""
+
+    def __init__(self, asset: str, data_version: str, path: Path, problems: list[dict[str, Any]]):
+        self.asset, self.data_version, self.path, self.problems = asset, data_version, Path(path), problems
+        shown = "; ".join(describe_problem(p) for p in problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        super().__init__(f"{asset}@{data_version} is corrupt ({len(problems)} file(s) differ from its manifest, "
+                         f"{path}): {shown}{more}")
+
+
+def describe_problem(p: dict[str, Any]) -> str:
+    if p["actual_sha256"] is None and p["actual_bytes"] is None:
+        return f"{p['path']}: {p.get('why') or 'missing'}"
+    if p["expected_sha256"] is None:
+        return f"{p['path']}: {p.get('why') or 'not in the manifest'}"
+    if p["expected_bytes"] != p["actual_bytes"]:
+        return (f"{p['path']}: {p['actual_bytes']} bytes, manifest says {p['expected_bytes']} "
+                f"(sha256 {p['actual_sha256'] or 'not computed'}, manifest {p['expected_sha256']})")
+    return f"{p['path']}: sha256 {p['actual_sha256']}, manifest {p['expected_sha256']}"
+
+
+def verify_tree(root: Path, manifest: Mapping[str, Any], data_version: str | None = None) -> list[dict[str, Any]]:
+    """Compare the files under ``root`` with ``manifest["files"]``: size first (free), then sha256
+    (streamed, 1 MiB at a time). Also: files the manifest does not list, and (given
+    ``data_version``) a manifest whose file list does not digest to that version. [] = intact."""
+    problems: list[dict[str, Any]] = []
+
+    def bad(path, exp_sha, act_sha, exp_bytes, act_bytes, why=""):
+        problems.append({"path": path, "expected_sha256": exp_sha, "actual_sha256": act_sha,
+                         "expected_bytes": exp_bytes, "actual_bytes": act_bytes, "why": why})
+
+    listed = manifest.get("files") or []
+    if data_version is not None and content_version(listed) != data_version:
+        bad(MANIFEST, data_version, content_version(listed), None, None,
+            "its file list digests to another version than the directory name")
+    names = set()
+    for f in listed:
+        rel = f["path"]
+        names.add(rel)
+        path = safe_join(root, rel)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            bad(rel, f["sha256"], None, f["bytes"], None, "listed in the manifest but missing")
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            bad(rel, f["sha256"], None, f["bytes"], None, "not a regular file")
+            continue
+        if st.st_size != f["bytes"]:
+            bad(rel, f["sha256"], None, f["bytes"], st.st_size)
+            continue
+        actual = sha256_file(path)
+        if actual != f["sha256"]:
+            bad(rel, f["sha256"], actual, f["bytes"], st.st_size)
+    for dirpath, dirs, files in os.walk(root):
+        for name in files:
+            rel = (Path(dirpath) / name).relative_to(root).as_posix()
+            if rel != MANIFEST and rel not in names:
+                bad(rel, None, "unlisted", None, os.lstat(Path(dirpath) / name).st_size, "not in the manifest")
+    return problems
 
 
 def compute_fingerprint(
@@ -115,6 +190,7 @@ class ArtifactStore:
     def __init__(self, home: Path):
         self.home = Path(home)
         self.root = artifacts_dir(self.home)
+        self._verified: set[tuple[str, str]] = set()  # checked once per instance (one step, one command)
 
     # ---- paths -------------------------------------------------------------------------
     def asset_dir(self, asset: str) -> Path:
@@ -152,8 +228,9 @@ class ArtifactStore:
                 found.append(self.get(asset, child.name))
         return sorted(found, key=lambda v: (v.manifest.get("created_at", ""), v.data_version))
 
-    def lookup(self, asset: str, fingerprint: str) -> StoredVersion | None:
-        """The version already made for this fingerprint, if it is still in the store."""
+    def lookup(self, asset: str, fingerprint: str, verify: bool = True) -> StoredVersion | None:
+        """The version already made for this fingerprint, if it is still in the store; verified
+        against its manifest (``CorruptVersionError``) unless ``verify=False``."""
         ipath = self._index_path(asset, fingerprint)
         if not ipath.is_file():
             return None
@@ -162,7 +239,52 @@ class ArtifactStore:
             found = self.get(asset, data_version)
         except (FileNotFoundError, KeyError, ValueError):
             return None
+        if verify:
+            self.check(found)
         return StoredVersion(asset, data_version, found.path, found.manifest, cache_hit=True)
+
+    # ---- integrity ---------------------------------------------------------------------------
+    def verify(self, asset: str, data_version: str) -> list[dict[str, Any]]:
+        """Problems of one stored version (``verify_tree``); [] when every file matches its manifest."""
+        v = self.get(asset, data_version)
+        return verify_tree(v.path, v.manifest, data_version)
+
+    def check(self, version: StoredVersion) -> StoredVersion:
+        """``version`` once verified (per instance), else ``CorruptVersionError``."""
+        key = (version.asset, version.data_version)
+        if key not in self._verified:
+            problems = verify_tree(version.path, version.manifest, version.data_version)
+            if problems:
+                raise CorruptVersionError(version.asset, version.data_version, version.path, problems)
+            self._verified.add(key)
+        return version
+
+    def open(self, asset: str, data_version: str) -> StoredVersion:
+        """``get`` + ``check``: the version a step is about to read, verified against its manifest."""
+        return self.check(self.get(asset, data_version))
+
+    def quarantine(self, asset: str, data_version: str) -> Path | None:
+        """Move a corrupt version out of the way (atomic rename) to ``_corrupt/<asset>/<version>~<stamp>``,
+        so it is never read or reused again; the next build of that content publishes a fresh copy.
+        Returns the new path (None when the version is no longer there)."""
+        vdir = self.version_dir(asset, data_version)
+        if not vdir.is_dir():
+            return None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        target = self.root / CORRUPT / asset / f"{data_version}~{stamp}~{secrets.token_hex(2)}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(vdir, target)
+        except FileNotFoundError:  # someone else moved it first
+            return None
+        fsync_dir(vdir.parent)
+        self._verified.discard((asset, data_version))
+        return target
+
+    def corrupt_versions(self) -> list[Path]:
+        """Versions moved aside by ``quarantine`` (kept for inspection; ``lineage gc`` lists them)."""
+        cdir = self.root / CORRUPT
+        return sorted(p for p in cdir.glob("*/*") if p.is_dir()) if cdir.is_dir() else []
 
     # ---- writes ------------------------------------------------------------------------
     def put(
@@ -210,18 +332,29 @@ class ArtifactStore:
             final = self.version_dir(asset, data_version)
             final.parent.mkdir(parents=True, exist_ok=True)
             reused = False
-            try:
-                os.rename(staging, final)
-                fsync_dir(final.parent)
-            except OSError as exc:
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not self.has_version(asset, data_version):
-                    raise
-                reused = True  # same content by another road: keep the existing version
+            fault_point("store.before_publish")
+            for attempt in range(2):
+                try:
+                    os.rename(staging, final)
+                    fsync_dir(final.parent)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not self.has_version(asset, data_version):
+                        raise
+                    existing = self.get(asset, data_version)
+                    if attempt == 0 and verify_tree(existing.path, existing.manifest, data_version):
+                        self.quarantine(asset, data_version)  # never keep a corrupt copy as "the same content"
+                        continue
+                    reused = True  # same content by another road: keep the existing version
+                    break
+            fault_point("store.after_publish")
         finally:
             if staging.exists():
                 _rmtree(staging)
         atomic_write_json(self._index_path(asset, fingerprint), {"data_version": data_version})
         stored = self.get(asset, data_version)
+        if not reused:
+            self._verified.add((asset, data_version))  # just hashed by list_files
         return StoredVersion(asset, data_version, stored.path, stored.manifest, reused_content=reused)
 
     def _new_staging(self, asset: str) -> Path:

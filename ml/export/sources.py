@@ -66,7 +66,7 @@ def resolve_models(store: ArtifactStore, versions: Mapping[str, str]) -> list[Mo
     for name, (asset, kind) in COMPONENTS.items():
         if asset not in versions:
             raise SourceError(f"no version given for {asset} (component {name!r})")
-        ver = store.get(asset, versions[asset])
+        ver = store.open(asset, versions[asset])  # verified against its manifest before any read
         prov: dict[str, Any] = {"asset": asset, "data_version": ver.data_version}
         tokenizer_dir = _need_dir(ver.path / "tokenizer", f"{asset}@{ver.data_version}")
         adapter_dir = None
@@ -75,7 +75,7 @@ def resolve_models(store: ArtifactStore, versions: Mapping[str, str]) -> list[Mo
             if not base_version:
                 raise SourceError(f"lora_adapter@{ver.data_version}: its manifest records no upstream lm_checkpoint, "
                                   "so the base model to merge the adapter into is unknown")
-            base = store.get("lm_checkpoint", base_version)
+            base = store.open("lm_checkpoint", base_version)
             model_dir = _need_dir(base.path / "model", f"lm_checkpoint@{base_version}")
             adapter_dir = ver.path / "adapter"
             prov["base"] = {"asset": "lm_checkpoint", "data_version": base_version}
@@ -107,8 +107,8 @@ def _graph_inputs(store: ArtifactStore, ver: StoredVersion, versions: Mapping[st
                           f"{up['embedding_checkpoint']} features, but the bundle exports embedding_checkpoint@"
                           f"{versions['embedding_checkpoint']}: retrain gnn_checkpoint on it first")
     conf = json.loads((ver.path / "model" / "gnn_config.json").read_text("utf-8"))
-    return {"dataset_dir": store.get("gnn_dataset", up["gnn_dataset"]).path,
-            "embedding_dir": store.get("embedding_checkpoint", up["embedding_checkpoint"]).path,
+    return {"dataset_dir": store.open("gnn_dataset", up["gnn_dataset"]).path,
+            "embedding_dir": store.open("embedding_checkpoint", up["embedding_checkpoint"]).path,
             "feature_max_len": int(conf["features"]["max_len"])}
 
 
@@ -171,7 +171,7 @@ def sample_texts(store: ArtifactStore, asset: str, version: str, kind: str, n: i
                 break
             if ver.asset != src_asset:
                 continue
-            got = [t for t in _read_texts(ver.path, pattern, columns, n, tokenizer_dir) if t not in texts]
+            got = [t for t in _read_texts(store.check(ver).path, pattern, columns, n, tokenizer_dir) if t not in texts]
             got = got[: n - len(texts)]
             if got:
                 texts += got

@@ -162,7 +162,7 @@ def _upstream(store: ArtifactStore, v: StoredVersion, asset: str) -> tuple[Store
         return None, f"{v.asset}@{v.data_version}'s manifest records no upstream {asset} version"
     if not store.has_version(asset, up):
         return None, f"upstream {asset}@{up} (recorded in {v.asset}@{v.data_version}'s manifest) is not in the store"
-    return store.get(asset, up), None
+    return store.open(asset, up), None  # verified against its manifest (CorruptVersionError)
 
 
 def _config(v: StoredVersion, key: str) -> tuple[Any, str | None]:

@@ -43,7 +43,7 @@ def validate_version(
     unknown = wanted - set(by_name)
     if unknown:
         raise KeyError(f"{asset} has no checks {sorted(unknown)}; it has {sorted(by_name)}")
-    version = store.get(asset, data_version)
+    version = store.open(asset, data_version)  # verified against its manifest (CorruptVersionError)
     try:
         prepared = suite.prepare(store, version, thresholds)
     except Exception as exc:  # unreadable version (corrupt Parquet, wrong types, ...): every check fails

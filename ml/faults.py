@@ -1,0 +1,88 @@
+"""Named fault-injection points, so tests can kill or stall a writer at an exact moment.
+
+Production code calls ``fault_point("store.after_publish")`` at the events that matter for
+crash safety; with nothing configured that is one dict lookup. Tests arm a point either in
+process (``arm(event, callable)``) or, for a child process, through the environment::
+
+    LINEAGE_FAULTS="store.after_publish=kill"                    # SIGKILL this process there
+    LINEAGE_FAULTS="catalog.before_own_batch=barrier:/tmp/b:2"   # wait until 2 processes got there
+
+Actions: ``kill`` (SIGKILL), ``exit:N`` (``os._exit(N)``), ``sleep:S``, ``barrier:DIR:N`` (drop a
+token file in DIR, wait until N tokens are there, at most 60 s).
+
+Events (``EVENTS``): where each one fires is described beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Callable
+
+ENV = "LINEAGE_FAULTS"
+EVENTS = {
+    "store.before_publish": "a version's files and manifest are complete in staging, not yet renamed into place",
+    "store.after_publish": "the version is renamed into place; its fingerprint index entry is not written yet",
+    "catalog.before_rename": "a catalog batch is complete in catalog/_staging, not yet renamed into batches/",
+    "materialize.before_catalog": "the version is published and indexed; no catalog row of this run is written yet",
+    "catalog.before_own_batch": "a materialization found no catalog rows of its version and is about to write them",
+}
+
+_armed: dict[str, Callable[[], None]] = {}
+
+
+def arm(event: str, action: Callable[[], None] | None) -> None:
+    """Run ``action`` whenever ``event`` fires in this process (None disarms)."""
+    if event not in EVENTS:
+        raise KeyError(f"unknown fault event {event!r}; known: {sorted(EVENTS)}")
+    if action is None:
+        _armed.pop(event, None)
+    else:
+        _armed[event] = action
+
+
+def _from_env(event: str) -> str | None:
+    spec = os.environ.get(ENV)
+    if not spec:
+        return None
+    for item in spec.split(","):
+        name, _, action = item.partition("=")
+        if name.strip() == event:
+            return action.strip()
+    return None
+
+
+def barrier(directory: str | os.PathLike, n: int, timeout: float = 60.0) -> None:
+    """Wait until ``n`` participants reached this barrier (one token file each in ``directory``)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{os.getpid()}-{time.monotonic_ns()}").touch()
+    deadline = time.monotonic() + timeout
+    while len(list(d.iterdir())) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fault barrier {d}: fewer than {n} participants after {timeout} s")
+        time.sleep(0.01)
+
+
+def fault_point(event: str) -> None:
+    action = _armed.get(event)
+    if action is not None:
+        action()
+        return
+    spec = _from_env(event)
+    if not spec:
+        return
+    kind, _, arg = spec.partition(":")
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "exit":
+        os._exit(int(arg or 1))
+    elif kind == "sleep":
+        time.sleep(float(arg))
+    elif kind == "barrier":
+        directory, _, n = arg.rpartition(":")
+        barrier(directory, int(n))
+    else:
+        raise ValueError(f"{ENV}: unknown action {spec!r} for {event}")
