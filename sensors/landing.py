@@ -4,7 +4,8 @@ Each tick:
 
 1. List the files ``raw_docs`` would read, by its own rule (``ml.raw_docs``: ``*.jsonl`` /
    ``*.jsonl.gz`` under the landing zone, hidden files and directories skipped; a ``*.partial``
-   name is not such a file, so writers can use one until the file is complete).
+   name is not such a file, so writers can use one until the file is complete), and the preference
+   pairs ``preference_dataset`` reads (``preferences/*.jsonl``, ``ml.datasets.preference``).
 2. A file is *complete* when its (size, mtime) is the one the previous tick saw, or when its
    mtime is at least ``LINEAGE_LANDING_SETTLE_SECONDS`` (default 10) old (a file moved in with
    ``mv`` keeps its old mtime and is taken at once). Otherwise it is *pending*: still being
@@ -14,8 +15,8 @@ Each tick:
    the cursor. Hashing stops after ``LINEAGE_LANDING_HASH_SECONDS`` (default 20) per tick;
    what is left waits for the next tick, so a huge landing never times a tick out. The
    landing *fingerprint* is the digest of the sorted (relpath, sha256) set.
-4. No request when that set is the one ``raw_docs`` last ingested (its materialization's
-   ``upstream`` metadata): rewriting identical bytes, or starting the sensor over a landing
+4. No request when that set is the one ``raw_docs`` and ``preference_dataset`` last ingested (their
+   materializations' ``upstream`` metadata): rewriting identical bytes, or starting the sensor over a landing
    zone already ingested, requests nothing. No request either when this fingerprint was
    already requested (the run may have failed: see ``run_failures``), or while a run that
    may materialize ``raw_docs`` is queued or running; a burst of landings during that run
@@ -42,12 +43,14 @@ import dagster as dg
 
 from jobs import ingest_job
 from ml.fsutil import sha256_file
+from ml.datasets.preference import is_preference_file
 from ml.raw_docs import is_landing_file, visible_files
 from resources import LandingZone
 from sensors.common import (TRIGGER_TAG, active_runs_touching, describe_runs, env_seconds, interval_seconds,
                             latest_upstream, parse_cursor, run_config_for, short_digest)
 
 RAW_DOCS = dg.AssetKey("raw_docs")
+PREFERENCES = dg.AssetKey("preference_dataset")  # reads landing/preferences/*.jsonl (ml/datasets/preference.py)
 PARTIAL_SUFFIX = ".partial"
 DEFAULT_SETTLE_SECONDS = 10.0
 DEFAULT_HASH_SECONDS = 20.0
@@ -65,7 +68,7 @@ def hash_budget_seconds() -> float:
 
 # ---- the landing zone, without Dagster --------------------------------------------------------
 def list_landing(root: Path) -> tuple[dict[str, os.stat_result], list[str]]:
-    """(files raw_docs would read: relpath -> stat, ``*.partial`` files in progress).
+    """(files raw_docs or preference_dataset would read: relpath -> stat, ``*.partial`` files in progress).
 
     The listing rule is raw_docs' own (``ml.raw_docs.visible_files`` / ``is_landing_file``).
     """
@@ -74,7 +77,7 @@ def list_landing(root: Path) -> tuple[dict[str, os.stat_result], list[str]]:
     for rel, path in visible_files(root):
         if rel.endswith(PARTIAL_SUFFIX):
             partial.append(rel)
-        elif is_landing_file(rel):
+        elif is_landing_file(rel) or is_preference_file(rel):
             try:
                 files[rel] = path.stat()
             except FileNotFoundError:  # removed between listing and stat
@@ -151,10 +154,12 @@ def next_run_key(previous_key: str | None, fingerprint: str) -> str:
 
 
 def ingested_digests(instance: dg.DagsterInstance) -> dict[str, str] | None:
-    """relpath -> sha256 prefix of the landing files raw_docs last ingested (None: never)."""
+    """relpath -> sha256 prefix of the landing files raw_docs (documents) and preference_dataset
+    (``preferences/``) last ingested (None: raw_docs never ran)."""
     upstream = latest_upstream(instance, RAW_DOCS)
     if upstream is None:
         return None
+    upstream = {**upstream, **(latest_upstream(instance, PREFERENCES) or {})}
     return {k.removeprefix("landing:"): str(v) for k, v in upstream.items() if k.startswith("landing:")}
 
 

@@ -22,3 +22,15 @@ def test_a_bad_field_is_still_rejected_with_its_name():
     config["ops"]["raw_docs"]["config"]["max_doc_bytes"] = "lots"
     with pytest.raises(dg.DagsterInvalidConfigError, match="max_doc_bytes"):
         dg.validate_run_config(defs.resolve_job_def("ingest_job"), config)
+
+
+@pytest.mark.parametrize("job_name", JOBS)
+def test_the_moe_overlay_on_the_debug_profile_is_accepted_by_every_job(job_name):
+    from dagster_shared.yaml_utils import merge_yamls
+
+    from ml.train.config import validate_run_config
+
+    config = merge_yamls([str(REPO / "configs" / "debug.yaml"), str(REPO / "configs" / "moe.yaml")])
+    assert config["ops"]["lm_checkpoint"]["config"]["model"]["arch"] == "mixtral"
+    assert dg.validate_run_config(defs.resolve_job_def(job_name), config)
+    assert validate_run_config(config, check_hardware=False)[0] == []

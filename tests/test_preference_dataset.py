@@ -65,13 +65,13 @@ def test_landing_pairs_validated_with_raw_docs_quarantine_and_exact_accounting(t
     assert report.stats()["landing.quarantine.same_response"] == 1
 
 
-def test_raw_docs_and_the_landing_sensor_leave_preferences_alone(tmp_path):
+def test_raw_docs_leaves_preferences_alone_and_the_landing_sensor_watches_both(tmp_path):
     from sensors.landing import list_landing
 
     landing = _landing(tmp_path)
     assert [f.relpath for f in raw_docs.scan_landing(landing)] == ["docs.jsonl"]
-    files, partial = list_landing(landing)
-    assert set(files) == {"docs.jsonl"} and partial == []
+    files, partial = list_landing(landing)  # a new preference file requests an ingest run too
+    assert set(files) == {"docs.jsonl", "preferences/a.jsonl", "preferences/b.jsonl.gz"} and partial == []
     # a file *named* preferences.jsonl at the top, or a preferences/ directory deeper down, is a document file
     assert raw_docs.is_landing_file("preferences.jsonl") and raw_docs.is_landing_file("a/preferences/x.jsonl")
     assert not raw_docs.is_landing_file("preferences/x.jsonl") and P.is_preference_file("preferences/x.jsonl.gz")

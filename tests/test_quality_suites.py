@@ -145,6 +145,11 @@ def dataset_files(asset: str) -> Files:
         if asset == "ner_dataset":
             return pl.DataFrame({"text": [f"X{d} is a Y" for d in ids], "input_ids": [[5, 6, 7, 8]] * n,
                                  "tags": [["B-CODE", "O", "O", "B-CONCEPT"]] * n, **base})
+        if asset == "preference_dataset":
+            return pl.DataFrame({"prompt": [f"<|user|>What is {d}?<|end|><|assistant|>" for d in ids],
+                                 "chosen": [f"{d} is a thing.<|end|>" for d in ids],
+                                 "rejected": [f"{d} is a place.<|end|>" for d in ids], "origin": ["derived"] * n,
+                                 "rejected_doc_id": ids, **base})
         return pl.DataFrame({"prompt": [f"<|user|>What is {d}?<|end|><|assistant|>" for d in ids],
                              "response": [f"{d} is a thing.<|end|>" for d in ids],
                              "subject": ids, "relation": ["is_a"] * n, "object": ["thing"] * n, **base})
@@ -246,7 +251,7 @@ def _leak_candidate(files: Files) -> None:
 
 def _leak_item(asset: str) -> Callable[[Files], None]:
     col = {"embedding_dataset": "positive", "relation_dataset": "text", "sft_dataset": "prompt",
-           "gnn_dataset": "query", "ner_dataset": "text"}[asset]
+           "gnn_dataset": "query", "ner_dataset": "text", "preference_dataset": "prompt"}[asset]
 
     def mutate(files: Files) -> None:  # another document, the same text as a train item
         files["val.parquet"] = _set(col, 0, files["train.parquet"][col][5])(files["val.parquet"])
@@ -274,12 +279,13 @@ MUTATIONS: dict[tuple[str, str], Callable[[Files], Any]] = {
     ("tokenized_corpus", "no_empty_shard"): _empty_shard,
     ("tokenized_corpus", "val_share_within_tolerance"): _shards(10, 10),
     **{(a, "no_doc_in_both_splits"): _leak_doc for a in ("embedding_dataset", "relation_dataset", "sft_dataset",
-                                                          "ner_dataset")},
+                                                          "ner_dataset", "preference_dataset")},
     ("gnn_dataset", "no_doc_in_both_splits"): _leak_candidate,
     **{(a, "no_item_in_both_splits"): _leak_item(a) for a in ("embedding_dataset", "relation_dataset", "sft_dataset",
-                                                              "gnn_dataset", "ner_dataset")},
+                                                              "gnn_dataset", "ner_dataset", "preference_dataset")},
     **{(a, "train_split_non_empty"): _edit("train.parquet", lambda d: d.head(0))
-       for a in ("embedding_dataset", "relation_dataset", "sft_dataset", "gnn_dataset", "ner_dataset")},
+       for a in ("embedding_dataset", "relation_dataset", "sft_dataset", "gnn_dataset", "ner_dataset",
+                 "preference_dataset")},
 }
 WARNINGS: dict[tuple[str, str], Callable[[Files], Any]] = {
     ("raw_docs", "quarantine_rate"): lambda f: f.update({"quarantine/part-00000.parquet": pl.DataFrame(

@@ -3,7 +3,7 @@
 **User-supplied pairs** live in the landing zone under ``preferences/`` (``LINEAGE_HOME/landing/
 preferences/*.jsonl`` or ``*.jsonl.gz``; raw_docs leaves that directory alone). One JSON object per
 line with string fields ``prompt``, ``chosen`` and ``rejected`` (other fields are kept as JSON in
-``meta``). Lines are read and validated with raw_docs' own machinery (``ml.raw_docs``: streaming,
+the ``meta`` column). Lines are read and validated with raw_docs' own machinery (``ml.raw_docs``: streaming,
 ``max_doc_bytes``, gzip, the same reason codes), so every line ends in exactly one place: a kept pair
 or the quarantine (source, line, reason, detail, excerpt), and ``landing.lines_read =
 landing.kept + landing.quarantined``. Reasons: those of raw_docs that apply to a line
@@ -60,8 +60,8 @@ LINE_REASONS = tuple(r for r in rd.REASONS if r != "duplicate_doc") + ("same_res
 ORIGINS = ("landing", "derived")
 DERIVE_MODES = ("auto", "always", "never")
 SCHEMA = {"prompt": pl.String, "chosen": pl.String, "rejected": pl.String, "origin": pl.String,
-          "doc_id": pl.String, "source": pl.String, "rejected_doc_id": pl.String}
-PAIR_SCHEMA = {**SCHEMA, "line": pl.Int64, "meta": pl.String}
+          "doc_id": pl.String, "source": pl.String, "rejected_doc_id": pl.String, "meta": pl.String}
+PAIR_SCHEMA = {**SCHEMA, "line": pl.Int64}
 
 
 @dataclass(frozen=True)
