@@ -38,6 +38,9 @@ TINY = {
                                     "train": {**LOOP, "max_steps": 20, "lr": 1e-2}}},
         "embedding_checkpoint": {"config": {"model": {**SMALL, "max_len": 32}, "train": {**LOOP, "max_steps": 10}}},
         "relation_checkpoint": {"config": {"model": {**SMALL, "max_len": 32}, "train": {**LOOP, "max_steps": 10}}},
+        "preference_dataset": {"config": dict(SPLIT)},
+        "dpo_adapter": {"config": {"model": {"lora": {"r": 4, "alpha": 8}, "max_len": 64},
+                                   "train": {**LOOP, "max_steps": 10}}},
         "onnx_bundle": {"config": {"samples": 4, "measure_latency": False, "per_channel": "off"}},
     },
 }
