@@ -92,10 +92,7 @@ def preference_dataset(context: dg.AssetExecutionContext, config: PreferenceData
         sft_rows = pl.concat([pl.read_parquet(sft.path / f"{s}.parquet") for s in ("train", "val")])
         docs = read_clean_docs(chunks.path).select("doc_id", "source").collect()
         parts, stats = preference.build_preference(supplied, sft_rows, docs, cfg)
-        stats.update(report.stats())
-        if not stats["examples_in"]:
-            raise ValueError(f"no preference pairs: {len(files)} file(s) under {landing.dir()}/preferences kept "
-                             f"none, and derive={config.derive!r}")
+        stats.update(report.stats())  # no pair at all: the blocking train_split_non_empty check fails
         return BuildResult(stats=stats, rows=datasets_pkg.write_splits(out, parts))
 
     upstream = {"sft_dataset": sft.data_version, "cleaned_chunks": chunks.data_version,
