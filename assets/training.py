@@ -105,6 +105,7 @@ def _metadata(version: StoredVersion, torch_device: TorchDevice) -> dict[str, An
         "parameters": dg.MetadataValue.int(int(summary["parameters"])),
         "trainable_parameters": dg.MetadataValue.int(int(summary["trainable_parameters"])),
         "resumed_from_step": summary.get("resumed_from_step"),
+        **{k: dg.MetadataValue.json(summary[k]) for k in ("resume_from", "init_from") if summary.get(k)},
         "data": dg.MetadataValue.json(summary.get("data") or {}),
     }
     if summary.get("tokens_per_s"):
@@ -124,6 +125,27 @@ def _build_stats(summary: dict[str, Any]) -> dict[str, float]:
     return stats
 
 
+def _checkpoint_refs(asset: str, loop: tc.LoopSettings, store, upstream: dict[str, str]) -> dict[str, dict]:
+    """train.resume_from / train.init_from resolved to verified step checkpoints; the stored version a
+    checkpoint belongs to becomes an upstream version (a lineage edge: parent -> this version)."""
+    from ml.train import checkpointing as ckpt
+
+    out = {}
+    for key in ("resume_from", "init_from"):
+        ref = getattr(loop, key)
+        if not ref:
+            continue
+        try:
+            r = ckpt.resolve_ref(ref, asset=asset, store=store).as_dict()
+        except ckpt.CheckpointRefError as exc:
+            raise dg.Failure(f"{asset} config train.{key}: {exc}") from exc
+        if r["asset"] and upstream.get(r["asset"], r["data_version"]) != r["data_version"]:
+            raise dg.Failure(f"{asset} config train.{key}: {r['asset']}@{r['data_version']} conflicts with the input "
+                             f"{r['asset']}@{upstream[r['asset']]} this model is trained on")
+        out[key] = r
+    return out
+
+
 def train_checkpoint(
     context: dg.AssetExecutionContext, config: dg.Config, inputs: dict[str, StoredVersion],
     store: ArtifactStoreResource, catalog: CatalogResource, torch_device: TorchDevice,
@@ -141,11 +163,15 @@ def train_checkpoint(
     st, cat = store.get(), catalog.get()
     upstream = {name: v.data_version for name, v in inputs.items()}
     fp_config = {**settings.model_dump(mode="json"), "torch_device": device.fingerprint()}
+    refs = _checkpoint_refs(asset, settings.train, st, upstream)
+    if refs:  # the exact checkpoint (its state.json digest) is part of what this version is made from
+        fp_config["checkpoint_refs"] = {k: {"path": r["path"], "state_sha256": r["state_sha256"]} for k, r in refs.items()}
+        upstream.update({r["asset"]: r["data_version"] for r in refs.values() if r["asset"]})
     work = work_dir(st.home) / asset / fingerprint_for(context, fp_config, upstream)
 
     def build(out: Path) -> BuildResult:
         spec = TrainSpec(asset=asset, settings=settings.model_dump(mode="json"), out_dir=str(out), work_dir=str(work),
-                         inputs={name: str(v.path) for name, v in inputs.items()}, device=device)
+                         inputs={name: str(v.path) for name, v in inputs.items()}, device=device, **refs)
         summary = launch(spec, log=context.log.info)
         return BuildResult(stats=_build_stats(summary), rows=int(summary["steps"]))
 

@@ -15,6 +15,12 @@ renamed, a truncated file), makes ``load_checkpoint`` raise ``CheckpointError``.
 
 Writes are atomic: the directory is built as ``.tmp-step-<N>`` and renamed into place, so
 a kill leaves either no checkpoint or a whole one. ``prune`` keeps the last K and the best.
+
+Named checkpoints: ``<work>/checkpoint-latest`` and ``<work>/checkpoint-best`` are relative symlinks
+to real ``checkpoints/step-<N>`` directories (re-pointed atomically after every save, before any
+pruning, so they never dangle). ``resolve_ref`` turns ``train.resume_from`` / ``train.init_from``
+(a path, ``latest``/``best``, or ``ASSET@VERSION:best``) into a verified step directory, and
+``adopt`` brings another run's checkpoint into this run's work directory before resuming from it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,3 +255,200 @@ def prune(work: Path, keep_last: int, keep_steps: set[int] = frozenset()) -> lis
     for stale in checkpoint_dir(work).glob(".tmp-step-*"):  # left by a kill mid-save
         shutil.rmtree(stale, ignore_errors=True)
     return removed
+
+
+# ---- named checkpoints: checkpoint-latest, checkpoint-best ------------------------------------------
+NAMES = ("latest", "best")
+
+
+class CheckpointRefError(ValueError):
+    """A train.resume_from / train.init_from reference that names no usable checkpoint (message says why)."""
+
+
+def name_link(work: Path, name: str) -> Path:
+    """``<work>/checkpoint-<name>``: a relative symlink to ``checkpoints/step-<N>``."""
+    if name not in NAMES:
+        raise CheckpointRefError(f"checkpoint name {name!r}: expected one of {NAMES}")
+    return Path(work) / f"checkpoint-{name}"
+
+
+def _point(work: Path, name: str, step_dir: Path) -> None:
+    """Atomically (re)point checkpoint-<name> at step_dir (a symlink renamed over the old one)."""
+    link = name_link(work, name)
+    target = os.path.relpath(step_dir, link.parent)
+    if link.is_symlink() and os.readlink(link) == target:
+        return
+    tmp = link.with_name(f".{link.name}.tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp, target_is_directory=True)
+    os.replace(tmp, link)
+
+
+def update_names(work: Path, best_step: int | None) -> None:
+    """checkpoint-latest -> the newest step, checkpoint-best -> ``best_step`` (when it is on disk here)."""
+    newest = latest(work)
+    if newest is not None:
+        _point(work, "latest", newest)
+    if best_step is not None:
+        best_dir = checkpoint_dir(work) / f"step-{best_step:08d}"
+        if (best_dir / STATE).is_file():
+            _point(work, "best", best_dir)
+    fsync_dir(Path(work))
+
+
+def named(work: Path, name: str) -> Path | None:
+    """The step directory checkpoint-<name> points at, or None."""
+    link = name_link(work, name)
+    if not link.is_symlink() and not link.is_dir():
+        return None
+    path = link.resolve()
+    return path if (path / STATE).is_file() else None
+
+
+def adopt(source: Path, work: Path) -> Path:
+    """Bring a checkpoint of another run into ``work`` (its step, and the step its state calls best,
+    when that one is beside it), so this run resumes, names and prunes only its own directories.
+    Files are hard-linked when possible (checkpoint files are never modified in place), else copied;
+    each step directory appears whole or not at all."""
+    source = Path(source).resolve()
+    state = verify(source)
+    steps = [(int(state["step"]), source)]
+    best = (state.get("best") or {}).get("step")
+    if best is not None and int(best) != int(state["step"]):
+        other = source.parent / f"step-{int(best):08d}"
+        if (other / STATE).is_file():
+            verify(other)
+            steps.append((int(best), other))
+    root = checkpoint_dir(work)
+    root.mkdir(parents=True, exist_ok=True)
+    for step, src in steps:
+        final = root / f"step-{step:08d}"
+        if final.exists():
+            continue
+        tmp = root / f".tmp-step-{step:08d}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        for f in src.iterdir():
+            try:
+                os.link(f, tmp / f.name)
+            except OSError:
+                shutil.copy2(f, tmp / f.name)
+        fsync_tree(tmp)
+        os.rename(tmp, final)
+    fsync_dir(root)
+    update_names(work, int(best) if best is not None else None)
+    return root / f"step-{int(state['step']):08d}"
+
+
+@dataclass
+class CheckpointRef:
+    """A resolved train.resume_from / train.init_from: the step directory and where it came from."""
+
+    ref: str  # as written in the config
+    path: Path  # the step-<N> directory (symlinks resolved)
+    step: int
+    name: str | None  # latest | best, when named
+    asset: str | None = None  # the stored version whose training wrote it, when known
+    data_version: str | None = None
+    state_sha256: str = ""  # digest of its state.json (which lists the digest of every file)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ref": self.ref, "path": str(self.path), "step": self.step, "name": self.name, "asset": self.asset,
+                "data_version": self.data_version, "state_sha256": self.state_sha256}
+
+
+def _strip_name(text: str) -> str | None:
+    t = text.removeprefix("checkpoint-")
+    return t if t in NAMES else None
+
+
+def _from_step_dir(ref: str, path: Path, name: str | None, store=None) -> CheckpointRef:
+    path = Path(path).resolve()
+    try:
+        state = verify(path)
+    except CheckpointError as exc:
+        raise CheckpointRefError(f"{ref!r}: {exc}") from exc
+    out = CheckpointRef(ref, path, int(state["step"]), name, state_sha256=sha256_file(path / STATE))
+    if store is not None:  # <home>/work/<asset>/<fingerprint>/checkpoints/step-N: which stored version?
+        try:
+            rel = path.relative_to(Path(store.home).resolve() / "work")
+        except ValueError:
+            rel = None
+        if rel is not None and len(rel.parts) == 4 and rel.parts[2] == "checkpoints":
+            try:
+                found = store.lookup(rel.parts[0], rel.parts[1], verify=False)
+            except Exception:  # a name the store refuses (not an asset or fingerprint): no version to cite
+                found = None
+            if found is not None:
+                out.asset, out.data_version = found.asset, found.data_version
+    return out
+
+
+def _version_work(store, asset: str, version) -> Path:
+    fp = version.manifest.get("fingerprint")
+    if not fp:
+        raise CheckpointRefError(f"{asset}@{version.data_version}: its manifest records no fingerprint, so its "
+                                 "training work directory is unknown")
+    return Path(store.home) / "work" / asset / fp
+
+
+def resolve_ref(ref: str, *, asset: str, store=None) -> CheckpointRef:
+    """The step checkpoint a reference names. Accepted forms:
+
+    - ``latest`` | ``best`` (or ``checkpoint-latest`` | ``checkpoint-best``): that checkpoint of the
+      newest stored version of ``asset`` whose work directory still has it;
+    - ``ASSET@VERSION[:latest|:best]`` (a unique version prefix works; default ``best``): that checkpoint
+      of another stored version, e.g. ``lm_checkpoint@3f2a91c0:best``;
+    - a path: a ``step-<N>`` directory, a ``checkpoint-latest``/``checkpoint-best`` link, or a training
+      work directory (its ``checkpoint-latest``).
+    """
+    text = (ref or "").strip()
+    if not text:
+        raise CheckpointRefError("empty checkpoint reference")
+    name = _strip_name(text)
+    if name is not None:
+        if store is None:
+            raise CheckpointRefError(f"{ref!r} names a checkpoint of a stored version: no artifact store given")
+        for version in reversed(store.versions(asset)):
+            try:
+                found = named(_version_work(store, asset, version), name)
+            except CheckpointRefError:
+                continue
+            if found is not None:
+                out = _from_step_dir(ref, found, name, store)
+                out.asset, out.data_version = asset, version.data_version
+                return out
+        raise CheckpointRefError(f"{ref!r}: no stored version of {asset} has a checkpoint-{name} in its work directory "
+                                 f"(under {Path(store.home) / 'work' / asset})")
+    head, sep, tail = text.partition("@")
+    if sep and "/" not in head and re.fullmatch(r"[a-z][a-z0-9_]*", head):
+        version_part, _, nm = tail.partition(":")
+        name = _strip_name(nm) if nm else "best"
+        if name is None:
+            raise CheckpointRefError(f"{ref!r}: after ':' expected latest or best, got {nm!r}")
+        if store is None:
+            raise CheckpointRefError(f"{ref!r} names a stored version: no artifact store given")
+        matches = [v for v in store.versions(head) if v.data_version.startswith(version_part)] if version_part else []
+        if len(matches) != 1:
+            raise CheckpointRefError(f"{ref!r}: {'no' if not matches else 'more than one'} stored version of {head} "
+                                     f"starts with {version_part!r}")
+        work = _version_work(store, head, matches[0])
+        found = named(work, name)
+        if found is None:
+            raise CheckpointRefError(f"{ref!r}: {work} has no checkpoint-{name} (its training state was deleted, or "
+                                     "it was trained before named checkpoints existed)")
+        out = _from_step_dir(ref, found, name, store)
+        out.asset, out.data_version = head, matches[0].data_version
+        return out
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise CheckpointRefError(f"{ref!r}: no such checkpoint directory")
+    if (path / STATE).is_file():
+        return _from_step_dir(ref, path, _strip_name(path.name) if path.is_symlink() else None, store)
+    found = named(path, "latest")
+    if found is None:
+        raise CheckpointRefError(f"{ref!r} is neither a step checkpoint (no {STATE}) nor a training work directory "
+                                 "with checkpoint-latest")
+    return _from_step_dir(ref, found, "latest", store)

@@ -103,6 +103,19 @@ class LoopSettings(_Strict):
     export: Literal["last", "best"] = Field("last", description="weights published: last step or best by metric")
     log_every: int = Field(10, gt=0, description="progress line every N steps")
     nproc_per_node: int = Field(1, ge=1, description=">1: run the loop under torchrun DDP with N processes")
+    resume_from: Optional[str] = Field(
+        None, description="continue another run from one of its checkpoints (model, optimizer, schedule, RNG, data "
+        "position): a step directory path, latest | best (of this asset's newest stored version), or "
+        "ASSET@VERSION:latest|best; recorded in summary.json and as a lineage edge")
+    init_from: Optional[str] = Field(
+        None, description="start a new stage from another checkpoint's weights only (fresh optimizer and schedule, "
+        "step 0): same forms as resume_from; the parent version becomes a lineage edge")
+
+    @model_validator(mode="after")
+    def _one_start(self) -> "LoopSettings":
+        if self.resume_from and self.init_from:
+            raise ValueError("set resume_from (continue a run) or init_from (new stage from its weights), not both")
+        return self
 
     @field_validator("best_mode")
     @classmethod

@@ -10,6 +10,9 @@ and an evaluation. The loop owns everything else:
   validation metric improves), keeping the last K and the best;
 - resume: the newest checkpoint in ``work`` restores model, optimizer, scheduler, scaler, RNGs
   and the data position, so on CPU with a fixed seed a resumed run ends bit-identical;
+  ``resume_from`` (another run's checkpoint, adopted into ``work`` first) continues that run,
+  ``init_from`` starts this one from another checkpoint's weights; ``work/checkpoint-latest`` and
+  ``work/checkpoint-best`` always point at real step checkpoints;
 - DDP under torchrun (ddp.py): sharded batches, gradients synchronised once per optimizer step,
   only rank 0 writes;
 - throughput (tokens/s and samples/s, excluding evaluation and checkpoints), a progress line,
@@ -127,8 +130,10 @@ def evaluate(task: Task, model: nn.Module, cfg: LoopSettings, rt: Runtime) -> di
 
 
 def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
-          log: Callable[[str], None] = print) -> TrainResult:
-    """Train ``task.model`` in place for cfg.max_steps optimizer steps (resuming from ``work`` if it holds state)."""
+          log: Callable[[str], None] = print, resume_from: Path | None = None,
+          init_from: Path | None = None) -> TrainResult:
+    """Train ``task.model`` in place for cfg.max_steps optimizer steps (resuming from ``work`` if it holds state,
+    else from the step checkpoint ``resume_from``; ``init_from``: only that checkpoint's weights, at step 0)."""
     rank, world = rt.rank, rt.world_size
     main = rank == 0
     best_metric = cfg.best_metric or task.best_metric
@@ -154,6 +159,18 @@ def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
     best: dict[str, Any] | None = None
     resumed_from = None
     last = ckpt.latest(work) if work is not None else None
+    if last is None and resume_from is not None:  # continue another run: its checkpoint becomes ours
+        if work is not None:
+            if main:
+                ckpt.adopt(resume_from, work)
+            ddp.barrier()
+            last = ckpt.latest(work)
+        else:
+            last = Path(resume_from)
+        started = ckpt.verify(last)["step"]
+        if started >= cfg.max_steps:
+            raise ValueError(f"train.resume_from: {resume_from} is at step {started}, not below train.max_steps="
+                             f"{cfg.max_steps}: nothing left to train (raise max_steps)")
     if last is not None:
         loaded = ckpt.load_checkpoint(last, model=model, optimizer=optimizer, device=rt.device, rank=rank,
                                       world_size=world)
@@ -169,6 +186,13 @@ def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
     else:
         seed_everything(rt.settings.seed + rank)
         window = None
+        if init_from is not None:  # a new stage: the weights of another checkpoint, nothing else
+            try:
+                ckpt.load_weights(init_from, model)
+            except ckpt.CheckpointError as exc:
+                raise ckpt.CheckpointError(f"train.init_from {init_from}: {exc}") from exc
+            if main:
+                log(f"[{task.name}] initialised from the weights of {init_from}")
 
     kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
     train_time, samples_total, tokens_total = 0.0, 0, 0
@@ -255,7 +279,8 @@ def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
             ckpt.save_checkpoint(work, step, model=model, optimizer=optimizer, state=snapshot_state(),
                                  device=rt.device, rank=rank, world_size=world, barrier=ddp.barrier,
                                  rank_state={"window": [float(loss_acc), *win_count.tolist()]})
-            if main:
+            if main:  # names first (they point at steps prune keeps), then prune
+                ckpt.update_names(work, best["step"] if best else None)
                 ckpt.prune(work, cfg.keep_last, {best["step"]} if best else set())
             ddp.barrier()
         if diverged:
@@ -266,6 +291,10 @@ def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
     exported, val_step = "last", max((x["step"] for x in history if x["split"] == "val"), default=-1)
     if cfg.export == "best" and best is not None and work is not None and best["step"] != step:
         best_dir = ckpt.checkpoint_dir(work) / f"step-{best['step']:08d}"
+        if not (best_dir / ckpt.STATE).is_file():
+            raise ckpt.CheckpointError(f"train.export=best: the best step {best['step']} ({best['metric']} "
+                                       f"{best['value']:.4g}) is not in {ckpt.checkpoint_dir(work)} (a resumed run "
+                                       "whose best checkpoint was not beside the one it resumed from)")
         ckpt.load_weights(best_dir, model)
         exported, val_step = f"best (step {best['step']})", best["step"]
     # the validation metrics of the weights that are published

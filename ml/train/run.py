@@ -35,6 +35,26 @@ class TrainSpec(BaseModel):
     out_dir: str
     work_dir: str | None = None
     device: DeviceSettings = Field(default_factory=DeviceSettings)
+    resume_from: dict[str, Any] | None = Field(None, description="train.resume_from resolved (CheckpointRef.as_dict)")
+    init_from: dict[str, Any] | None = Field(None, description="train.init_from resolved (CheckpointRef.as_dict)")
+
+    def resolved_refs(self) -> dict[str, dict[str, Any]]:
+        """train.resume_from / train.init_from as verified step checkpoints (resolved here when the caller
+        did not: a path, or ASSET@VERSION / latest / best in the store at $LINEAGE_HOME)."""
+        from ml.train import checkpointing as ckpt
+
+        settings = self.typed_settings().train
+        out = {}
+        for key in ("resume_from", "init_from"):
+            given, ref = getattr(self, key), getattr(settings, key)
+            if given is None and ref:
+                from ml.paths import lineage_home
+                from ml.store import ArtifactStore
+
+                given = ckpt.resolve_ref(ref, asset=self.asset, store=ArtifactStore(lineage_home())).as_dict()
+            if given is not None:
+                out[key] = given
+        return out
 
     def typed_settings(self):
         if self.asset not in SETTINGS:
@@ -71,8 +91,11 @@ def run_training(spec: TrainSpec, log: Callable[[str], None] | None = None) -> d
         if work is not None and env.is_main:
             work.mkdir(parents=True, exist_ok=True)
         ddp.barrier()
-        result = train(built.task, settings.train, rt, work, log)
-        summary = {**result.summary, "asset": spec.asset, "data": built.data}
+        refs = spec.resolved_refs()
+        result = train(built.task, settings.train, rt, work, log,
+                       resume_from=Path(refs["resume_from"]["path"]) if "resume_from" in refs else None,
+                       init_from=Path(refs["init_from"]["path"]) if "init_from" in refs else None)
+        summary = {**result.summary, "asset": spec.asset, "data": built.data, **refs}
         if env.is_main:
             out = Path(spec.out_dir)
             out.mkdir(parents=True, exist_ok=True)
