@@ -1,31 +1,39 @@
-"""``lineage``: the command line beside the Dagster UI.
+"""lineage: the command line beside the Dagster UI.
 
     lineage sample-corpus [--limit N]         write the embedded sample corpus into the landing zone
     lineage stats ["SQL"]                     run SQL on the catalog (no SQL: latest version of each asset)
     lineage trace ASSET[@VERSION]             version-level lineage, upstream and downstream
     lineage download-wiki --titles P --out F  fetch Wikipedia articles into landing-zone JSONL
-    lineage validate-config FILE              check a run-config profile's training sections (ml/train/cli.py)
-    lineage verify BUNDLE.tar.gz              safe extraction, sha256 and parity re-run of a bundle (ml/export/cli.py)
+    lineage validate-config FILE              check a run-config profile's training sections
+    lineage verify BUNDLE.tar.gz              safe extraction, sha256 and parity re-run of a bundle
     lineage promote COMPONENT VERSION         promote a bundle component; lineage promoted [--history]
 
-Every command takes ``--home`` (default: $LINEAGE_HOME, else .lineage/ in the checkout).
+Every command reads LINEAGE_HOME (--home before the command; default: $LINEAGE_HOME, else .lineage/
+in the checkout). Commands that live beside their stage come from PLUGIN_MODULES. Output into a
+closed pipe (``lineage trace X | head``) ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shutil
 import sys
+import textwrap
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
-from ml.catalog import Catalog, CatalogError
+from ml.catalog import SCHEMAS, Catalog, CatalogError
 from ml.paths import landing_dir, lineage_home
 
 # modules with ``add_commands(subparsers)``: validate-config (training), verify/promote (export)
 PLUGIN_MODULES = ("ml.train.cli", "ml.export.cli")
+
+
+def _terminal_width() -> int:
+    return shutil.get_terminal_size((120, 24)).columns
 
 
 def _print_frame(df: pl.DataFrame, fmt: str, max_rows: int) -> None:
@@ -34,11 +42,41 @@ def _print_frame(df: pl.DataFrame, fmt: str, max_rows: int) -> None:
     elif fmt == "json":
         sys.stdout.write(df.write_ndjson())
     else:
-        with pl.Config(tbl_rows=max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=220,
-                       tbl_hide_dataframe_shape=True):
-            print(df)
-        if df.height > max_rows:
-            print(f"({df.height} rows, {max_rows} shown; --max-rows to see more)")
+        width = _terminal_width()
+        shown = min(df.height, max_rows)
+        # the table fits the terminal: strings are cut (…) to the longest length that wraps no more
+        # lines than the shortest cut would; csv/json keep every value whole
+        def render(str_len: int) -> str:
+            with pl.Config(tbl_rows=max_rows, tbl_cols=-1, fmt_str_lengths=str_len, tbl_width_chars=width,
+                           tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+                return str(df)
+
+        fewest = render(8).count("\n")
+        text = next(t for t in (render(n) for n in (60, 40, 32, 24, 16, 12, 8)) if t.count("\n") <= fewest)
+        print(text)
+        if df.height > shown:
+            print(f"({df.height} rows, {shown} shown; --max-rows to see more)")
+
+
+def _latest_summary(df: pl.DataFrame) -> pl.DataFrame:
+    """The latest-versions table in few, narrow columns, oldest first (n: versions of the asset;
+    every column: --format csv/json)."""
+    return df.select(
+        "asset", "data_version", "rows",
+        pl.col("bytes").map_elements(_human_bytes, return_dtype=pl.String).alias("size"),
+        pl.col("cache_hit").alias("hit"),
+        pl.col("n_versions").alias("n"),
+    )
+
+
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -55,34 +93,24 @@ def cmd_stats(args: argparse.Namespace) -> int:
         if df.height == 0:
             print(f"catalog at {catalog.root} is empty: materialize something first")
             return 0
-        print(f"latest version of each asset (catalog: {catalog.db_path})")
+        if args.format == "table":
+            print(f"latest version of each asset (catalog: {catalog.db_path})")
+            df = _latest_summary(df)
     _print_frame(df, args.format, args.max_rows)
     return 0
 
 
-def _render_tree(nodes: list[dict[str, Any]], prefix: str, out: list[str]) -> None:
-    for i, node in enumerate(nodes):
-        last = i == len(nodes) - 1
-        out.append(f"{prefix}{'└── ' if last else '├── '}{node['asset']}@{node['data_version']}")
-        _render_tree(node["children"], prefix + ("    " if last else "│   "), out)
-
-
 def cmd_trace(args: argparse.Namespace) -> int:
+    from ml.lineage import lineage_graph, render_text, to_dot, to_json
+
     asset, _, version = args.target.partition("@")
     try:
-        tree = Catalog(lineage_home(args.home)).trace(asset, version or None)
+        graph = lineage_graph(Catalog(lineage_home(args.home)), asset, version or None, depth=args.depth)
     except CatalogError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    lines = [f"{tree['asset']}@{tree['data_version']}", "upstream:"]
-    _render_tree(tree["upstream"], "  ", lines)
-    if not tree["upstream"]:
-        lines.append("  (none)")
-    lines.append("downstream:")
-    _render_tree(tree["downstream"], "  ", lines)
-    if not tree["downstream"]:
-        lines.append("  (none)")
-    print("\n".join(lines))
+    render = {"text": render_text, "json": to_json, "dot": to_dot}[args.format]
+    print(render(graph))
     return 0
 
 
@@ -111,19 +139,49 @@ def cmd_download_wiki(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lineage", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--home", help="LINEAGE_HOME (default: $LINEAGE_HOME or .lineage/ in the checkout)")
-    sub = p.add_subparsers(dest="command", required=True)
+def _tables_epilog() -> str:
+    lines = ["catalog tables (columns):"]
+    for table, schema in SCHEMAS.items():
+        lines.extend(textwrap.wrap(", ".join(schema), width=96, initial_indent=f"  {table}: ",
+                                   subsequent_indent=" " * (4 + len(table))))
+    lines += ["", "examples:",
+              '  lineage stats "select asset, count(*) as versions from asset_versions group by asset"',
+              '  lineage stats "select * from check_results where not passed" --format csv > failed.csv']
+    return "\n".join(lines)
 
-    s = sub.add_parser("stats", help="run SQL on the catalog; no SQL: latest version of each asset")
-    s.add_argument("sql", nargs="?", help='e.g. "select * from asset_versions"')
-    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    s.add_argument("--max-rows", type=int, default=50)
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lineage", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The command line beside the Dagster UI: query the catalog, trace version-level "
+                    "lineage, verify and promote bundles.",
+        epilog="Every command works on LINEAGE_HOME (--home goes before the command).\n"
+               "lineage COMMAND --help shows a command's arguments.")
+    p.add_argument("--home", help="LINEAGE_HOME (default: $LINEAGE_HOME or .lineage/ in the checkout)")
+    sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+
+    s = sub.add_parser("stats", help="run SQL on the catalog; no SQL: latest version of each asset",
+                       description="Run SQL (DuckDB) on the catalog. Without SQL: the latest version of each "
+                                   "asset.", epilog=_tables_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("sql", nargs="?", metavar="SQL", help='a query over the tables below, e.g. "select * from asset_versions"')
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="table: fitted to the terminal, long values cut (default); csv or json (one object "
+                        "per line): every row and value whole, for other tools")
+    s.add_argument("--max-rows", type=int, default=50, metavar="N",
+                   help="rows shown in table format (default: %(default)s; csv and json print every row)")
     s.set_defaults(func=cmd_stats)
 
-    t = sub.add_parser("trace", help="version-level lineage of ASSET[@VERSION] (default: latest)")
-    t.add_argument("target", metavar="ASSET[@VERSION]")
+    t = sub.add_parser("trace", help="version-level lineage of ASSET[@VERSION] (default: latest)",
+                       description="What a version was made from (down to raw_docs and the landing files) and "
+                                   "what was made from it. Each version is printed once; later mentions refer back.")
+    t.add_argument("target", metavar="ASSET[@VERSION]",
+                   help="an asset, e.g. onnx_bundle (its latest version), or asset@version (a unique prefix of "
+                        "the version is enough)")
+    t.add_argument("--depth", type=int, default=None, metavar="N",
+                   help="follow at most N edges up and down (default: all)")
+    t.add_argument("--format", choices=["text", "json", "dot"], default="text",
+                   help="text: two trees (default); json: nodes and edges; dot: Graphviz (dot -Tsvg)")
     t.set_defaults(func=cmd_trace)
 
     c = sub.add_parser("sample-corpus", help="write the embedded sample corpus into the landing zone")
@@ -149,7 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        rc = args.func(args)
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:  # `lineage ... | head` closed the pipe: stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail either
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool ended by a closed pipe
 
 
 if __name__ == "__main__":
