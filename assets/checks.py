@@ -6,6 +6,12 @@ check per expectation: blocking ones (``blocking=True``, severity ERROR) stop th
 downstream in the same run when they fail; warnings (severity WARN) never block. Every result
 also goes to the catalog's ``check_results``, where ``ml/quality/gate.py`` lets the retrain
 sensor and the export refuse a version whose latest blocking checks failed, in later runs.
+
+A result belongs to a data version and a check version (``ml.quality.validate.check_version``:
+the code of ml/quality/, the GX version, the thresholds). When the catalog already holds results
+of every selected check for the version being checked under the same check version (a cache hit
+upstream, or identical content made again), the check reports those (metadata ``reused: true``,
+``validated_in_run``) and neither imports nor runs Great Expectations.
 """
 
 from typing import Iterator
@@ -15,7 +21,7 @@ import polars as pl
 
 from assets.versioned import preview_table, upstream_version
 from ml.quality.suites import SUITES, Thresholds
-from ml.quality.validate import record_results, validate_version
+from ml.quality.validate import check_version, record_results, recorded_results, validate_version
 from resources import ArtifactStoreResource, CatalogResource
 
 _T = Thresholds()
@@ -56,9 +62,12 @@ _CONFIGS: dict[str, type[QualityConfig]] = {
 }
 
 
-def _metadata(r: dict) -> dict:
+def _metadata(r: dict, run_id: str) -> dict:
     md = {
         "data_version": r["data_version"],
+        "check_version": r.get("check_version") or "",
+        "reused": bool(r.get("reused_from_run")),
+        "validated_in_run": r.get("reused_from_run") or run_id,
         "unexpected_count": dg.MetadataValue.int(r["unexpected_count"] or 0),
         "unexpected_percent": dg.MetadataValue.float(float(r["unexpected_percent"] or 0.0)),
         "element_count": dg.MetadataValue.int(r["element_count"] or 0),
@@ -100,8 +109,16 @@ def _quality_check(asset: str) -> dg.AssetChecksDefinition:
         version = upstream_version(context, st, asset)  # the version this asset last materialized
         selected = {k.name for k in context.selected_asset_check_keys}
         thresholds = Thresholds(**config.model_dump())
-        results = validate_version(st, asset, version.data_version, thresholds, checks=selected)
-        record_results(catalog.get(), asset, version.data_version, results, context.run.run_id)
+        cat, cv = catalog.get(), check_version(asset, thresholds)
+        results = recorded_results(cat, asset, version.data_version, cv, sorted(selected))
+        if results is not None:
+            context.log.info(f"{asset}@{version.data_version}: {len(results)} recorded results of check version "
+                             f"{cv} reused (validated in run {results[0]['reused_from_run']})")
+        else:
+            results = validate_version(st, asset, version.data_version, thresholds, checks=selected)
+            for r in results:
+                r["check_version"] = cv
+            record_results(cat, asset, version.data_version, results, context.run.run_id)
         failed = [r["check_name"] for r in results if not r["passed"]]
         if failed:
             context.log.warning(f"{asset}@{version.data_version}: failed checks {failed}")
@@ -109,7 +126,7 @@ def _quality_check(asset: str) -> dg.AssetChecksDefinition:
             yield dg.AssetCheckResult(
                 asset_key=asset, check_name=r["check_name"], passed=bool(r["passed"]),
                 severity=dg.AssetCheckSeverity.ERROR if r["severity"] == "ERROR" else dg.AssetCheckSeverity.WARN,
-                metadata=_metadata(r),
+                metadata=_metadata(r, context.run.run_id),
             )
 
     return _check

@@ -8,18 +8,44 @@ expectation (the GX type and kwargs), element_count, unexpected_count, unexpecte
 observed_value, sample (failing rows), error, inputs (upstream versions the suite read).
 ``check_results.details`` holds everything but check_name/passed/severity as JSON;
 ``ml/quality/gate.py`` reads the latest row of each check back.
+
+A result belongs to a data version and to the *check version* (``check_version``: the source of
+``ml/quality/``, the Great Expectations version, the asset and its thresholds). Versions are
+immutable, so a recorded result with the same check version is the result validating again would
+give; ``recorded_results`` returns them (each with ``reused_from_run``), and the Dagster check
+reports them instead of running GX again.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
+from importlib import metadata
+from pathlib import Path
 from typing import Any, Iterable
 
 from ml.catalog import Catalog, check_result_rows
+from ml.fsutil import digest_json, source_digest
 from ml.quality.engine import run_expectations
 from ml.quality.suites import SUITES, Prepared, Suite, Thresholds
 from ml.store import ArtifactStore
+
+
+# every module of ml/quality/ (suites, the GX integration, this file): a change to any is a new check version
+CODE_VERSION = source_digest(*sorted(Path(__file__).parent.glob("*.py")))
+
+
+def _gx_version() -> str:
+    try:
+        return metadata.version("great_expectations")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a dependency of the project
+        return "unknown"
+
+
+def check_version(asset: str, thresholds: Thresholds = Thresholds()) -> str:
+    """The version of ``asset``'s suite as it would run now: its code, GX's version and the thresholds."""
+    return digest_json({"asset": asset, "code": CODE_VERSION, "great_expectations": _gx_version(),
+                        "thresholds": asdict(thresholds)})
 
 
 def suite_for(asset: str) -> Suite:
@@ -62,6 +88,35 @@ def validate_version(
         r["data_version"] = data_version
         r["inputs"] = dict(prepared.inputs)
     return results
+
+
+def recorded_results(catalog: Catalog, asset: str, data_version: str, version: str,
+                     checks: Iterable[str]) -> list[dict[str, Any]] | None:
+    """The recorded results of ``checks`` on asset@data_version made by check version ``version``
+    (the latest of each), in the shape ``validate_version`` returns, plus ``reused_from_run``
+    (the run that validated) — or None unless every one of ``checks`` has such a result."""
+    wanted = list(checks)
+    df = catalog.query(
+        """
+        SELECT check_name, passed, severity, details, run_id FROM (
+          SELECT *, row_number() OVER (PARTITION BY check_name ORDER BY created_at DESC) AS rn
+          FROM check_results
+          WHERE asset = ? AND data_version = ? AND json_extract_string(details, '$.check_version') = ?)
+        WHERE rn = 1
+        """,
+        [asset, data_version, version],
+    )
+    by_name = {row["check_name"]: row for row in df.iter_rows(named=True)}
+    if not wanted or any(name not in by_name for name in wanted):
+        return None
+    out = []
+    for name in wanted:
+        row = by_name[name]
+        result = json.loads(row["details"])
+        result.update(check_name=name, passed=bool(row["passed"]), severity=row["severity"],
+                      reused_from_run=row["run_id"])
+        out.append(result)
+    return out
 
 
 def unrun_result(check_name: str, severity: str, error: str) -> dict[str, Any]:
