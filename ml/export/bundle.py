@@ -7,6 +7,8 @@ Layout of a bundle (``bundle/`` in the store's version directory, and the member
     parity.json                   per model, per precision: metrics, criteria, passed
     <model>/model.onnx            fp32
     <model>/model.int8.onnx       INT8 dynamic quantization (absent with skip_quantization)
+    <model>/model.int4.onnx       causal LMs: int4 weight-only MatMulNBits (ml/export/int4.py; absent
+                                  with int4: false; every other model's manifest entry says why not)
     <model>/tokenizer/            the tokenizer the model was trained with
     <model>/samples.npz           input_ids, attention_mask (graph models: their named inputs and
                                   feed_names), PyTorch fp32 reference outputs, texts
@@ -71,8 +73,18 @@ class BundleConfig:
     latency_batches: tuple[int, ...] = (1, 32)
     threads: int = 0  # 0: every core this process may use
     thresholds: P.Thresholds = field(default_factory=P.Thresholds)
+    int4: bool = True  # causal LMs: also an int4 weight-only model (MatMulNBits) with its own parity gate
+    int4_block_size: int = 32  # weights per int4 block (a power of two >= 16)
+    int4_symmetric: bool = False  # False: a 4-bit zero point per block (closer to fp32 on the debug LM)
+    int4_accuracy_level: int = 0  # MatMulNBits accuracy_level (0: ORT's default; 4: int8 activations)
 
     def __post_init__(self) -> None:
+        from ml.export.int4 import check_block_size
+
+        try:
+            check_block_size(self.int4_block_size)
+        except ValueError as exc:
+            raise BundleError(str(exc)) from None
         for name in ("per_channel", "quantize_embeddings"):
             if getattr(self, name) not in PER_CHANNEL_MODES:
                 raise BundleError(f"{name} must be one of {PER_CHANNEL_MODES}, got {getattr(self, name)!r}")
@@ -196,6 +208,13 @@ def _export_one(src, mdir: Path, cfg: BundleConfig, log: Callable[[str], None]) 
                  "chosen": name, "candidates": {n: _summary(r) for n, _, r, _ in tried}}
         results["int8"] = {**res, "per_channel": qinfo["per_channel"], "quantize_embeddings": qinfo["quantize_embeddings"]}
 
+    from ml.export import int4 as I4
+
+    quant4, res4 = I4.build(src.kind, mdir, samples, cfg, threads, log, name=src.name)
+    if res4 is not None:
+        results["int4"] = res4
+    has4 = (mdir / I4.FILE).is_file()
+
     latency: dict[str, dict[str, float]] = {}
     if cfg.measure_latency:
         seq = min(cfg.latency_seq, info["max_positions"]) if info["max_positions"] else cfg.latency_seq
@@ -206,6 +225,8 @@ def _export_one(src, mdir: Path, cfg: BundleConfig, log: Callable[[str], None]) 
         sessions = {"ort_fp32": P.ort_session(mdir / FP32, threads)}
         if quant:
             sessions["ort_int8"] = P.ort_session(mdir / INT8, threads)
+        if has4:
+            sessions[I4.ENGINE] = P.ort_session(mdir / I4.FILE, threads)
         shapes = [(f"b{len(samples['query'])}graph", None)] if graph else \
             [(f"b{batch}s{seq}", P.latency_feeds(info["vocab_size"], batch, seq)) for batch in cfg.latency_batches]
         for shape, feeds in shapes:
@@ -224,10 +245,14 @@ def _export_one(src, mdir: Path, cfg: BundleConfig, log: Callable[[str], None]) 
     if quant:
         sizes["int8"] = (mdir / INT8).stat().st_size
         sizes["int8_ratio"] = round(sizes["int8"] / sizes["fp32"], 4)
+    if has4:
+        sizes["int4"] = (mdir / I4.FILE).stat().st_size
+        sizes["int4_ratio"] = round(sizes["int4"] / sizes["fp32"], 4)
     entry = {
         **info,
         "source": src.provenance,
         "files": {"fp32": f"{src.name}/{FP32}", **({"int8": f"{src.name}/{INT8}"} if quant else {}),
+                  **({"int4": f"{src.name}/{I4.FILE}"} if has4 else {}),
                   "samples": f"{src.name}/{SAMPLES}", "tokenizer": f"{src.name}/{TOKENIZER}/"},
         "tokenizer": {"class": type(tok).__name__, "files": tok_files, "pad_token_id": tok.pad_token_id,
                       "padding_side": "right", "max_length": max_len,
@@ -239,13 +264,17 @@ def _export_one(src, mdir: Path, cfg: BundleConfig, log: Callable[[str], None]) 
                     "from": src.provenance.get("samples")},
         "export": export_info,
         "quantization": quant,
+        "quantization_int4": quant4,
+        "metrics": src.metrics,
         "parity": {prec: _summary(r) for prec, r in results.items()},
         "latency_ms": latency,
         "latency_setup": {"runs": cfg.latency_runs, "statistic": "median", "threads": threads,
                           "inputs": "random ids, full attention mask",
                           "engines": {"torch_fp32": "PyTorch eager mode, default attention, fp32",
                                       "ort_fp32": "ONNX Runtime CPU, model.onnx",
-                                      "ort_int8": "ONNX Runtime CPU, model.int8.onnx"}} if latency else None,
+                                      "ort_int8": "ONNX Runtime CPU, model.int8.onnx",
+                                      **({I4.ENGINE: f"ONNX Runtime CPU, {I4.FILE}"} if has4 else {})}}
+        if latency else None,
         "bytes": sizes,
     }
     del module, model
@@ -296,6 +325,8 @@ def bundle_stats(manifest: dict[str, Any]) -> dict[str, float]:
                 stats[f"latency_ms.{name}.{engine}.{shape}"] = ms
             if "ort_int8" in row and row["ort_int8"] > 0:
                 stats[f"speedup.{name}.ort_int8_vs_torch_fp32.{shape}"] = round(row["torch_fp32"] / row["ort_int8"], 4)
+            if row.get("ort_int4", 0) > 0:
+                stats[f"speedup.{name}.ort_int4_vs_torch_fp32.{shape}"] = round(row["torch_fp32"] / row["ort_int4"], 4)
         for prec, summary in m["parity"].items():
             for k, v in summary.items():
                 if v is not None:

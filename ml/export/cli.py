@@ -9,6 +9,10 @@
     lineage promoted [COMPONENT] [--history]
         what is promoted now (or every promotion, newest first); the same as
         lineage stats "select * from promotions order by promoted_at desc"
+    lineage export-hf VERSION DIR [--model lm|sft|dpo]
+        write the standalone Hugging Face folders of hf_release@VERSION (prefix ok, or "latest") to DIR
+        (DIR/<model>/, or DIR itself with --model); VERSION may also be a checkpoint,
+        lm_checkpoint@V / lora_adapter@V / dpo_adapter@V, built into DIR on the spot (ml/export/hf_release.py)
 
 Heavy imports (onnx, onnxruntime) happen inside the commands.
 """
@@ -16,6 +20,7 @@ Heavy imports (onnx, onnxruntime) happen inside the commands.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -69,7 +74,58 @@ def cmd_promoted(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from ml.export import hf_release as H
+    from ml.paths import lineage_home
+    from ml.store import ArtifactStore
+
+    store = ArtifactStore(lineage_home(args.home))
+    dest = Path(args.dir)
+    asset, sep, version = args.version.partition("@")
+    try:
+        if sep:  # a checkpoint version: build the release folders straight from it
+            if asset not in {a for a, _ in H.RELEASE_MODELS.values()}:
+                raise H.ReleaseError(f"{asset!r} is not a language-model checkpoint asset "
+                                     f"({sorted(a for a, _ in H.RELEASE_MODELS.values())})")
+            found = [v.data_version for v in store.versions(asset) if v.data_version.startswith(version)]
+            if len(found) != 1:
+                raise H.ReleaseError(f"{asset}@{version}: {'no' if not found else 'more than one'} stored version matches")
+            if dest.exists() and any(dest.iterdir()):
+                raise H.ReleaseError(f"{dest} exists and is not an empty directory; choose a new one")
+            index = H.build_release(store, {asset: found[0]}, dest, log=print)
+            if args.model:
+                print(f"note: --model is ignored when building from a checkpoint; wrote {sorted(index['models'])}")
+            written = [dest / n for n in sorted(index["models"])]
+            ok = index["passed"]
+        else:
+            versions = store.versions(H.ASSET)
+            found = versions[-1:] if args.version == "latest" else \
+                [v for v in versions if v.data_version.startswith(args.version)]
+            if len(found) != 1:
+                raise H.ReleaseError(f"{H.ASSET}@{args.version}: {'no' if not found else 'more than one'} stored "
+                                     "version matches (materialize hf_release first, or pass ASSET@VERSION of a checkpoint)")
+            written = H.copy_release(found[0].path / H.RELEASE_DIR, dest, args.model)
+            ok = json.loads((found[0].path / H.RELEASE_DIR / H.INDEX).read_text("utf-8"))["passed"]
+    except (H.ReleaseError, FileNotFoundError) as exc:
+        print(f"export-hf: {exc}", file=sys.stderr)
+        return 1
+    for folder in written:
+        print(f"wrote {folder} (AutoModelForCausalLM.from_pretrained({str(folder)!r}))")
+    if not ok:
+        print("WARNING: greedy parity with the source checkpoint FAILED for this release (see release.json)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def add_commands(sub) -> None:
+    h = sub.add_parser("export-hf", help="write standalone Hugging Face model folders (+ model cards) to DIR")
+    h.add_argument("version", metavar="VERSION", help="hf_release version (prefix, or 'latest'), or ASSET@VERSION "
+                   "of lm_checkpoint / lora_adapter / dpo_adapter")
+    h.add_argument("dir", metavar="DIR", help="new or empty directory")
+    h.add_argument("--model", choices=["lm", "sft", "dpo"], help="only this model, written as DIR itself")
+    h.set_defaults(func=cmd_export_hf)
+
     v = sub.add_parser("verify", help="check a bundle .tar.gz: safe extraction, sha256, parity samples in ORT")
     v.add_argument("bundle", metavar="BUNDLE.tar.gz")
     v.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (default: all cores)")

@@ -60,6 +60,7 @@ class ModelSource:
     cut_samples: bool | list[bool] = False  # causal LM on running text: check a next token inside it
     provenance: dict[str, Any] = field(default_factory=dict)  # versions it came from (for the manifest)
     graph: dict[str, Any] | None = None  # ranker: {"dataset_dir", "embedding_dir", "feature_max_len"} for samples
+    metrics: dict[str, Any] | None = None  # the checkpoint's validation (and test) metrics, for the manifest
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -11,7 +11,12 @@ Criteria (``Thresholds``; each configurable):
 - INT8 classifier: argmax agreement >= 98%;
 - INT8 ranker (GNN): top-1 candidate agreement >= 95% and mean Spearman correlation of the
   candidate order >= 0.95 per query;
-- INT8 token classifier (NER): tag argmax agreement >= 98% over the real (unpadded) tokens.
+- INT8 token classifier (NER): tag argmax agreement >= 98% over the real (unpadded) tokens;
+- int4 causal LM (weight-only, ml/export/int4.py): top-1 next-token agreement >= 90% and max
+  |logit difference| <= 4.0 on the stored sample prompts. 4-bit weights move every logit a little
+  (on the debug LM: mean |diff| about 0.2-0.3, max 1-3 over 64 samples x 4,096 logits, with top-1
+  agreement 0.95-1.0); the ceiling catches a broken graph (wrong scales, a layer left unquantized
+  wrongly) rather than ordinary 4-bit noise, and the top-1 floor is what a greedy decoder sees.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "int4")
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,8 @@ class Thresholds:
     int8_ranker_top1_agreement: float = 0.95
     int8_ranker_rank_correlation: float = 0.95
     int8_token_agreement: float = 0.98
+    int4_lm_top1_agreement: float = 0.90
+    int4_lm_max_logit_diff: float = 4.0
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -51,6 +58,11 @@ class Thresholds:
         """(metric, comparison, threshold) that must all hold."""
         if precision == "fp32":
             return [("max_abs_diff", "<=", self.fp32_max_abs_diff)]
+        if precision == "int4":
+            if kind != "causal_lm":
+                raise ValueError(f"int4 parity is defined for causal LMs only, not {kind!r}")
+            return [("argmax_agreement", ">=", self.int4_lm_top1_agreement),
+                    ("max_abs_diff", "<=", self.int4_lm_max_logit_diff)]
         if precision != "int8":
             raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
         if kind == "embedding":

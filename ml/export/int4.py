@@ -1,0 +1,184 @@
+"""int4 weight-only quantization of the causal LMs with ONNX Runtime's MatMulNBits quantizer.
+
+``onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer`` (the default, RTN-style
+algorithm) replaces every ``MatMul`` whose second input is a constant weight by a ``MatMulNBits``
+node (com.microsoft): the weight stored as 4-bit integers in blocks of ``block_size`` values along
+the reduction axis, one fp32 scale (and, asymmetric, one 4-bit zero point) per block; activations
+stay fp32. The result is ``<model>/model.int4.onnx`` beside the fp32 and INT8 files.
+
+What is *not* quantized is reported, never skipped in silence (``audit``): each remaining MatMul,
+Gemm and constant-table Gather with the reason, e.g.
+
+- ``MatMul`` with two activation inputs (attention Q·Kᵀ and weights·V): no constant weight;
+- ``Gather`` over the embedding table: int4 Gather (``GatherBlockQuantized``) needs opset 21 and
+  IR 10, and the bundle exports opset 17 (below 18 ``ReduceMean`` takes ``axes`` as an attribute,
+  so a graph forced to opset 21 no longer loads), so the table stays fp32 — on a small-vocabulary
+  LM it is most of the int4 file;
+- ``Gemm``: MatMulNBits covers MatMul only.
+
+Only causal LMs are quantized to int4 (``KINDS``); for every other kind the manifest says why not.
+A failure of the quantizer itself is recorded with its message and fails the model's int4 gate.
+
+The int4 gate (parity.py ``Thresholds``): top-1 next-token agreement with PyTorch fp32 and the
+max |logit difference| on the model's stored sample prompts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+KINDS = ("causal_lm",)
+FILE = "model.int4.onnx"
+ENGINE = "ort_int4"
+INT4_GATHER_OPSET = 21
+
+
+class Int4Error(RuntimeError):
+    pass
+
+
+def not_applicable(kind: str) -> str | None:
+    """Why a model of this kind gets no int4 file (None: it does)."""
+    if kind in KINDS:
+        return None
+    return (f"int4 weight-only quantization is built for the causal LMs only (kinds {list(KINDS)}); "
+            f"this {kind} model ships fp32 and INT8")
+
+
+def check_block_size(block_size: int) -> int:
+    if block_size < 16 or block_size & (block_size - 1):
+        raise ValueError(f"int4_block_size must be a power of two >= 16, got {block_size}")
+    return block_size
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The quantizer logs one INFO line per node and configures the root logger: keep it to errors."""
+    names = ["onnxruntime.quantization.matmul_nbits_quantizer", "onnxruntime.quantization"]
+    loggers = [logging.getLogger(n) for n in names] + [logging.getLogger()]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def quantize_int4(fp32_path: Path, out_path: Path, *, block_size: int = 32, symmetric: bool = False,
+                  accuracy_level: int = 0) -> dict[str, Any]:
+    """Write the int4 model of ``fp32_path`` to ``out_path``; returns settings, timing and the audit."""
+    import onnx
+
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
+                                                                     MatMulNBitsQuantizer)
+    except ImportError as exc:  # onnxruntime >= 1.22 needs onnx_ir for this module
+        raise Int4Error(f"onnxruntime's MatMulNBits quantizer cannot be imported: {exc}") from exc
+    check_block_size(block_size)
+    t0 = time.perf_counter()
+    fp32 = onnx.load(str(fp32_path))
+    cfg = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric,
+                                       accuracy_level=accuracy_level or None, op_types_to_quantize=("MatMul",))
+    with _quiet():
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32_path)), algo_config=cfg)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(out_path), use_external_data_format=False)
+    onnx.checker.check_model(str(out_path))  # contrib ops (com.microsoft) are not shape-checked by onnx
+    report = audit(fp32, onnx.load(str(out_path)))
+    if not report["quantized"]:
+        raise Int4Error("no MatMul has a constant weight to quantize: " +
+                        "; ".join(f"{n['node']}: {n['reason']}" for n in report["not_quantized"][:3]))
+    return {"algorithm": "MatMulNBits (ORT default, round-to-nearest)", "bits": 4, "block_size": block_size,
+            "symmetric": symmetric, "accuracy_level": accuracy_level or None, "weights": "int4, one fp32 scale "
+            "per block" + ("" if symmetric else " + a 4-bit zero point"), "activations": "fp32",
+            "seconds": round(time.perf_counter() - t0, 3), **report}
+
+
+def _initializers(model) -> dict[str, Any]:
+    return {t.name: t for t in model.graph.initializer}
+
+
+def _reason(node, inits: dict[str, Any], opset: int) -> str | None:
+    """Why this node of the int4 graph still holds an fp32 weight path (None: nothing to report)."""
+    if node.op_type == "MatMul":
+        b = inits.get(node.input[1]) if len(node.input) > 1 else None
+        if b is None:
+            return "no constant weight: both inputs are activations (e.g. attention scores or weights x values)"
+        if len(b.dims) < 2:
+            return f"weight has {len(b.dims)} dimension(s); MatMulNBits needs a 2-D [K, N] weight"
+        if any(d != 1 for d in b.dims[:-2]):
+            return f"batched weight {list(b.dims)}: MatMulNBits quantizes 2-D weights only"
+        return "left as MatMul by the quantizer"
+    if node.op_type == "Gemm":
+        return "Gemm is not quantized: MatMulNBits replaces MatMul nodes only"
+    if node.op_type == "Gather" and node.input and node.input[0] in inits and len(inits[node.input[0]].dims) == 2:
+        if opset < INT4_GATHER_OPSET:
+            return (f"embedding table stays fp32: int4 Gather (GatherBlockQuantized) needs opset "
+                    f"{INT4_GATHER_OPSET} and IR 10, the bundle exports opset {opset} (ReduceMean takes axes as an "
+                    "attribute before opset 18, so the graph would no longer load)")
+        return "embedding table stays fp32 (Gather is not in the quantized op types)"
+    return None
+
+
+def audit(fp32, int4) -> dict[str, Any]:
+    """Which weight-carrying nodes became MatMulNBits, and each one that did not, with the reason."""
+    opset = max((o.version for o in int4.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    inits = _initializers(int4)
+    quantized = [n.name for n in int4.graph.node if n.op_type == "MatMulNBits"]
+    not_quantized = []
+    for node in int4.graph.node:
+        reason = _reason(node, inits, opset)
+        if reason is not None:
+            not_quantized.append({"node": node.name, "op": node.op_type, "reason": reason})
+    fp32_bytes = sum(len(t.raw_data) or 0 for t in fp32.graph.initializer)
+    left = sum(len(inits[n.input[0]].raw_data) for n in int4.graph.node
+               if n.op_type == "Gather" and n.input and n.input[0] in inits and len(inits[n.input[0]].dims) == 2)
+    return {"quantized": len(quantized), "quantized_nodes": quantized, "not_quantized": not_quantized,
+            "fp32_weight_bytes": fp32_bytes, "fp32_table_bytes_left": left}
+
+
+def summary_reasons(info: dict[str, Any]) -> dict[str, int]:
+    """Count of not-quantized nodes per (op, reason), for check details."""
+    out: dict[str, int] = {}
+    for n in info.get("not_quantized", []):
+        key = f"{n['op']}: {n['reason']}"
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def build(kind: str, mdir: Path, samples: dict, cfg, threads: int, log, name: str = "") -> tuple[dict, dict | None]:
+    """The int4 step of one bundle model: (manifest entry ``quantization_int4``, parity result or None).
+
+    ``status`` is ``quantized``, ``failed`` (the reason, and a failed int4 parity result), ``not_applicable``
+    (not a causal LM) or ``off`` (``int4: false``)."""
+    from ml.export import parity as P
+
+    if not cfg.int4:
+        return {"status": "off", "reason": "int4: false in the bundle config"}, None
+    if getattr(cfg, "skip_quantization", False):
+        return {"status": "off", "reason": "skip_quantization: true (fp32 only)"}, None
+    reason = not_applicable(kind)
+    if reason:
+        return {"status": "not_applicable", "reason": reason}, None
+    out = Path(mdir) / FILE
+    try:
+        info = quantize_int4(Path(mdir) / "model.onnx", out, block_size=cfg.int4_block_size,
+                             symmetric=cfg.int4_symmetric, accuracy_level=cfg.int4_accuracy_level)
+    except Exception as exc:  # the quantizer and onnx raise many types: record the reason, fail the gate
+        out.unlink(missing_ok=True)
+        msg = f"int4 quantization failed: {type(exc).__name__}: {exc}"
+        log(f"{name}: {msg}")
+        return {"status": "failed", "reason": msg}, {
+            "kind": kind, "precision": "int4", "samples": int(len(samples["reference"])), "metrics": {},
+            "criteria": [], "problems": [msg], "passed": False}
+    res = P.check_onnx(out, kind, "int4", samples, cfg.thresholds, threads)
+    log(f"{name}: int4 (block {cfg.int4_block_size}, {'symmetric' if cfg.int4_symmetric else 'asymmetric'}): "
+        f"{info['quantized']} MatMulNBits, {len(info['not_quantized'])} nodes left fp32; top-1 "
+        f"{res['metrics'].get('argmax_agreement')}, max |logit diff| {res['metrics'].get('max_abs_diff')}")
+    return {"status": "quantized", **info}, res
