@@ -14,6 +14,13 @@ Prints, all measured in this run (baseline: torch fp32 eager on the same inputs 
   changes on a shared machine hit them alike; the figure is the median over rounds;
 - ratio torch fp32 eager / ORT INT8 at b1 x s128 (goal >= 2x) and INT8 / fp32 file size (goal <= 30%);
 - embedding cosine to PyTorch of per-tensor vs per-channel INT8 (why per-channel is the default).
+
+    python bench/export.py --lm [--home LINEAGE_HOME] [--samples 64] [--runs 10]
+
+The debug LM instead (the newest lora_adapter in the store and the lm_checkpoint it was trained on,
+LoRA merged: the bundle's ``lm`` component), through ``build_bundle`` itself: file sizes of fp32 /
+INT8 / int4, median latency of torch fp32 eager / ORT fp32 / ORT INT8 / ORT int4 at b1 x s128 and
+b32 x s128 on one thread, and the INT8 and int4 parity figures on the real sample texts.
 """
 
 from __future__ import annotations
@@ -48,7 +55,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=10, help="timed runs per engine per round (b1); b32 uses a third")
     ap.add_argument("--texts", type=int, default=64)
+    ap.add_argument("--lm", action="store_true", help="the debug LM from the store: fp32 / INT8 / int4")
+    ap.add_argument("--home", help="LINEAGE_HOME holding lora_adapter + lm_checkpoint (default: $LINEAGE_HOME)")
+    ap.add_argument("--samples", type=int, default=64, help="--lm: parity sample texts")
     args = ap.parse_args()
+    if args.lm:
+        return lm_bench(args)
 
     import onnxruntime
     import torch
@@ -136,6 +148,53 @@ def main() -> int:
               f"{results['b32s128']['torch_baseline'] / results['b32s128']['ort_int8_per_channel']:.2f}x")
         print(f"  INT8 / fp32 file size: {size_ratio:.1%}  (goal <= 30%: {'met' if size_ratio <= 0.30 else 'NOT met'})")
         del sessions
+    return 0
+
+
+def lm_bench(args) -> int:
+    from ml.export import bundle as B
+    from ml.export import sources as S
+    from ml.export.export import ModelSource
+    from ml.paths import lineage_home
+    from ml.store import ArtifactStore
+
+    store = ArtifactStore(lineage_home(args.home))
+    adapters = store.versions("lora_adapter")
+    if not adapters:
+        print(f"no lora_adapter in {store.root}: run the pipeline first (bash scripts/demo.sh)", file=sys.stderr)
+        return 2
+    sft = adapters[-1]
+    base = store.get("lm_checkpoint", sft.manifest["upstream"]["lm_checkpoint"])
+    src = ModelSource("lm", "causal_lm", base.path / "model", sft.path / "tokenizer", adapter_dir=sft.path / "adapter",
+                      provenance={"asset": "lora_adapter", "data_version": sft.data_version})
+    src.texts, src.cut_samples, _ = S.sample_texts(store, "lora_adapter", sft.data_version, "causal_lm", args.samples,
+                                                   src.tokenizer_dir)
+    cfg = B.BundleConfig(samples=args.samples, latency_runs=args.runs, latency_batches=(1, 32),
+                         threads=args.threads or 1)
+    with tempfile.TemporaryDirectory(prefix="bench-lm-") as tmp:
+        m = B.build_bundle([src], Path(tmp) / "out", cfg, lineage={"nodes": [], "raw_docs": [], "landing": {}},
+                           log=lambda msg: None)["models"]["lm"]
+    print(f"debug LM: lora_adapter@{sft.data_version[:12]} merged into lm_checkpoint@{base.data_version[:12]}; "
+          f"{m['architecture']} {m['parameters']:,} parameters, vocab {m['vocab_size']:,}; {cfg.threads} thread(s)")
+    q4 = m["quantization_int4"]
+    print(f"INT8 variant: {m['quantization']['chosen']}; int4: block {q4.get('block_size')}, "
+          f"{'symmetric' if q4.get('symmetric') else 'asymmetric'}, {q4.get('quantized')} MatMulNBits, "
+          f"{len(q4.get('not_quantized', []))} nodes left fp32")
+    print("\nfile size:")
+    for prec in ("fp32", "int8", "int4"):
+        if prec in m["bytes"]:
+            print(f"  {prec:5s} {m['bytes'][prec] / 1e6:7.3f} MB  ({m['bytes'][prec] / m['bytes']['fp32']:.1%} of fp32)")
+    print(f"\nmedian latency, ms ({args.runs} runs):")
+    engines = ["torch_fp32", "ort_fp32", "ort_int8", "ort_int4"]
+    print("  shape      " + " ".join(f"{e:>11s}" for e in engines))
+    for shape, row in m["latency_ms"].items():
+        print(f"  {shape:10s} " + " ".join(f"{row.get(e, float('nan')):11.3f}" for e in engines))
+        print(f"  {'(speedup)':10s} " + " ".join(f"{row['torch_fp32'] / row[e]:10.2f}x" if e in row else " " * 11
+                                                for e in engines))
+    print(f"\nparity on {m['samples']['count']} real sample texts, vs torch fp32:")
+    for prec, r in m["parity"].items():
+        print(f"  {prec:5s} top-1 agreement {r['argmax_agreement']:.4f}  max |logit diff| {r['max_abs_diff']:.4g}  "
+              f"cosine mean {r['cosine_mean']:.4f}  {'pass' if r['passed'] else 'FAIL'}")
     return 0
 
 
