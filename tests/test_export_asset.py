@@ -63,7 +63,7 @@ STAND_INS = [
     _standin("dpo_adapter", ["lora_adapter"]),  # merged weights in model/, like the real one
 ]
 PARITY_OK = {"lm_parity": True, "embedding_parity": True, "relation_parity": True, "gnn_parity": True,
-             "ner_parity": True, "dpo_parity": True}
+             "ner_parity": True, "dpo_parity": True, "lm_int4_parity": True, "dpo_int4_parity": True}
 ALL = [raw_docs, cleaned_chunks, *STAND_INS, onnx_bundle]
 
 
@@ -127,6 +127,13 @@ def test_onnx_bundle_checks_lineage_verify_and_promotion(home, checkpoints, monk
         gnn = manifest["models"]["gnn"]
         assert gnn["kind"] == "ranker" and gnn["inputs"][0] == "x" and gnn["source"]["samples_from_split"]["val"] > 0
         assert manifest["models"]["ner"]["id2label"]["1"] == "B-CONCEPT"
+        # int4 beside fp32 and INT8 for the two LMs (own gate, figures in the catalog); the rest say why not
+        assert stats["parity.lm.int4.argmax_agreement"] >= 0.9 and 0 < stats["bytes.dpo.int4"] < stats["bytes.dpo.fp32"]
+        assert manifest["models"]["gnn"]["quantization_int4"]["status"] == "not_applicable"
+        assert manifest["models"]["relation"]["metrics"]["asset"] == "relation_checkpoint"  # its val/test metrics
+        details = json.loads(cat.query("SELECT details FROM check_results WHERE check_name = 'lm_int4_parity' AND "
+                                       "data_version = ?", [good])["details"][0])
+        assert details["status"] == "quantized" and details["quantized_nodes"] == 15
 
         assert lineage(["verify", str(version.path / "bundle.tar.gz")]) == 0
         assert lineage(["promote", "embedding", good[:8], "--by", "tester", "--note", "first"]) == 0
@@ -146,13 +153,16 @@ def test_onnx_bundle_checks_lineage_verify_and_promotion(home, checkpoints, monk
             patch.setattr(E, "export_onnx", wrong_export)
             res, mats, checks = _bundle_run(instance, {**FAST, "skip_quantization": True, "measure_latency": False},
                                             selection=["onnx_bundle"])
-        assert not res.success and checks == {**PARITY_OK, "lm_parity": False}
+        # both causal LMs (lm and the dpo stand-in) went through the perturbed export; int4 is off with
+        # skip_quantization, so its gates pass as "nothing to gate"
+        assert not res.success and checks == {**PARITY_OK, "lm_parity": False, "dpo_parity": False}
         bad = mats["onnx_bundle"].tags["dagster/data_version"]
         assert bad != good
         capsys.readouterr()
         assert lineage(["promote", "lm", bad]) == 1
         assert lineage(["promote", "embedding", bad]) == 1  # any failed blocking check refuses the bundle
-        assert "blocking checks failed: lm_parity" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "blocking checks failed: dpo_parity" in err and "lm_parity (" in err
         assert lineage(["verify", str(store.get("onnx_bundle", bad).path / "bundle.tar.gz")]) == 1
 
         assert lineage(["promote", "embedding", good, "--by", "tester", "--note", "second"]) == 0
