@@ -223,3 +223,53 @@ def test_both_models_train_in_the_one_loop(tmp_path, asset):
 
 def tmp_path_factory_root(tmp_path):
     return tmp_path.parent / "shared-checkpoints"
+
+
+def test_gnn_kill_and_resume_gives_identical_weights(tmp_path):
+    """The GNN's subgraph items go through the loop's sampler like any other: a run SIGKILLed at step 15
+    resumes from its step-10 checkpoint and ends with exactly the weights of an uninterrupted run."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from ml.datasets import write_splits
+    from ml.datasets.gnn import write_graph
+    from ml.train import checkpointing as ckpt
+    from ml.train.loop import KILL_ENV
+    from ml.train.run import TrainSpec, run_training
+    from tests.conftest import REPO
+    from tests.test_export_fixtures import build_checkpoints
+
+    triples, chunks, docs = _corpus()
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    parts, nodes, edges, _ = build_gnn(triples, chunks, docs, GnnConfig(seed=SEED, val_ratio=RATIO, negatives=3))
+    write_splits(ds, parts)
+    write_graph(ds, nodes, edges)
+    emb = build_checkpoints(tmp_path_factory_root(tmp_path))["embedding_checkpoint"]
+    settings = {"model": {"hidden_size": 16, "num_layers": 2, "feature_max_len": 32, "dropout": 0.1},
+                "train": {"max_steps": 30, "batch_size": 4, "grad_accum_steps": 2, "lr": 0.005, "warmup_steps": 3,
+                          "eval_every": 10, "eval_batches": 2, "save_every": 10, "log_every": 5, "keep_last": 1}}
+    inputs = {"gnn_dataset": str(ds), "embedding_checkpoint": str(emb)}
+    device = {"device": "cpu", "seed": 3, "threads": 1}
+
+    def spec(name):
+        return TrainSpec(asset="gnn_checkpoint", settings=settings, inputs=inputs, out_dir=str(tmp_path / name),
+                         work_dir=str(tmp_path / f"{name}_work"), device=device)
+
+    ref = run_training(spec("ref"), log=lambda m: None)
+    assert ref["resumed_from_step"] is None
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(spec("out").model_dump_json())
+    proc = subprocess.run([sys.executable, "-m", "ml.train", str(spec_file)], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, KILL_ENV: "15", "PYTHONPATH": str(REPO)}, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert [s for s, _ in ckpt.step_dirs(tmp_path / "out_work")] == [10]
+    resumed = run_training(spec("out"), log=lambda m: None)
+    assert resumed["resumed_from_step"] == 10 and resumed["steps"] == 30
+    a = load_file(str(tmp_path / "ref" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "out" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["val"] == ref["val"]
