@@ -206,8 +206,8 @@ class Catalog:
             batch_id = f"{stamp}-{time.time_ns() % 10**9:09d}-{os.getpid()}-{secrets.token_hex(4)}"
         elif self.has_batch(batch_id):
             return None
-        # staging name: <batch>~<pid>~<host> so ``lineage gc`` can tell a dead writer's leftover
-        staging = self.root / STAGING / f"{batch_id}~{os.getpid()}~{socket.gethostname()}"
+        # staging name: <batch>~<pid>~<rand>~<host> so ``lineage gc`` can tell a dead writer's leftover
+        staging = self.root / STAGING / f"{batch_id}~{os.getpid()}~{secrets.token_hex(4)}~{socket.gethostname()}"
         staging.mkdir(parents=True)
         try:
             for table, df in frames.items():
@@ -303,14 +303,17 @@ class Catalog:
         return bool(self.query("SELECT 1 FROM asset_versions WHERE asset = ? AND data_version = ? LIMIT 1",
                                [asset, data_version]).height)
 
-    def repair_version(self, version) -> bool:
+    def repair_version(self, version, force: bool = False) -> bool:
         """Record a stored version (``ml.store.StoredVersion``) the catalog does not know: its
         asset_versions row as its manifest tells it (the run that built it, cache_hit false), its
         lineage edges and its dataset_stats. Rows only the asset's own code can derive from the
         files (quarantine, doc_decisions, training metrics) are written by the next
         materialization of that asset, which finds the version's own batch missing. Idempotent.
-        Returns True when rows were written."""
+        A version whose writer still runs (``StoredVersion.writer_alive``) is left to it unless
+        ``force``. Returns True when rows were written."""
         if self.knows_version(version.asset, version.data_version):
+            return False
+        if version.writer_alive() and not force:  # its maker is still running: it writes the rows itself
             return False
         m = version.manifest
         created = m.get("created_at")

@@ -7,6 +7,7 @@
     lineage validate-config FILE              check a run-config profile's training sections
     lineage verify BUNDLE.tar.gz              safe extraction, sha256 and parity re-run of a bundle
     lineage promote COMPONENT VERSION         promote a bundle component; lineage promoted [--history]
+    lineage gc [--apply] [--repair]           leftovers of dead writers; versions the catalog missed
 
 Every command reads LINEAGE_HOME (--home before the command; default: $LINEAGE_HOME, else .lineage/
 in the checkout). Commands that live beside their stage come from PLUGIN_MODULES. Output into a
@@ -28,8 +29,8 @@ import polars as pl
 from ml.catalog import SCHEMAS, Catalog, CatalogError
 from ml.paths import landing_dir, lineage_home
 
-# modules with ``add_commands(subparsers)``: validate-config (training), verify/promote (export)
-PLUGIN_MODULES = ("ml.train.cli", "ml.export.cli")
+# modules with ``add_commands(subparsers)``: validate-config (training), verify/promote (export), gc
+PLUGIN_MODULES = ("ml.train.cli", "ml.export.cli", "ml.gc")
 
 
 def _terminal_width() -> int:

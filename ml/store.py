@@ -177,6 +177,14 @@ class StoredVersion:
     def file(self, relpath: str) -> Path:
         return safe_join(self.path, relpath)
 
+    def writer_alive(self) -> bool:
+        """Whether the process that published this version may still be recording it (same host and
+        its pid alive; another host: always assumed alive). Old manifests name no writer: False."""
+        w = self.manifest.get("writer") or {}
+        if not w.get("pid"):
+            return False
+        return w.get("host") != socket.gethostname() or pid_alive(int(w["pid"]))
+
 
 @dataclass
 class BuildResult:
@@ -322,6 +330,7 @@ class ArtifactStore:
                 "files": files,
                 "rows": result.rows,
                 "stats": result.stats,
+                "writer": {"pid": os.getpid(), "host": socket.gethostname()},  # for repairs: is its maker alive?
                 **(dict(extra) if extra else {}),
             }
             atomic_write_json(staging / MANIFEST, manifest)

@@ -1,0 +1,183 @@
+"""``lineage gc``: leftovers of dead writers, versions the catalog missed, corrupt versions set aside.
+
+    lineage gc                      dry run: list what --apply would remove and what --repair would record
+    lineage gc --apply              remove the leftovers of dead writers
+    lineage gc --repair             record store versions missing from the catalog (from their manifests)
+    lineage gc --min-age SECONDS    age after which a leftover whose owner cannot be checked counts (86400)
+
+Leftovers (a SIGKILL skips every ``finally``):
+
+- ``artifacts/_staging/<asset>~<pid>~<rand>~<host>/``: a version being built;
+- ``catalog/_staging/<batch>~<pid>~<rand>~<host>/``: a catalog batch being written;
+- ``.<name>.<random>.tmp`` files of atomic writes (``_fingerprints/``, the catalog's ``_schema/``
+  and ``views.json``).
+
+A staging directory is a leftover when its owner is a process on this host that no longer runs,
+or (owner on another host, or a name without one) when it is older than ``--min-age``: a build
+may run for hours on another machine, so that age is a day by default. A temporary file of an
+atomic write lives for milliseconds: it counts once it is an hour old (or ``--min-age``, if less).
+Versions moved to ``artifacts/_corrupt/`` by the integrity check are listed, never removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import stat
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ml.fsutil import pid_alive
+from ml.paths import artifacts_dir, catalog_dir, lineage_home
+
+DEFAULT_MIN_AGE_S = 86_400.0
+TMP_MAX_AGE_S = 3_600.0
+
+
+@dataclass(frozen=True)
+class Leftover:
+    kind: str  # artifact staging | catalog staging | temporary file
+    path: Path
+    why: str
+    bytes: int
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.lstat().st_size
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _owner_state(pid: int | None, host: str | None, age: float, min_age: float) -> str | None:
+    """Why a staging entry is a leftover, or None while its owner may still write it."""
+    if pid is not None and host == socket.gethostname():
+        return None if pid_alive(pid) else f"writer pid {pid} on this host is dead"
+    if age >= min_age:
+        owner = f"writer pid {pid} on {host}" if host else "no owner recorded"
+        return f"{owner}, {age / 3600:.1f} h old (>= {min_age / 3600:.1f} h)"
+    return None
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def find_leftovers(home: Path, min_age_s: float = DEFAULT_MIN_AGE_S, now: float | None = None) -> list[Leftover]:
+    now = time.time() if now is None else now
+    out: list[Leftover] = []
+    art, cat = artifacts_dir(home), catalog_dir(home)
+
+    def age(p: Path) -> float:
+        return now - p.lstat().st_mtime
+
+    staging = art / "_staging"
+    for child in sorted(staging.iterdir()) if staging.is_dir() else []:
+        parts = child.name.split("~", 3)  # <asset>~<pid>~<rand>~<host>
+        pid, host = (_int(parts[1]), parts[3]) if len(parts) == 4 else (None, None)
+        why = _owner_state(pid, host, age(child), min_age_s)
+        if why:
+            out.append(Leftover("artifact staging", child, why, _size(child)))
+
+    cstaging = cat / "_staging"
+    for child in sorted(cstaging.iterdir()) if cstaging.is_dir() else []:
+        parts = child.name.split("~", 3)  # <batch>~<pid>~<rand>~<host>; before: <stamp>-<ns>-<pid>-<hex>
+        if len(parts) == 4:
+            pid, host = _int(parts[1]), parts[3]
+        else:
+            fields = child.name.split("-")
+            pid, host = (_int(fields[2]) if len(fields) == 4 else None), None
+        why = _owner_state(pid, host, age(child), min_age_s)
+        if why:
+            out.append(Leftover("catalog staging", child, why, _size(child)))
+
+    tmp_age = min(min_age_s, TMP_MAX_AGE_S)
+    tmp_dirs = [*(sorted(art.glob("*/_fingerprints")) if art.is_dir() else []), cat / "batches" / "_schema", cat]
+    for d in tmp_dirs:
+        if not d.is_dir():
+            continue
+        for p in sorted(d.iterdir()):
+            if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file() and age(p) >= tmp_age:
+                out.append(Leftover("temporary file", p, f"atomic-write temporary, {age(p):.0f} s old", _size(p)))
+    return out
+
+
+def remove(leftover: Leftover) -> None:
+    path = leftover.path
+    if path.is_dir() and not path.is_symlink():
+        def onerror(func, p, _exc):  # read-only files inside a read-only dir
+            os.chmod(p, stat.S_IWUSR | stat.S_IRUSR | stat.S_IXUSR)
+            func(p)
+
+        shutil.rmtree(path, onerror=onerror)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def missing_from_catalog(home: Path):
+    """Store versions the catalog has no asset_versions row for, oldest first."""
+    from ml.catalog import Catalog
+    from ml.paths import ASSET_NAME_RE
+    from ml.store import ArtifactStore
+
+    store, catalog = ArtifactStore(home), Catalog(home)
+    known = set(catalog.query("SELECT DISTINCT asset, data_version FROM asset_versions").rows())
+    out = []
+    root = store.root
+    for adir in sorted(root.iterdir()) if root.is_dir() else []:
+        if not ASSET_NAME_RE.match(adir.name):
+            continue
+        out += [v for v in store.versions(adir.name) if (v.asset, v.data_version) not in known]
+    return out
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from ml.catalog import Catalog
+    from ml.store import ArtifactStore
+
+    home = lineage_home(args.home)
+    leftovers = find_leftovers(home, min_age_s=args.min_age)
+    verb = "removed" if args.apply else "would remove"
+    for x in leftovers:
+        if args.apply:
+            remove(x)
+        print(f"{verb} {x.kind}: {x.path} ({x.bytes} bytes; {x.why})")
+    if not leftovers:
+        print("no leftovers of dead writers")
+    missing = missing_from_catalog(home)
+    catalog = Catalog(home)
+    for v in missing:
+        if args.repair:
+            if catalog.repair_version(v):
+                print(f"recorded in the catalog: {v.asset}@{v.data_version} "
+                      f"(run {v.manifest.get('run_id') or '?'}, {v.manifest.get('created_at')})")
+            else:
+                print(f"left alone: {v.asset}@{v.data_version} (its writer still runs, or it was recorded meanwhile)")
+        else:
+            print(f"not in the catalog: {v.asset}@{v.data_version} (gc --repair records it)")
+    for p in ArtifactStore(home).corrupt_versions():
+        print(f"kept for inspection: corrupt version {p.parent.name}@{p.name} (see the corrupt_versions table)")
+    if not args.apply and leftovers:
+        print(f"dry run: {len(leftovers)} leftover(s), {sum(x.bytes for x in leftovers)} bytes; --apply removes them")
+    if args.repair:
+        try:
+            catalog.ensure_views()
+        except Exception as exc:  # someone holds catalog.duckdb; the rows are written either way
+            print(f"note: could not refresh {catalog.db_path}: {exc}", file=sys.stderr)
+    return 0
+
+
+def add_commands(sub) -> None:
+    g = sub.add_parser("gc", help="list (and with --apply remove) leftovers of dead writers; --repair the catalog",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("--apply", action="store_true", help="remove the leftovers (default: dry run, list only)")
+    g.add_argument("--repair", action="store_true", help="record store versions the catalog misses")
+    g.add_argument("--min-age", type=float, default=DEFAULT_MIN_AGE_S, metavar="SECONDS",
+                   help="age after which a leftover whose owner cannot be checked counts (default: a day)")
+    g.set_defaults(func=cmd_gc)
