@@ -176,3 +176,58 @@ def test_corrupt_version_dirs_do_not_count_as_versions(tmp_path):
     store.quarantine("thing", v.data_version)
     assert store.versions("thing") == []
     assert os.path.isdir(store.corrupt_versions()[0])
+
+
+def _fake_bundle(store: ArtifactStore) -> str:
+    """An onnx_bundle version with the files promote reads (no real models: promote must refuse it
+    on integrity before it loads anything)."""
+    def build(out: Path) -> BuildResult:
+        (out / "bundle").mkdir()
+        (out / "bundle" / "manifest.json").write_text(json.dumps({"models": {"embedding": {}}}))
+        (out / "bundle" / "parity.json").write_text(json.dumps({"models": {"embedding": {"fp32": {"passed": True}}}}))
+        (out / "bundle.tar.gz").write_bytes(os.urandom(4096))
+        return BuildResult()
+
+    return store.put("onnx_bundle", build, fingerprint="c" * 16, code_version="c", config={}, upstream={}).data_version
+
+
+def test_promote_verifies_first_and_refuses_a_corrupt_bundle(tmp_path, capsys):
+    from ml.cli import main as lineage
+
+    store = ArtifactStore(tmp_path)
+    version = _fake_bundle(store)
+    tar = store.get("onnx_bundle", version).path / "bundle.tar.gz"
+    expected = sha256_file(tar)
+    flip_byte(tar, 100)
+    capsys.readouterr()
+    assert lineage(["--home", str(tmp_path), "promote", "embedding", version[:8]]) == 1
+    err = capsys.readouterr().err
+    assert "refused" in err and "bundle.tar.gz" in err and expected in err and sha256_file(
+        store.corrupt_versions()[0] / "bundle.tar.gz") in err
+    assert Catalog(tmp_path).query("SELECT detected_by, path FROM corrupt_versions").rows() == [
+        ("lineage promote", "bundle.tar.gz")]
+    assert Catalog(tmp_path).query("SELECT count(*) FROM promotions").item() == 0
+
+
+def test_lineage_verify_takes_a_version_a_directory_or_the_whole_store(tmp_path, capsys):
+    from ml.cli import main as lineage
+
+    store = ArtifactStore(tmp_path)
+    good = _put(store, "good", fp="a" * 16)
+    version = _fake_bundle(store)
+    vdir = store.get("onnx_bundle", version).path
+    home = ["--home", str(tmp_path)]
+    assert lineage([*home, "verify", f"thing@{good.data_version[:6]}"]) == 0
+    assert lineage([*home, "verify", str(vdir)]) == 0
+    assert lineage([*home, "verify", str(vdir / "bundle")]) == 0  # anything inside a version names it
+    assert lineage([*home, "verify", "--all"]) == 0
+    assert "2 version(s) checked, 0 corrupt" in capsys.readouterr().out
+    assert lineage([*home, "verify", "thing@ffff"]) == 2  # no such version
+    flip_byte(vdir / "bundle" / "parity.json", 3)
+    assert lineage([*home, "verify", "--all"]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL onnx_bundle@{version}" in out and "bundle/parity.json: sha256" in out
+    assert "1 corrupt" in out and not store.has_version("onnx_bundle", version)
+    assert Catalog(tmp_path).query("SELECT asset, detected_by FROM corrupt_versions").rows() == [
+        ("onnx_bundle", "lineage verify")]
+    assert lineage([*home, "verify", "--all"]) == 0  # what is left is intact

@@ -3,6 +3,9 @@
     lineage verify BUNDLE.tar.gz [--threads N] [--keep DIR]
         safe extraction, every sha256, onnx.checker, parity samples re-run in ONNX Runtime;
         exit 0 when everything holds, 1 otherwise
+    lineage verify ASSET@VERSION | VERSION_DIR | --all
+        every file of a stored version (or of every version) against its manifest (size, sha256);
+        a corrupt version is recorded in corrupt_versions and moved aside; exit 1 when one is
     lineage promote COMPONENT VERSION [--by NAME] [--note TEXT]
         promote a component (lm, embedding, relation) of onnx_bundle@VERSION (prefix ok);
         exit 1, with the reason, when the bundle's blocking checks failed
@@ -25,13 +28,74 @@ import sys
 from pathlib import Path
 
 
+def _resolve_target(store, target: str) -> list[tuple[str, str]]:
+    """(asset, version) pairs named by ASSET@VERSION (a unique prefix works) or a version directory."""
+    from ml.paths import ASSET_NAME_RE, HEX_RE
+
+    if "@" in target and not Path(target).exists():
+        asset, _, prefix = target.partition("@")
+        found = [v.data_version for v in store.versions(asset) if v.data_version.startswith(prefix)]
+        if len(found) != 1:
+            raise LookupError(f"{target}: {'no such version in the store' if not found else f'ambiguous: {found}'}")
+        return [(asset, found[0])]
+    path = Path(target).resolve()
+    root = store.root.resolve()
+    for cand in (path, *path.parents):  # the version directory itself or anything inside it
+        if cand.parent.parent == root and ASSET_NAME_RE.match(cand.parent.name) and HEX_RE.match(cand.name):
+            return [(cand.parent.name, cand.name)]
+    raise LookupError(f"{target}: not ASSET@VERSION, a version directory under {root}, or a package file")
+
+
+def verify_versions(home: Path, pairs: list[tuple[str, str]], quiet_ok: bool = False) -> int:
+    """Integrity of stored versions against their manifests; a corrupt one is recorded in the catalog
+    (corrupt_versions) and moved aside like a step would. Returns the number of corrupt versions."""
+    from ml.catalog import Catalog, corrupt_rows
+    from ml.store import ArtifactStore, CorruptVersionError, describe_problem
+
+    store, catalog = ArtifactStore(home), Catalog(home)
+    bad = 0
+    for asset, version in pairs:
+        try:
+            v = store.open(asset, version)
+        except CorruptVersionError as err:
+            bad += 1
+            moved = store.quarantine(asset, version)
+            catalog.append({"corrupt_versions": corrupt_rows(err, "lineage verify", moved_to=moved)})
+            print(f"FAIL {asset}@{version}: {len(err.problems)} file(s) differ from the manifest")
+            for p in err.problems:
+                print(f"       {describe_problem(p)}")
+            print(f"       recorded in corrupt_versions; moved to {moved} (the next run rebuilds it)")
+            continue
+        if not quiet_ok:
+            print(f"ok   {asset}@{version}: {len(v.manifest['files'])} files, {v.bytes} bytes match the manifest")
+    return bad
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    from ml.paths import lineage_home
+    from ml.store import ArtifactStore
+
+    home = lineage_home(args.home)
+    if args.all or (args.target and not Path(args.target).is_file()):
+        store = ArtifactStore(home)
+        try:
+            pairs = ([(v.asset, v.data_version) for a in sorted(p.name for p in store.root.iterdir()
+                                                                if not p.name.startswith("_"))
+                      for v in store.versions(a)] if args.all and store.root.is_dir() else
+                     [] if args.all else _resolve_target(store, args.target))
+        except LookupError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        bad = verify_versions(home, pairs, quiet_ok=args.all)
+        print(f"{len(pairs)} version(s) checked, {bad} corrupt" if args.all else
+              f"{args.target}: {'verified' if not bad else 'VERIFICATION FAILED'}")
+        return 1 if bad else 0
+    if not args.target:
+        print("lineage verify: give ASSET@VERSION, a version directory, a package file, or --all", file=sys.stderr)
+        return 2
     from ml.export.bundle import verify_bundle
 
-    path = Path(args.bundle)
-    if not path.is_file():
-        print(f"{path}: no such file", file=sys.stderr)
-        return 2
+    path = Path(args.target)
     report = verify_bundle(path, threads=args.threads, keep=Path(args.keep) if args.keep else None)
     print(report.render())
     print(f"{path}: {'verified' if report.ok else 'VERIFICATION FAILED'}")
@@ -126,8 +190,10 @@ def add_commands(sub) -> None:
     h.add_argument("--model", choices=["lm", "sft", "dpo"], help="only this model, written as DIR itself")
     h.set_defaults(func=cmd_export_hf)
 
-    v = sub.add_parser("verify", help="check a bundle .tar.gz: safe extraction, sha256, parity samples in ORT")
-    v.add_argument("bundle", metavar="BUNDLE.tar.gz")
+    v = sub.add_parser("verify", help="check a bundle .tar.gz (safe extraction, sha256, parity samples in ORT), "
+                                      "a stored version (ASSET@VERSION or its directory) or, with --all, the whole store")
+    v.add_argument("target", nargs="?", metavar="BUNDLE.tar.gz|ASSET@VERSION|DIR")
+    v.add_argument("--all", action="store_true", help="every version in the store, against its manifest")
     v.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (default: all cores)")
     v.add_argument("--keep", help="extract into this (empty or new) directory and keep it")
     v.set_defaults(func=cmd_verify)

@@ -2,7 +2,8 @@
 
 A promotion is a row in the catalog's ``promotions`` table (component, bundle_version,
 model_version, promoted_by, promoted_at, note); the latest row per component is the promoted
-one, earlier rows are the history. A bundle is refused when any of its blocking checks failed
+one, earlier rows are the history. A bundle is verified first (its files against the store
+manifest, then its package as ``lineage verify`` does) and refused when that fails, when any of its blocking checks failed
 (``ml/quality/gate.py``), when no parity result was ever recorded for it, or when the
 component's own parity in the bundle's report did not pass.
 """
@@ -16,10 +17,10 @@ from typing import Any
 
 import polars as pl
 
-from ml.catalog import Catalog, now_utc
-from ml.export.bundle import BUNDLE_DIR, MANIFEST, PARITY
+from ml.catalog import Catalog, corrupt_rows, now_utc
+from ml.export.bundle import BUNDLE_DIR, MANIFEST, PARITY, TARBALL, verify_bundle
 from ml.quality.gate import failed_blocking_checks, latest_check_results
-from ml.store import ArtifactStore
+from ml.store import ArtifactStore, CorruptVersionError
 
 ASSET = "onnx_bundle"
 
@@ -43,12 +44,30 @@ def resolve_bundle(catalog: Catalog, store: ArtifactStore, version: str) -> str:
     return found[0]
 
 
+def verify_for_promotion(catalog: Catalog, store: ArtifactStore, data_version: str, threads: int = 0) -> None:
+    """Verify first: every file of the stored version against its manifest (a corrupt bundle is recorded
+    in corrupt_versions and moved aside), then the package as ``lineage verify`` checks it (safe
+    extraction, sha256 of every member, parity samples re-run in ONNX Runtime)."""
+    try:
+        version = store.open(ASSET, data_version)
+    except CorruptVersionError as err:
+        moved = store.quarantine(ASSET, data_version)
+        catalog.append({"corrupt_versions": corrupt_rows(err, "lineage promote", moved_to=moved)})
+        raise PromotionRefused(f"{err}; recorded in corrupt_versions and moved to {moved}") from None
+    report = verify_bundle(version.path / TARBALL, threads=threads)
+    if not report.ok:
+        failed = "; ".join(msg for ok, msg in report.checks if not ok)
+        raise PromotionRefused(f"{ASSET}@{data_version}: {TARBALL} fails verification: {failed}")
+
+
 def promote(catalog: Catalog, store: ArtifactStore, component: str, version: str, *,
-            by: str | None = None, note: str = "") -> dict[str, Any]:
-    """Record ``component`` of onnx_bundle@version as promoted; PromotionRefused says why not."""
+            by: str | None = None, note: str = "", threads: int = 0) -> dict[str, Any]:
+    """Record ``component`` of onnx_bundle@version as promoted; PromotionRefused says why not.
+    The bundle is verified first (``verify_for_promotion``)."""
     data_version = resolve_bundle(catalog, store, version)
     if not store.has_version(ASSET, data_version):
         raise PromotionRefused(f"{ASSET}@{data_version} is in the catalog but missing from the store at {store.root}")
+    verify_for_promotion(catalog, store, data_version, threads)
     root = store.get(ASSET, data_version).path / BUNDLE_DIR
     manifest = json.loads((root / MANIFEST).read_text("utf-8"))
     if component not in manifest["models"]:
