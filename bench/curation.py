@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/curation.py [--mb 100] [--corpus DIR] [--skip-datatrove] [--keep]
                                        [--datatrove-venv .bench-venv] [--workers 2] [--seed 0]
+                                       [--jaccard-threshold 0.8]
 
 Corpus (unless ``--corpus DIR`` names an existing landing directory of ``*.jsonl``):
 ``--mb`` MB of JSONL (title / content / url), built deterministically (seeded RNG) from
@@ -12,11 +13,23 @@ unique and almost all long enough for Gopher's 50-word minimum. "Prose" drops th
 code-like sentences (doctest lines, signatures) whose punctuation tokens would make
 datatrove's spaCy-token alpha-words rule drop most documents while ours (whitespace
 words) keeps them: both pipelines then do comparable work. Mixed in: ~5 % exact copies
-(new url) and ~5 % near copies (1 word edit per 150 words) of earlier documents, ~3 %
-short (1-2 sentence) documents and ~2 % "noisy" ones built from all sentences, code-like
-included, so dedup and the filters have work. Written as >= 4 files (about 50 MB each
-for big corpora) so datatrove's JsonlReader can shard them over its tasks. ``--corpus``
-takes the top-level ``*.jsonl`` files of DIR; datatrove runs one task per file.
+(new url) and ~5 % near copies of earlier documents, ~3 % short (1-2 sentence) documents
+and ~2 % "noisy" ones built from all sentences, code-like included, so dedup and the
+filters have work. A near copy gets as many random word edits (substitutions, deletions,
+insertions) as a Jaccard drawn uniformly from [0.4, 1.0) needs; its url names its
+original (``.../near_copy/<n>/of/<m>``). Written as >= 4 files (about 50 MB each for big
+corpora) so datatrove's JsonlReader can shard them over its tasks. ``--corpus`` takes the
+top-level ``*.jsonl`` files of DIR; datatrove runs one task per file.
+
+Near-dup quality (built corpus only): every near copy's exact Jaccard with its original is
+measured on the input content with the stage's definition (5-word shingles of the
+lower-cased, whitespace-split text, as sets), and the pairs are binned: [0.80, 0.85],
+>= 0.85, [0.70, 0.78], <= 0.6 (bands shift with ``--jaccard-threshold``). A pair counts
+when both documents passed each pipeline's quality filters; it is "removed" when the
+copy or the original was removed by dedup. Printed per band for ours and datatrove. The
+truth is measured on the raw content, the same input for both pipelines; ours decides on
+the cleaned text, so a pair whose cleaning dropped a line (a C4 rule) can sit on the
+other side of the threshold there.
 
 Ours (project venv, fresh subprocesses):
   (b) ``ingest`` (JSONL -> raw_docs Parquet) + ``curate`` (-> decisions, docs, chunks);
@@ -28,9 +41,11 @@ the project venv is never touched): JsonlReader -> GopherRepetitionFilter ->
 GopherQualityFilter -> JsonlWriter -> MinhashDedupSignature, then MinhashDedupBuckets,
 MinhashDedupCluster, and JsonlReader -> MinhashDedupFilter -> JsonlWriter, each stage a
 LocalPipelineExecutor with ``--workers`` (2) processes where the stage allows (the
-cluster stage is one task by design). MinhashConfig: 5-gram shingles, 12 buckets x 10
-hashes = 120 permutations (ours: 128 permutations of which LSH uses 12 bands x 10 rows
-for Jaccard 0.8). Word tokenizer: datatrove assigns English to its SpaCyTokenizer, which
+cluster stage is one task by design). MinhashConfig: datatrove's defaults (5-gram
+shingles of its normalised text, 14 buckets x 8 hashes = 112 permutations; a shared
+bucket removes a document, there is no Jaccard check). Ours: 128 permutations of which
+LSH uses 25 bands x 5 rows for Jaccard 0.8, and exact Jaccard of every candidate pair
+decides. Word tokenizer: datatrove assigns English to its SpaCyTokenizer, which
 is ``spacy.blank("en")`` + a rule-based sentencizer: no model download and no NLTK data.
 Peak memory: datatrove forks (a multiprocess Manager, a forkserver and its pool workers),
 so the benchmark polls /proc every 0.1 s and sums the memory of the whole process tree;
@@ -66,11 +81,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATATROVE_REQS = ("datatrove==0.10.1", "xxhash<4", "orjson", "spacy", "regex", "tokenizers")
 DATATROVE_VERSION = "0.10.1"
-GOAL_RATIO = 3.0
+GOAL_RATIO = 5.0
 GOAL_GB_RSS_MB = 4096
 
 
 # ---- corpus --------------------------------------------------------------------------------
+URL = "https://corpus.bench.invalid"
+NEAR_COPY_URL = re.compile(re.escape(URL) + r"/near_copy/\d+/of/(\d+)$")
 _SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'])")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -116,10 +133,14 @@ def _compose(rng: random.Random, sources, n_paras: int, run: tuple[int, int]) ->
     return sources[picks[0]][0], "\n\n".join(paras)
 
 
-def _near_copy(rng: random.Random, content: str, vocab: list[str]) -> str:
+def _near_copy(rng: random.Random, content: str, vocab: list[str], target: float) -> str:
+    """content with as many random word edits as a Jaccard of about ``target`` needs: a
+    share 2J/(1+J) of the 5-word shingles must survive, so a share 1 - (2J/(1+J))^(1/5) of
+    the words is edited."""
     paras = content.split("\n\n")
     n_words = sum(p.count(" ") + 1 for p in paras)
-    for _ in range(1 + n_words // 150):
+    keep = 2 * target / (1 + target)
+    for _ in range(max(1, round(n_words * (1 - keep ** (1 / 5))))):
         p = rng.randrange(len(paras))
         words = paras[p].split(" ")
         j = rng.randrange(len(words))
@@ -143,20 +164,22 @@ def build_corpus(landing: Path, mb: float, seed: int = 0) -> dict:
     n_files = max(4, 2 * -(-int(mb) // 100))  # >= 4, and about 50 MB per file for big corpora
     per_file = target / n_files
     landing.mkdir(parents=True, exist_ok=True)
-    pool: list[tuple[str, str]] = []  # reservoir of earlier originals to copy from
+    pool: list[tuple[str, str, int]] = []  # reservoir of earlier originals (title, content, n) to copy from
     seen = 0
     counts = {"unique": 0, "exact_copy": 0, "near_copy": 0, "short": 0, "noisy": 0}
     written, n, f_idx = 0, 0, 0
     f = open(landing / f"part-{f_idx:03d}.jsonl", "w", encoding="utf-8")
     while written < target:
         r = rng.random()
+        url = None
         if pool and r < 0.05:
-            title, content = rng.choice(pool)
+            title, content, _ = rng.choice(pool)
             kind = "exact_copy"
         elif pool and r < 0.10:
-            title, content = rng.choice(pool)
-            content = _near_copy(rng, content, vocab)
+            title, content, of = rng.choice(pool)
+            content = _near_copy(rng, content, vocab, rng.uniform(0.4, 1.0))
             kind = "near_copy"
+            url = f"{URL}/near_copy/{n}/of/{of}"
         elif r < 0.13:
             title, content = _compose(rng, sources, 1, (1, 2))
             kind = "short"
@@ -168,11 +191,11 @@ def build_corpus(landing: Path, mb: float, seed: int = 0) -> dict:
             kind = "unique"
             seen += 1
             if len(pool) < 20_000:
-                pool.append((title, content))
+                pool.append((title, content, n))
             elif (j := rng.randrange(seen)) < len(pool):
-                pool[j] = (title, content)
+                pool[j] = (title, content, n)
         counts[kind] += 1
-        line = json.dumps({"title": title, "content": content, "url": f"https://corpus.bench.invalid/{kind}/{n}"},
+        line = json.dumps({"title": title, "content": content, "url": url or f"{URL}/{kind}/{n}"},
                           ensure_ascii=False) + "\n"
         f.write(line)
         written += len(line.encode("utf-8"))
@@ -183,6 +206,58 @@ def build_corpus(landing: Path, mb: float, seed: int = 0) -> dict:
             f = open(landing / f"part-{f_idx:03d}.jsonl", "w", encoding="utf-8")
     f.close()
     return {"docs": n, "bytes": written, "files": f_idx + 1, **counts}
+
+
+def _shingle_set(text: str, n: int = 5) -> set:
+    """The stage's Jaccard definition (README): 5-word shingles of the lower-cased, whitespace-split text."""
+    w = text.lower().split()
+    return {tuple(w)} if len(w) < n else {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+
+def near_copy_pairs(landing: Path) -> list[tuple[str, str, float]]:
+    """(copy url, original url, exact Jaccard of the two contents) of every near copy of a built corpus."""
+    files = sorted(landing.glob("*.jsonl"))
+    wanted: dict[str, list[tuple[str, str]]] = {}  # original url -> [(copy url, copy content)]
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if "/near_copy/" in line:
+                    d = json.loads(line)
+                    if m := NEAR_COPY_URL.match(d["url"]):
+                        wanted.setdefault(f"{URL}/unique/{m.group(1)}", []).append((d["url"], d["content"]))
+    out = []
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if "/unique/" in line:
+                    d = json.loads(line)
+                    for copy_url, content in wanted.get(d["url"], ()):
+                        a, b = _shingle_set(d["content"]), _shingle_set(content)
+                        out.append((copy_url, d["url"], len(a & b) / len(a | b)))
+    return out
+
+
+def dedup_bands(threshold: float) -> list[tuple[str, float, float, str]]:
+    t = threshold
+    return [(f"[{t:.2f}, {t + 0.05:.2f}]", t, t + 0.05, "recall"), (f">= {t + 0.05:.2f}", t + 0.05, 1.0, "recall"),
+            (f"[{t - 0.10:.2f}, {t - 0.02:.2f}]", t - 0.10, t - 0.02, "removed"),
+            (f"<= {t - 0.20:.2f}", 0.0, t - 0.20, "removed")]
+
+
+def band_rates(pairs: list[tuple[str, str, float]], status: dict[str, str], threshold: float) -> dict[str, list]:
+    """band -> [pairs counted, pairs removed]. status: url -> 'dedup' (removed by dedup), 'kept' or
+    'other' (filtered / quarantined: the pair is not counted)."""
+    out = {}
+    for name, lo, hi, _ in dedup_bands(threshold):
+        n = removed = 0
+        for copy_url, orig_url, j in pairs:
+            if lo <= j <= hi:
+                a, b = status.get(copy_url, "other"), status.get(orig_url, "other")
+                if a != "other" and b != "other":
+                    n += 1
+                    removed += "dedup" in (a, b)
+        out[name] = [n, removed]
+    return out
 
 
 def describe_corpus(landing: Path) -> dict:
@@ -266,7 +341,7 @@ def run_measured(cmd: list[str], log: Path, interval: float = 0.1) -> dict:
 
 
 # ---- ours (project venv) --------------------------------------------------------------------
-def child_ours(mode: str, landing: Path, work: Path) -> None:
+def child_ours(mode: str, landing: Path, work: Path, threshold: float) -> None:
     sys.path.insert(0, str(ROOT))
     from ml.cleaned_chunks.pipeline import CurationConfig, curate
     from ml.raw_docs import IngestConfig, ingest, scan_landing
@@ -284,10 +359,21 @@ def child_ours(mode: str, landing: Path, work: Path) -> None:
     out, tmp = work / f"out_{mode}", work / f"tmp_{mode}"
     for p in (out, tmp):
         shutil.rmtree(p, ignore_errors=True)
-    report = curate(parts, out, tmp, CurationConfig())
+    report = curate(parts, out, tmp, CurationConfig(jaccard_threshold=threshold))
     t2 = time.perf_counter()
     res.update(curate_s=t2 - t1, total_s=t2 - t0, stats=report.stats(),
                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if mode == "full":  # after the measurement: what happened to each near copy and its original
+        import polars as pl
+        from ml.cleaned_chunks.pipeline import read_decisions
+
+        urls = pl.scan_parquet(parts).select("doc_id", "url").filter(
+            pl.col("url").str.contains("/near_copy/|/unique/"))
+        st = (urls.join(read_decisions(out).select("doc_id", "decision"), on="doc_id")
+              .select("url", pl.col("decision").replace_strict(
+                  {"kept": "kept", "near_duplicate": "dedup", "exact_duplicate": "dedup"}, default="other"))
+              .collect())
+        res["pair_status"] = dict(zip(st["url"], st["decision"]))
     print(json.dumps(res))
 
 
@@ -300,7 +386,6 @@ def child_datatrove(landing: Path, work: Path, workers: int) -> None:
     from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
-    from datatrove.utils.hashing import HashConfig
     from datatrove.utils.word_tokenizers import load_word_tokenizer
 
     tok = load_word_tokenizer("en")  # what the Gopher filters and MinHash use for English
@@ -308,8 +393,7 @@ def child_datatrove(landing: Path, work: Path, workers: int) -> None:
     tok.word_tokenize("Offline check: spacy.blank needs no model.")  # fails here if a download were needed
 
     n_tasks = len(sorted(landing.glob("*.jsonl")))
-    cfg = MinhashConfig(n_grams=5, num_buckets=12, hashes_per_bucket=10, seed=1,
-                        hash_config=HashConfig(precision=64, hash_fc="xxhash"))
+    cfg = MinhashConfig()  # datatrove's defaults: 5-grams, 14 buckets x 8 hashes, 64-bit xxhash
     d = {k: work / k for k in ("filtered", "sigs", "buckets", "remove_ids", "deduped", "logs")}
     stages = {
         "read+gopher+signature": LocalPipelineExecutor(pipeline=[
@@ -352,7 +436,18 @@ def child_datatrove(landing: Path, work: Path, workers: int) -> None:
             if k.startswith("dropped_"):
                 reasons[f"{step['name'].split()[-1].lower()}.{k[8:]}"] = v.get("total", v) if isinstance(v, dict) else v
     after_filters, kept = lines(d["filtered"]), lines(d["deduped"])
+
+    def ids(folder: Path) -> set[str]:
+        out = set()
+        for p in folder.glob("*.jsonl"):
+            with open(p, encoding="utf-8") as f:
+                out.update(json.loads(line)["id"] for line in f)
+        return out
+
+    passed, survived = ids(d["filtered"]), ids(d["deduped"])
+    status = {u: ("kept" if u in survived else "dedup") for u in passed if "/near_copy/" in u or "/unique/" in u}
     print(json.dumps({"total_s": total, "stages": times, "after_filters": after_filters, "kept": kept,
+                      "pair_status": status,
                       "tokenizer": tokenizer, "tasks": n_tasks, "reasons": reasons,
                       "datatrove": importlib.metadata.version("datatrove")}))
 
@@ -432,6 +527,22 @@ def report(res: dict, docs: int, mb: float, workers: int) -> None:
                  if mb >= 1000 else ""))
 
 
+def report_bands(pairs: list[tuple[str, str, float]], res: dict, threshold: float) -> None:
+    """Share of the near-copy pairs removed by dedup, per band of exact Jaccard, ours next to datatrove."""
+    cols = [(name, band_rates(pairs, r["pair_status"], threshold)) for name, r in
+            (("ours", res.get("ours (b)")), ("datatrove", res.get("datatrove"))) if r and "pair_status" in r]
+    head = "".join(f" | {name + ' removed':>22s}" for name, _ in cols)
+    print(f"  {'exact Jaccard':16s} {'goal':>10s}{head}")
+    for band, _, _, kind in dedup_bands(threshold):
+        goal = {"recall": ">= 0.97" if band.startswith("[") else ">= 0.99",
+                "removed": "<= 0.03" if band.startswith("[") else "<= 0.005"}[kind]
+        cells = "".join(f" | {rates[band][1] / max(rates[band][0], 1):7.3f} ({rates[band][1]:4d}/{rates[band][0]:4d})"
+                        for _, rates in cols)
+        print(f"  {band:16s} {goal:>10s}{cells}")
+    print("  (a pair counts when both documents passed that pipeline's quality filters; removed = the copy or the "
+          "original removed by dedup)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mb", type=float, default=100, help="corpus size to build, MB of JSONL (default 100)")
@@ -441,14 +552,16 @@ def main() -> None:
     ap.add_argument("--datatrove-venv", type=Path, default=ROOT / ".bench-venv")
     ap.add_argument("--workers", type=int, default=2, help="datatrove worker processes (default 2)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jaccard-threshold", type=float, default=0.8, help="ours' near-dup threshold (default 0.8)")
     ap.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python")
                     if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable,
                     help="project interpreter for our pipeline")
-    ap.add_argument("--child-ours", nargs=3, metavar=("MODE", "LANDING", "WORK"), help=argparse.SUPPRESS)
+    ap.add_argument("--child-ours", nargs=4, metavar=("MODE", "LANDING", "WORK", "T"), help=argparse.SUPPRESS)
     ap.add_argument("--child-datatrove", nargs=2, metavar=("LANDING", "WORK"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_ours:
-        return child_ours(args.child_ours[0], Path(args.child_ours[1]), Path(args.child_ours[2]))
+        return child_ours(args.child_ours[0], Path(args.child_ours[1]), Path(args.child_ours[2]),
+                          float(args.child_ours[3]))
     if args.child_datatrove:
         return child_datatrove(Path(args.child_datatrove[0]), Path(args.child_datatrove[1]), args.workers)
 
@@ -475,8 +588,8 @@ def main() -> None:
 
         me = [args.python, __file__]
         runs = {
-            "ours (b)": [*me, "--child-ours", "full", str(landing), str(tmp / "ours")],
-            "ours (a)": [*me, "--child-ours", "curate", str(landing), str(tmp / "ours")],
+            "ours (b)": [*me, "--child-ours", "full", str(landing), str(tmp / "ours"), str(args.jaccard_threshold)],
+            "ours (a)": [*me, "--child-ours", "curate", str(landing), str(tmp / "ours"), str(args.jaccard_threshold)],
         }
         if dt_py:
             runs["datatrove"] = [str(dt_py), __file__, "--workers", str(args.workers), "--child-datatrove",
@@ -489,6 +602,12 @@ def main() -> None:
         ok = {k: v for k, v in res.items() if "error" not in v}
         if ok:
             report(ok, docs, mb, args.workers)
+        if ok and not args.corpus:
+            t = time.perf_counter()
+            pairs = near_copy_pairs(landing)
+            print(f"\nnear-dup quality: {len(pairs)} near copies, exact Jaccard with their original measured "
+                  f"in {time.perf_counter() - t:.1f} s (5-word shingles of the lower-cased, whitespace-split content)")
+            report_bands(pairs, ok, args.jaccard_threshold)
         for name, r in res.items():
             if "error" in r:
                 print(f"\n{name} FAILED: {r['error']}")
