@@ -75,6 +75,8 @@ class OnnxBundleConfig(dg.Config):
     int4_symmetric: bool = B.BundleConfig.int4_symmetric
     int4_accuracy_level: int = B.BundleConfig.int4_accuracy_level
     """MatMulNBits accuracy_level: 0 = ORT's default (fp32 compute), 4 = int8 activations."""
+    int4_embeddings: str = B.BundleConfig.int4_embeddings
+    """The int4 model's embedding table: 'int8', 'fp32', or 'auto' (INT8 when that passes the int4 gate)."""
 
     def to_ml(self) -> B.BundleConfig:
         d = self.model_dump()

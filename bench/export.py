@@ -179,7 +179,8 @@ def lm_bench(args) -> int:
     q4 = m["quantization_int4"]
     print(f"INT8 variant: {m['quantization']['chosen']}; int4: block {q4.get('block_size')}, "
           f"{'symmetric' if q4.get('symmetric') else 'asymmetric'}, {q4.get('quantized')} MatMulNBits, "
-          f"{len(q4.get('not_quantized', []))} nodes left fp32")
+          f"{len(q4.get('not_quantized', []))} other nodes not int4; embedding table {q4.get('embeddings')} "
+          f"(candidates: {q4.get('candidates')})")
     print("\nfile size:")
     for prec in ("fp32", "int8", "int4"):
         if prec in m["bytes"]:

@@ -62,6 +62,10 @@ def test_operators_left_unquantized_are_listed_with_the_reason(built):
     assert len(by_op["MatMul"]) == 4 and all("no constant weight" in n["reason"] for n in by_op["MatMul"])
     assert [n["node"] for n in by_op["Gather"]] == ["/model/embed_tokens/Gather"]
     assert "opset 21" in by_op["Gather"][0]["reason"] and "opset 17" in by_op["Gather"][0]["reason"]
+    q = manifest["models"]["lm"]["quantization_int4"]
+    # auto: the INT8 table is tried first and kept because it passes the gate (the smaller file)
+    assert set(q["candidates"]) == {"int8", "fp32"} and q["candidates"]["int8"]["passed"] and q["embeddings"] == "int8"
+    assert "stored INT8, not int4" in by_op["Gather"][0]["reason"]
     emb = manifest["models"]["embedding"]
     assert "int4" not in emb["files"] and emb["quantization_int4"]["status"] == "not_applicable"
     assert "causal LMs only" in emb["quantization_int4"]["reason"]
@@ -83,6 +87,24 @@ def test_int4_gate_holds_at_its_thresholds_and_fails_just_past_them(built):
     assert not P.check_onnx(root / "lm" / I4.FILE, "causal_lm", "int4", samples, stricter, threads=1)["passed"]
     with pytest.raises(ValueError, match="causal LMs only"):
         P.Thresholds().criteria("embedding", "int4")
+
+
+def test_embedding_table_mode_fp32_keeps_the_table_and_says_why(built, tmp_path):
+    out, manifest = built
+    mdir = tmp_path / "lm"
+    mdir.mkdir()
+    (mdir / B.FP32).write_bytes((out / B.BUNDLE_DIR / "lm" / B.FP32).read_bytes())
+    samples = P.load_samples(out / B.BUNDLE_DIR / "lm" / B.SAMPLES)
+    cfg = SimpleNamespace(int4=True, int4_block_size=32, int4_symmetric=False, int4_accuracy_level=0,
+                          int4_embeddings="fp32", thresholds=P.Thresholds())
+    q, res = I4.build("causal_lm", mdir, samples, cfg, 1, lambda m: None, name="lm")
+    assert q["embeddings"] == "fp32" and list(q["candidates"]) == ["fp32"] and res["passed"]
+    gather = [n for n in q["not_quantized"] if n["op"] == "Gather"]
+    assert len(gather) == 1 and "stays fp32" in gather[0]["reason"] and "opset 21" in gather[0]["reason"]
+    # the INT8 table makes the int4 file smaller than with the fp32 table
+    assert manifest["models"]["lm"]["bytes"]["int4"] < (mdir / I4.FILE).stat().st_size
+    with pytest.raises(B.BundleError, match="int4_embeddings"):
+        B.BundleConfig(int4_embeddings="int4")
 
 
 def test_block_size_is_configurable_and_checked(built, tmp_path):

@@ -77,6 +77,7 @@ class BundleConfig:
     int4_block_size: int = 32  # weights per int4 block (a power of two >= 16)
     int4_symmetric: bool = False  # False: a 4-bit zero point per block (closer to fp32 on the debug LM)
     int4_accuracy_level: int = 0  # MatMulNBits accuracy_level (0: ORT's default; 4: int8 activations)
+    int4_embeddings: str = "auto"  # auto | int8 | fp32: the int4 model's embedding table (int4 Gather needs opset 21)
 
     def __post_init__(self) -> None:
         from ml.export.int4 import check_block_size
@@ -85,6 +86,8 @@ class BundleConfig:
             check_block_size(self.int4_block_size)
         except ValueError as exc:
             raise BundleError(str(exc)) from None
+        if self.int4_embeddings not in ("auto", "int8", "fp32"):
+            raise BundleError(f"int4_embeddings must be auto, int8 or fp32, got {self.int4_embeddings!r}")
         for name in ("per_channel", "quantize_embeddings"):
             if getattr(self, name) not in PER_CHANNEL_MODES:
                 raise BundleError(f"{name} must be one of {PER_CHANNEL_MODES}, got {getattr(self, name)!r}")
