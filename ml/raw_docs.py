@@ -21,8 +21,14 @@ wrong_type          one of title / content / url is not a string
 empty_content       content is empty or whitespace only
 duplicate_doc       same doc_id (normalized url + content) as an earlier kept line
 truncated_file      a .gz stream that ends early: the line in flight is lost
-unreadable_file     a file that cannot be read at all (e.g. not gzip)
+unreadable_file     a file that cannot be read at all (not gzip, no permission to open it)
+symlink             a symbolic link in the landing zone: never followed, whatever its target
+not_regular_file    a directory (or fifo, socket, device) with a landing file name
 ==================  =================================================================
+
+File-level reasons (the last three, and ``truncated_file``) are one quarantine row with line 0
+and count as one line read, so the accounting identity holds for them too. A UTF-8 byte order
+mark at the start of a file is removed before parsing and counted in ``bom_stripped``.
 
 Output files (written into the directory given to ``ingest``):
 ``docs/part-NNNNN.parquet`` and ``quarantine/part-NNNNN.parquet``, fixed-size
@@ -35,7 +41,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import re
+import stat
 import unicodedata
 import zlib
 from collections import Counter
@@ -45,13 +53,13 @@ from typing import IO, Any, Iterator
 
 import polars as pl
 
-from ml.fsutil import sha256_file
+from ml.fsutil import sha256_file  # noqa: F401  (ml/datasets/preference.py uses rd.sha256_file)
 
 REQUIRED_FIELDS = ("title", "content", "url")
 REASONS = (
     "blank_line", "invalid_utf8", "nul_byte", "too_large", "truncated_line", "invalid_json",
     "not_object", "missing_field", "wrong_type", "empty_content", "duplicate_doc",
-    "truncated_file", "unreadable_file",
+    "truncated_file", "unreadable_file", "symlink", "not_regular_file",
 )
 DOC_SCHEMA = {
     "doc_id": pl.String, "title": pl.String, "content": pl.String, "url": pl.String,
@@ -61,6 +69,7 @@ QUARANTINE_SCHEMA = {
     "source": pl.String, "line": pl.Int64, "reason": pl.String, "detail": pl.String, "excerpt": pl.String,
 }
 SKIP_CHUNK = 1 << 20
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,9 @@ class LandingFile:
     relpath: str
     path: Path
     size: int
-    sha256: str
+    sha256: str  # a MARKERS value when the entry is accounted but not read
+    problem: str | None = None  # its quarantine reason then (symlink, not_regular_file, unreadable_file)
+    detail: str = ""
 
 
 @dataclass
@@ -87,11 +98,12 @@ class IngestReport:
     quarantined: int = 0
     reasons: Counter = field(default_factory=Counter)
     per_source: dict[str, Counter] = field(default_factory=dict)
+    bom_stripped: int = 0  # files that began with a UTF-8 byte order mark (removed before parsing)
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "files": self.files, "bytes_read": self.bytes_read, "lines_read": self.lines_read,
-            "kept": self.kept, "quarantined": self.quarantined,
+            "kept": self.kept, "quarantined": self.quarantined, "bom_stripped": self.bom_stripped,
             "quarantine_rate": (self.quarantined / self.lines_read) if self.lines_read else 0.0,
         }
         for reason in REASONS:
@@ -106,20 +118,40 @@ landing sensor's document listing) leave them out: ``preferences/`` is preferenc
 (ml/datasets/preference.py)."""
 
 
-def visible_files(landing: Path) -> list[tuple[str, Path]]:
-    """(relpath, path) of every file under ``landing`` (recursively), sorted by path.
+# markers that stand in for a sha256 where an entry is accounted but not read (upstream of raw_docs,
+# and the landing sensor's digests, so both see the same landing state)
+MARKERS = {"symlink": "symlink", "not_regular_file": "not_a_file", "unreadable_file": "unreadable"}
 
-    Hidden files and directories (temporary names of writers in progress) are left out.
-    """
+
+def _walk(landing: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
+    """(relpath, path, lstat) of every visible entry under ``landing``, sorted. Never follows a
+    symbolic link (``os.walk`` with ``followlinks=False``; links are reported, not entered), so
+    nothing outside the landing root is ever listed. Hidden names are left out."""
     landing = Path(landing)
     if not landing.is_dir():
-        return []
-    found = []
-    for path in sorted(landing.rglob("*")):
-        rel = path.relative_to(landing)
-        if not any(part.startswith(".") for part in rel.parts) and path.is_file():
-            found.append((rel.as_posix(), path))
-    return found
+        return
+    out = []
+    for dirpath, dirs, files in os.walk(landing, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        base = Path(dirpath)
+        for name in [*dirs, *files]:
+            if name.startswith("."):
+                continue
+            path = base / name
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:  # removed while listed
+                continue
+            out.append((path.relative_to(landing).as_posix(), path, st))
+    yield from sorted(out, key=lambda t: t[0])
+
+
+def visible_files(landing: Path) -> list[tuple[str, Path]]:
+    """(relpath, path) of every regular file under ``landing`` (recursively), sorted by path.
+
+    Hidden files and directories (temporary names of writers in progress) are left out, and so
+    is anything behind a symbolic link: a link is never followed (``landing_problems`` lists it)."""
+    return [(rel, path) for rel, path, st in _walk(landing) if stat.S_ISREG(st.st_mode)]
 
 
 def is_landing_file(relpath: str) -> bool:
@@ -128,11 +160,64 @@ def is_landing_file(relpath: str) -> bool:
     return relpath.endswith(LANDING_SUFFIXES) and relpath.split("/", 1)[0] not in RESERVED_DIRS
 
 
+def landing_problems(landing: Path) -> list[LandingFile]:
+    """Entries raw_docs accounts for but never reads, each with its reason: every symbolic link
+    outside the ``RESERVED_DIRS`` (``symlink``, whatever its name or target: it is not followed), and
+    a directory or special file with a landing name (``not_regular_file``)."""
+    root = Path(landing).resolve() if Path(landing).is_dir() else Path(landing)
+    out = []
+    for rel, path, st in _walk(landing):
+        if rel.split("/", 1)[0] in RESERVED_DIRS:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(path)
+                inside = (path.parent / target).resolve().is_relative_to(root)
+            except OSError:
+                target, inside = "?", False
+            where = "inside" if inside else "outside"
+            out.append(LandingFile(rel, path, 0, MARKERS["symlink"], "symlink",
+                                   f"symbolic link (target {where} the landing zone); links are never followed"))
+        elif is_landing_file(rel) and not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (fifo, socket or device)"
+            out.append(LandingFile(rel, path, 0, MARKERS["not_regular_file"], "not_regular_file",
+                                   f"{kind} with a landing file name"))
+    return out
+
+
+def open_landing(path: Path) -> IO[bytes]:
+    """Open a landing file for reading without following a symbolic link (O_NOFOLLOW: a file swapped
+    for a link after the scan fails with ELOOP instead of reading the target)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    return os.fdopen(fd, "rb")
+
+
+def _sha256_nofollow(path: Path) -> str:
+    h = hashlib.sha256()
+    with open_landing(path) as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def scan_landing(landing: Path) -> list[LandingFile]:
     """Every *.jsonl / *.jsonl.gz under ``landing`` (recursively, hidden ones left out: see
-    ``visible_files``), sorted, with size and sha256."""
-    return [LandingFile(rel, path, path.stat().st_size, sha256_file(path))
-            for rel, path in visible_files(landing) if is_landing_file(rel)]
+    ``visible_files``), sorted, with size and sha256; and the entries raw_docs accounts for without
+    reading them (``landing_problems``, and files it cannot open: ``unreadable_file``), with the
+    reason in ``problem`` and a marker instead of the sha256."""
+    out = []
+    for rel, path in visible_files(landing):
+        if not is_landing_file(rel):
+            continue
+        try:
+            out.append(LandingFile(rel, path, path.stat().st_size, _sha256_nofollow(path)))
+        except FileNotFoundError:  # removed while scanned
+            continue
+        except OSError as exc:  # PermissionError, or swapped for a link (ELOOP)
+            out.append(LandingFile(rel, path, 0, MARKERS["unreadable_file"], "unreadable_file",
+                                   f"{type(exc).__name__}: {exc.strerror or exc}"))
+    out += landing_problems(landing)
+    return sorted(out, key=lambda f: f.relpath)
 
 
 # ---- identity ------------------------------------------------------------------------------
@@ -332,11 +417,18 @@ def ingest(files: list[LandingFile], out_dir: Path, cfg: IngestConfig = IngestCo
         report.files += 1
         report.bytes_read += lf.size
         counts = report.per_source.setdefault(lf.relpath, Counter())
-        opener = gzip.open if lf.relpath.endswith(".gz") else open
+        if lf.problem:  # accounted, never read: a link, a directory, a file we cannot open
+            report.lines_read += 1
+            reject(lf.relpath, 0, lf.problem, lf.detail, b"", counts)
+            continue
         try:
-            with opener(lf.path, "rb") as stream:
+            with open_landing(lf.path) as raw_stream, (
+                    gzip.GzipFile(fileobj=raw_stream, mode="rb") if lf.relpath.endswith(".gz") else raw_stream) as stream:
                 for raw in iter_lines(stream, cfg.max_doc_bytes):
                     report.lines_read += 1
+                    if raw.number == 1 and raw.data.startswith(BOM):  # a BOM is no part of the first document
+                        raw.data, raw.size = raw.data[len(BOM):], raw.size - len(BOM)
+                        report.bom_stripped += 1
                     doc, reason, detail = classify(raw)
                     if reason:
                         reject(lf.relpath, raw.number, reason, detail, raw.data, counts)

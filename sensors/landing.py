@@ -44,7 +44,7 @@ import dagster as dg
 from jobs import ingest_job
 from ml.fsutil import sha256_file
 from ml.datasets.preference import is_preference_file
-from ml.raw_docs import is_landing_file, visible_files
+from ml.raw_docs import MARKERS, is_landing_file, landing_problems, visible_files
 from resources import LandingZone
 from sensors.common import (TRIGGER_TAG, active_runs_touching, describe_runs, env_seconds, interval_seconds,
                             latest_upstream, parse_cursor, run_config_for, short_digest)
@@ -141,11 +141,16 @@ def observe(root: Path, previous: dict[str, Any], now: float | None = None, sett
             after = (root / rel).stat()
         except FileNotFoundError:
             continue  # removed while we looked: it is simply gone
+        except OSError:  # cannot be read: raw_docs accounts it as unreadable_file, with the same marker
+            obs.complete[rel] = {**key, "sha256": MARKERS["unreadable_file"]}
+            continue
         if (after.st_size, after.st_mtime_ns) != (key["size"], key["mtime_ns"]):
             obs.pending[rel] = {"size": after.st_size, "mtime_ns": after.st_mtime_ns}  # grew while hashed
             continue
         obs.complete[rel] = {**key, "sha256": digest}
         obs.hashed.append(rel)
+    for entry in landing_problems(root):  # links and directories raw_docs accounts without reading them
+        obs.complete[entry.relpath] = {"size": 0, "mtime_ns": 0, "sha256": entry.sha256}
     return obs
 
 
