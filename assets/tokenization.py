@@ -37,16 +37,17 @@ class TokenizerConfig(dg.Config):
 
 def _tokenizer_metadata(version: StoredVersion) -> dict:
     s = version.stats
-    tok = tokenization.load_tokenizer(version.path)
+    tok = tokenization.load_backend(version.path)  # tokenizers only: a cache hit never imports transformers
     sample = "Byte-level BPE keeps every string: naïve café → 😀."
-    ids = tok(sample, add_special_tokens=False)["input_ids"]
+    enc = tok.encode(sample, add_special_tokens=False)
+    ids = enc.ids
     cpt = s.get("chars_per_token.val", s.get("chars_per_token.train", 0.0))
     return {
         "vocab_size": int(s["vocab_size"]), "train_docs": int(s["train_docs"]), "val_docs": int(s["val_docs"]),
         "chars_per_token": dg.MetadataValue.float(float(cpt)),
         "special_tokens": dg.MetadataValue.json(tokenization.special_ids()),
         "example": dg.MetadataValue.md(f"`{sample}` → {len(ids)} tokens: "
-                                       + " ".join(f"`{t}`" for t in tok.convert_ids_to_tokens(ids))),
+                                       + " ".join(f"`{t}`" for t in enc.tokens)),
     }
 
 
