@@ -17,6 +17,7 @@ from typing import Any, Collection, Mapping
 import dagster as dg
 
 from assets import ALL_ASSETS
+from ml.settings import validate_profile
 
 INGEST_GROUPS = ("data", "corpus", "datasets")
 TRAIN_GROUPS = ("models",)
@@ -34,16 +35,31 @@ def cut_profile(profile: Mapping[str, Any], op_names: Collection[str]) -> dict[s
     return {**rest, **({"ops": kept} if kept else {})}
 
 
+class ProfileError(ValueError):
+    """A run-config profile that breaks a stage's ranges or rules (ml/settings.py); one line per field."""
+
+
+def checked_cut(profile: Mapping[str, Any], op_names: Collection[str]) -> dict[str, Any]:
+    """``cut_profile`` after the whole profile passed ``ml.settings.validate_profile`` (every section,
+    ranges and cross-field rules): a bad value fails the launch, before any step, naming its field path."""
+    errors = validate_profile(dict(profile), skip_type_errors=True)  # types: Dagster's check, right after
+    if errors:
+        raise ProfileError(f"run config refused before any step ran ({len(errors)} error(s)):\n  "
+                           + "\n  ".join(errors))
+    return cut_profile(profile, op_names)
+
+
 def profile_mapping(*groups: str) -> dg.ConfigMapping:
     """Let a job take a whole run-config profile (configs/debug.yaml): ``ops:`` is cut to the
     ops of this job's groups (an asset's op and its ``<asset>_quality`` check op), so one profile
     serves ``-j ingest_job``, ``-j train_job``, ``-j export_job`` and ``-j full_pipeline`` alike.
-    Each op's config is still validated against its typed ``dg.Config`` after the cut."""
+    The whole profile is validated first (``checked_cut``); each op's config is still checked
+    against its typed ``dg.Config`` after the cut."""
     assets = {key.to_user_string() for a in ALL_ASSETS for key, g in a.group_names_by_key.items() if g in groups}
     op_names = assets | {f"{name}_quality" for name in assets}
 
     return dg.ConfigMapping(
-        config_fn=lambda profile: cut_profile(profile, op_names),
+        config_fn=lambda profile: checked_cut(profile, op_names),
         config_schema={k: dg.Field(dg.Permissive(), is_required=False) for k in _PROFILE_SECTIONS},
         receive_processed_config_values=False,
     )
@@ -71,9 +87,12 @@ export_job = dg.define_asset_job(
     description="The ONNX bundle (group export) from the current checkpoints.",
 )
 
+ALL_GROUPS = tuple(sorted({g for a in ALL_ASSETS for g in a.group_names_by_key.values()}))
+
 full_pipeline = dg.define_asset_job(
     "full_pipeline",
     selection=dg.AssetSelection.all(),
+    config=profile_mapping(*ALL_GROUPS),
     description="Every asset, from the landing zone to the exported bundle.",
 )
 

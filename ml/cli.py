@@ -4,7 +4,7 @@
     lineage stats ["SQL"]                     run SQL on the catalog (no SQL: latest version of each asset)
     lineage trace ASSET[@VERSION]             version-level lineage, upstream and downstream
     lineage download-wiki --titles P --out F  fetch Wikipedia articles into landing-zone JSONL
-    lineage validate-config FILE              check a run-config profile's training sections
+    lineage validate-config FILE              check every section of a run-config profile (ml/settings.py)
     lineage verify BUNDLE.tar.gz              safe extraction, sha256 and parity re-run of a bundle
     lineage promote COMPONENT VERSION         promote a bundle component; lineage promoted [--history]
     lineage gc [--apply] [--repair]           leftovers of dead writers; versions the catalog missed

@@ -21,7 +21,7 @@ def _validate(tmp_path: Path, data: dict, *extra: str) -> int:
 
 def test_debug_profile_is_valid(capsys):
     assert main(["validate-config", str(REPO / "configs" / "debug.yaml")]) == 0
-    assert "training config OK" in capsys.readouterr().out
+    assert "config OK" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("profile", ["base.yaml", "hpc.yaml"])

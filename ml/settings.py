@@ -1,0 +1,281 @@
+"""Ranges and cross-field rules of every stage's run config, checked before any step runs.
+
+One pydantic model per stage (no Dagster): the data stages here, the training stages in
+``ml/train/config.py`` (``SETTINGS``, strict models). ``validate_profile`` checks a whole
+run-config profile (``ops:`` and ``resources:``) and returns one ``field.path: problem`` line
+per error. It runs
+
+- at launch, in every job's ConfigMapping (``jobs/__init__.py``), so ``dagster job execute -c
+  bad.yaml``, a sensor's request or a launch from the UI fails before the first step, naming the
+  field path;
+- in ``lineage validate-config FILE`` (every section, plus this machine's hardware).
+
+The data-stage models allow fields they do not name: the field names and types of a stage are its
+``dg.Config`` class's (Dagster checks them at launch, before this); the models here add what a type
+cannot say: ranges, and rules across fields and across stages.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MIN_VOCAB = 268  # ml/tokenizer.py MIN_VOCAB: 256 byte symbols + 12 special tokens (imported lazily below)
+SPLIT_STAGES = ("tokenizer", "tokenized_corpus", "embedding_dataset", "relation_dataset", "sft_dataset",
+                "gnn_dataset", "ner_dataset", "preference_dataset")
+PARSERS = ("simple", "spacy")
+PER_CHANNEL_MODES = ("auto", "on", "off")
+
+
+class _Rules(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+def _ratio(v: Optional[float], name: str, lo_open: bool = False, hi_open: bool = False) -> Optional[float]:
+    if v is None:
+        return v
+    if isinstance(v, float) and math.isnan(v):
+        raise ValueError(f"{name} is NaN")
+    lo_ok = v > 0 if lo_open else v >= 0
+    hi_ok = v < 1 if hi_open else v <= 1
+    if not (lo_ok and hi_ok):
+        raise ValueError(f"{name} must be in {'(' if lo_open else '['}0, 1{')' if hi_open else ']'}, got {v}")
+    return v
+
+
+class SplitRules(_Rules):
+    """The document split every corpus/dataset stage shares (ml/datasets/splits.py)."""
+
+    seed: int = Field(1234, ge=0)
+    val_ratio: float = Field(0.05, description="share of documents in the val split")
+    mix_weights: dict[str, float] = {}
+
+    @field_validator("val_ratio")
+    @classmethod
+    def _val(cls, v: float) -> float:  # 0 would leave every model without validation data
+        return _ratio(v, "val_ratio", lo_open=True, hi_open=True)
+
+    @field_validator("mix_weights")
+    @classmethod
+    def _mix(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: w for k, w in v.items() if not (w >= 0 and math.isfinite(w))}
+        if bad:
+            raise ValueError(f"mix_weights must be finite and >= 0, got {bad}")
+        if v and not any(w > 0 for w in v.values()):
+            raise ValueError("mix_weights: every weight is 0, so the train split would be empty")
+        return v
+
+
+class RawDocsRules(_Rules):
+    max_doc_bytes: int = Field(2_000_000, ge=1)
+    excerpt_chars: int = Field(160, ge=0)
+    batch_rows: int = Field(50_000, ge=1)
+
+
+class CleanedChunksRules(_Rules):
+    jaccard_threshold: float = Field(0.8, gt=0, le=1, description="near-duplicate Jaccard threshold, in (0, 1]")
+    shingle_size: int = Field(5, ge=1)
+    num_perm: int = Field(128, ge=2)
+    chunk_size: int = Field(256, ge=1)
+    overlap: int = Field(32, ge=0)
+    min_chunk_tokens: int = Field(8, ge=0)
+    batch_docs: int = Field(10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _chunks(self) -> "CleanedChunksRules":
+        if self.overlap >= self.chunk_size:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than chunk_size ({self.chunk_size})")
+        if self.min_chunk_tokens > self.chunk_size:
+            raise ValueError(f"min_chunk_tokens ({self.min_chunk_tokens}) exceeds chunk_size ({self.chunk_size})")
+        return self
+
+
+class RelationTriplesRules(_Rules):
+    parser: str = "simple"
+    min_confidence: float = Field(0.3, ge=0, le=1)
+    batch_chunks: int = Field(50_000, ge=1)
+
+    @field_validator("parser")
+    @classmethod
+    def _parser(cls, v: str) -> str:
+        if v not in PARSERS:
+            raise ValueError(f"parser {v!r}: expected one of {PARSERS}")
+        return v
+
+
+class TokenizerRules(SplitRules):
+    vocab_size: int = Field(16_384, ge=MIN_VOCAB, le=2**32 - 1,
+                            description=f"at least {MIN_VOCAB}: 256 byte symbols + the special tokens")
+    min_frequency: int = Field(2, ge=1)
+    max_token_length: Optional[int] = Field(None, ge=1)
+    model_max_length: int = Field(2048, ge=2)
+
+
+class TokenizedCorpusRules(SplitRules):
+    shard_tokens: int = Field(1 << 24, ge=1)
+    batch_docs: int = Field(10_000, ge=1)
+
+
+class DatasetRules(SplitRules):
+    """Every *_dataset stage: the split, plus the ranges of the fields they share."""
+
+    min_confidence: float = Field(0.0, ge=0, le=1)
+    max_len: int = Field(256, ge=2)
+    max_chars: int = Field(600, ge=1)
+    min_chars: int = Field(0, ge=0)
+    negatives: int = Field(7, ge=1)
+    no_relation_ratio: float = Field(1.0, ge=0)
+    title_pairs_per_doc: int = Field(1, ge=0)
+    adjacent_pairs_per_doc: int = Field(2, ge=0)
+    max_objects: int = Field(3, ge=1)
+    max_chunk_chars: int = Field(512, ge=1)
+
+    @model_validator(mode="after")
+    def _chars(self) -> "DatasetRules":
+        given = self.model_fields_set
+        if {"min_chars", "max_chars"} <= given and self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) exceeds max_chars ({self.max_chars})")
+        if {"title_pairs_per_doc", "adjacent_pairs_per_doc"} <= given and \
+                self.title_pairs_per_doc + self.adjacent_pairs_per_doc == 0:
+            raise ValueError("title_pairs_per_doc and adjacent_pairs_per_doc are both 0: no pairs at all")
+        return self
+
+
+class ParityRules(_Rules):
+    fp32_max_abs_diff: float = Field(1e-4, gt=0)
+    int8_embedding_mean_cosine: float = Field(0.99, ge=-1, le=1)
+    int8_embedding_min_cosine: float = Field(0.97, ge=-1, le=1)
+    int8_lm_top1_agreement: float = Field(0.95, ge=0, le=1)
+    int8_classifier_agreement: float = Field(0.98, ge=0, le=1)
+    int8_ranker_top1_agreement: float = Field(0.95, ge=0, le=1)
+    int8_ranker_rank_correlation: float = Field(0.9, ge=-1, le=1)
+    int8_token_agreement: float = Field(0.98, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _cosines(self) -> "ParityRules":
+        if self.int8_embedding_min_cosine > self.int8_embedding_mean_cosine:
+            raise ValueError(f"int8_embedding_min_cosine ({self.int8_embedding_min_cosine}) exceeds "
+                             f"int8_embedding_mean_cosine ({self.int8_embedding_mean_cosine})")
+        return self
+
+
+class OnnxBundleRules(_Rules):
+    opset: int = Field(17, ge=13, le=21)
+    max_length: int = Field(128, ge=2)
+    samples: int = Field(32, ge=1)
+    per_channel: str = "auto"
+    quantize_embeddings: str = "auto"
+    latency_runs: int = Field(20, ge=1)
+    latency_seq: int = Field(128, ge=1)
+    latency_batches: list[int] = [1, 32]
+    threads: int = Field(0, ge=0)
+    thresholds: ParityRules = ParityRules()
+
+    @field_validator("per_channel", "quantize_embeddings")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        if v not in PER_CHANNEL_MODES:
+            raise ValueError(f"{v!r}: expected one of {PER_CHANNEL_MODES}")
+        return v
+
+    @field_validator("latency_batches")
+    @classmethod
+    def _batches(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v):
+            raise ValueError(f"latency_batches must all be >= 1, got {v}")
+        return v
+
+
+class QualityRules(_Rules):
+    """The ``<asset>_quality`` check ops."""
+
+    sample_rows: int = Field(20, ge=0)
+    quarantine_rate_max: float = Field(0.05, ge=0, le=1)
+    duplicate_rate_max: float = Field(0.3, ge=0, le=1)
+    val_share_tolerance: float = Field(0.02, ge=0, le=1)
+    val_share_sigmas: float = Field(4.0, ge=0)
+    max_label_share: float = Field(0.5, gt=0, le=1)
+
+
+STAGES: dict[str, type[_Rules]] = {
+    "raw_docs": RawDocsRules,
+    "cleaned_chunks": CleanedChunksRules,
+    "relation_triples": RelationTriplesRules,
+    "tokenizer": TokenizerRules,
+    "tokenized_corpus": TokenizedCorpusRules,
+    **{name: DatasetRules for name in SPLIT_STAGES if name.endswith("_dataset")},
+    "onnx_bundle": OnnxBundleRules,
+}
+
+
+def _is_type_error(e: dict) -> bool:
+    return e["type"].endswith(("_type", "_parsing")) or e["type"] in ("missing", "extra_forbidden")
+
+
+def format_error(exc: ValidationError, prefix: str, skip_type_errors: bool = False) -> list[str]:
+    out = []
+    for e in exc.errors():
+        if skip_type_errors and _is_type_error(e):
+            continue
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        value = e.get("input")
+        shown = f" (got {value!r})" if not isinstance(value, dict) and e["type"] != "value_error" else ""
+        out.append(f"{prefix}{'.' + loc if loc else ''}: {msg}{shown}")
+    return out
+
+
+def validate_profile(profile: Any, check_hardware: bool = False, skip_type_errors: bool = False) -> list[str]:
+    """Every section of a run-config profile: one ``field.path: problem`` line per error ([] = valid).
+
+    ``skip_type_errors``: leave wrong types, unknown and missing fields to the caller (Dagster's own
+    config check reports those at launch, with its own message, right after the ConfigMapping)."""
+    from ml.train.config import validate_run_config
+
+    if not isinstance(profile, dict):
+        return ["run config: expected a mapping with 'ops' and/or 'resources'"]
+    ops = profile.get("ops") or {}
+    if not isinstance(ops, dict):
+        return ["ops: expected a mapping of op name -> {config: ...}"]
+    errors: list[str] = []
+    split: dict[str, tuple[Any, Any]] = {}
+    for name, section in sorted(ops.items()):
+        rules = STAGES.get(name) or (QualityRules if name.endswith("_quality") else None)
+        if rules is None:
+            continue  # training sections: ml/train/config.py below; unknown ops: Dagster says so
+        cfg = (section or {}).get("config") if isinstance(section, dict) else None
+        if cfg is None:
+            continue
+        if not isinstance(cfg, dict):
+            errors.append(f"ops.{name}.config: expected a mapping")
+            continue
+        try:
+            rules.model_validate(cfg)
+        except ValidationError as exc:
+            errors += format_error(exc, f"ops.{name}.config", skip_type_errors)
+        if name in SPLIT_STAGES:
+            split[name] = (cfg.get("seed"), cfg.get("val_ratio"))
+    for key, idx in (("seed", 0), ("val_ratio", 1)):  # a document must be in the same split everywhere
+        given = {name: v[idx] for name, v in split.items() if v[idx] is not None}
+        if len(set(given.values())) > 1:
+            first = sorted(given)[0]
+            for name in sorted(given):
+                if given[name] != given[first]:
+                    errors.append(f"ops.{name}.config.{key}: {given[name]!r} differs from ops.{first}.config.{key} "
+                                  f"({given[first]!r}); every corpus and dataset stage must split documents alike")
+    if skip_type_errors:  # the strict training models, with type errors left out the same way
+        from ml.train.config import SETTINGS
+
+        for name, cls in SETTINGS.items():
+            cfg = ((ops.get(name) or {}).get("config") if isinstance(ops.get(name), dict) else None) or {}
+            try:
+                cls.model_validate(cfg)
+            except ValidationError as exc:
+                errors += format_error(exc, f"ops.{name}.config", True)
+            except Exception as exc:  # a cross-field rule that could not even run on these types
+                errors.append(f"ops.{name}.config: {exc}")
+        return errors
+    train_errors, _notes = validate_run_config(profile, check_hardware=check_hardware)
+    return errors + train_errors
