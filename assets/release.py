@@ -58,6 +58,7 @@ def _metadata(version: StoredVersion) -> dict:
     deps=["onnx_bundle"],
     code_version=source_digest(H.__file__, M.__file__, __file__),
     kinds={"huggingface"},
+    pool="gpu",  # loads and runs every LM, like the export
     check_specs=[dg.AssetCheckSpec(CHECK, asset="hf_release", blocking=True,
                                    description="every released folder, loaded with AutoModelForCausalLM.from_pretrained "
                                    "offline, decodes the same greedy tokens as its checkpoint on the sample prompts")],
