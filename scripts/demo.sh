@@ -3,7 +3,8 @@
 # DuckDB catalog, CPU. sample corpus -> raw_docs -> ... -> onnx_bundle package, verified.
 # Safe to run again: unchanged inputs are cache hits.
 set -euo pipefail
-source "$(dirname "$0")/env.sh"
+cd "$(dirname "$0")/.."  # the repo root (env.sh leaves the directory alone)
+source scripts/env.sh
 start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 q() { echo "-- $1"; lineage stats "$2" --max-rows "${3:-40}"; }

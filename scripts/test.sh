@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh clone: builds the environment, then runs pytest.
 set -euo pipefail
-source "$(dirname "$0")/env.sh"
+cd "$(dirname "$0")/.."  # the repo root (env.sh leaves the directory alone)
+source scripts/env.sh
 set +e
 python -m pytest "$@"
 rc=$?
