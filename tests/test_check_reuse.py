@@ -10,10 +10,25 @@ import ml.quality.validate as validate
 from ml.catalog import Catalog
 from ml.store import ArtifactStore
 from ml.quality.suites import SUITES
-from tests.test_quality_checks import _run, _violate_all
+from assets.checks import QUALITY_CHECKS
+from resources import ArtifactStoreResource, CatalogResource, LandingZone
+from tests.test_quality_checks import _violate_all
 from tests.test_quality_suites import Versions
 
-N_CHECKS = sum(len(s.checks) for s in SUITES.values())
+# three suites (one of them cross-asset: cleaned_chunks reads the raw_docs version it was made from)
+ASSETS = ("raw_docs", "cleaned_chunks", "relation_triples")
+N_CHECKS = sum(len(SUITES[a].checks) for a in ASSETS)
+CHECKS = [c for c in QUALITY_CHECKS if {k.asset_key.to_user_string() for k in c.check_keys} <= set(ASSETS)]
+RESOURCES = {"store": ArtifactStoreResource(), "catalog": CatalogResource(), "landing": LandingZone()}
+
+
+def _run(instance, defs, run_config=None):
+    result = dg.materialize([*defs, *CHECKS], instance=instance, resources=RESOURCES, raise_on_error=False,
+                            run_config=run_config)
+    mats = {e.asset_key.to_user_string(): e.event_specific_data.materialization
+            for e in result.get_asset_materialization_events()}
+    evals = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+    return result, mats, evals
 
 
 @pytest.fixture
@@ -33,7 +48,7 @@ def gx_calls(monkeypatch):
 def _published(versions: Versions, mutate_for) -> list:
     """Stand-ins with the real asset keys that publish one version built once (so every run
     checks the same data versions), each with a sink downstream."""
-    built = {asset: versions.build(asset, mutate_for(asset)).data_version for asset in SUITES}
+    built = {asset: versions.build(asset, mutate_for(asset)).data_version for asset in ASSETS}
     return [d for asset, data_version in built.items() for d in _stand_in(asset, data_version)]
 
 
@@ -58,14 +73,14 @@ def test_second_run_reuses_recorded_results(home, gx_calls, monkeypatch):
     graph = _published(versions, lambda a: None)
     with dg.DagsterInstance.ephemeral() as instance:
         first, _, evals1 = _run(instance, graph)
-        assert first.success and len(gx_calls) == len(SUITES)
+        assert first.success and len(gx_calls) == len(ASSETS)
         assert _rows(catalog) == N_CHECKS
         assert not any(e.metadata["reused"].value for e in evals1.values())
         assert {e.metadata["validated_in_run"].value for e in evals1.values()} == {first.run_id}
 
         # same versions, same check code and thresholds: recorded results, no validation, no new rows
         second, mats, evals2 = _run(instance, graph)
-        assert second.success and len(gx_calls) == len(SUITES)
+        assert second.success and len(gx_calls) == len(ASSETS)
         assert len(evals2) == N_CHECKS
         for key, e in evals2.items():
             assert e.metadata["reused"].value is True, key
@@ -74,19 +89,19 @@ def test_second_run_reuses_recorded_results(home, gx_calls, monkeypatch):
             assert e.passed == evals1[key].passed
             assert e.metadata["unexpected_count"].value == evals1[key].metadata["unexpected_count"].value
         assert _rows(catalog) == N_CHECKS
-        assert set(mats) == set(SUITES) | {f"after_{a}" for a in SUITES}
+        assert set(mats) == set(ASSETS) | {f"after_{a}" for a in ASSETS}
 
         # one threshold changed: that suite's check version changes and it validates again
         config = {"ops": {"raw_docs_quality": {"config": {"quarantine_rate_max": 0.06}}}}
         third, _, evals3 = _run(instance, graph, run_config=config)
-        assert third.success and len(gx_calls) == len(SUITES) + 1
+        assert third.success and len(gx_calls) == len(ASSETS) + 1
         assert all(not e.metadata["reused"].value for (a, _), e in evals3.items() if a == "raw_docs")
         assert all(e.metadata["reused"].value for (a, _), e in evals3.items() if a != "raw_docs")
 
         # new check code: every suite validates again
         monkeypatch.setattr(validate, "CODE_VERSION", "changed-code")
         fourth, _, evals4 = _run(instance, graph)
-        assert fourth.success and len(gx_calls) == 2 * len(SUITES) + 1
+        assert fourth.success and len(gx_calls) == 2 * len(ASSETS) + 1
         assert not any(e.metadata["reused"].value for e in evals4.values())
 
 
@@ -96,9 +111,9 @@ def test_reused_failures_still_block(home, gx_calls):
     with dg.DagsterInstance.ephemeral() as instance:
         first, mats1, evals1 = _run(instance, graph, run_config=config)
         second, mats2, evals2 = _run(instance, graph, run_config=config)
-    assert len(gx_calls) == len(SUITES)  # the second run validated nothing
+    assert len(gx_calls) == len(ASSETS)  # the second run validated nothing
     failed1 = {e.step_key for e in first.get_step_failure_events()}
-    assert not first.success and {"raw_docs_quality", "cleaned_chunks_quality", "relation_triples_quality"} <= failed1
+    assert not first.success and failed1 == {f"{a}_quality" for a in ASSETS}
     # the second run: the same checks fail from their records and block the same sinks
     assert not second.success and {e.step_key for e in second.get_step_failure_events()} == failed1
     assert set(mats2) == set(mats1)
