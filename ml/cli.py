@@ -154,7 +154,7 @@ def _tables_epilog() -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lineage", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="The command line beside the Dagster UI: query the catalog, trace version-level "
+        description="The command line beside the Dagster UI: query the catalog, trace version-level\n"
                     "lineage, verify and promote bundles.",
         epilog="Every command works on LINEAGE_HOME (--home goes before the command).\n"
                "lineage COMMAND --help shows a command's arguments.")
