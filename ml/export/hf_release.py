@@ -205,7 +205,7 @@ def model_card(src: ReleaseSource, store: ArtifactStore, *, metrics: dict[str, A
              f"# lineage-forge `{src.name}` — {src.asset}@{src.data_version}", "",
              f"A {model_info['architecture']} with {model_info['parameters']:,} parameters: {what}. "
              f"Vocabulary {model_info['vocab_size']:,} (byte-level BPE, `tokenizer.json`), context "
-             f"{model_info['max_positions']} positions. Built by [lineage-forge](https://example.invalid/lineage-forge) "
+             f"{model_info['max_positions']} positions. Built by lineage-forge "
              "from versioned data; every version below can be traced with `lineage trace`.", "",
              "## How to use", "", "```python",
              "from transformers import AutoModelForCausalLM, AutoTokenizer",
