@@ -44,17 +44,21 @@ def resolve_bundle(catalog: Catalog, store: ArtifactStore, version: str) -> str:
     return found[0]
 
 
-def verify_for_promotion(catalog: Catalog, store: ArtifactStore, data_version: str, threads: int = 0) -> None:
-    """Verify first: every file of the stored version against its manifest (a corrupt bundle is recorded
-    in corrupt_versions and moved aside), then the package as ``lineage verify`` checks it (safe
-    extraction, sha256 of every member, parity samples re-run in ONNX Runtime)."""
+def verify_stored(catalog: Catalog, store: ArtifactStore, data_version: str):
+    """Before anything is read: every file of the stored version against its manifest (a corrupt
+    bundle is recorded in corrupt_versions and moved aside). Returns the version directory."""
     try:
-        version = store.open(ASSET, data_version)
+        return store.open(ASSET, data_version).path
     except CorruptVersionError as err:
         moved = store.quarantine(ASSET, data_version)
         catalog.append({"corrupt_versions": corrupt_rows(err, "lineage promote", moved_to=moved)})
         raise PromotionRefused(f"{err}; recorded in corrupt_versions and moved to {moved}") from None
-    report = verify_bundle(version.path / TARBALL, threads=threads)
+
+
+def verify_package(version_dir, data_version: str, threads: int = 0) -> None:
+    """The package as ``lineage verify`` checks it: safe extraction, sha256 of every member, parity
+    samples re-run in ONNX Runtime (last, after the cheaper refusals)."""
+    report = verify_bundle(version_dir / TARBALL, threads=threads)
     if not report.ok:
         failed = "; ".join(msg for ok, msg in report.checks if not ok)
         raise PromotionRefused(f"{ASSET}@{data_version}: {TARBALL} fails verification: {failed}")
@@ -63,12 +67,12 @@ def verify_for_promotion(catalog: Catalog, store: ArtifactStore, data_version: s
 def promote(catalog: Catalog, store: ArtifactStore, component: str, version: str, *,
             by: str | None = None, note: str = "", threads: int = 0) -> dict[str, Any]:
     """Record ``component`` of onnx_bundle@version as promoted; PromotionRefused says why not.
-    The bundle is verified first (``verify_for_promotion``)."""
+    The stored files are verified first (``verify_stored``), the package last (``verify_package``)."""
     data_version = resolve_bundle(catalog, store, version)
     if not store.has_version(ASSET, data_version):
         raise PromotionRefused(f"{ASSET}@{data_version} is in the catalog but missing from the store at {store.root}")
-    verify_for_promotion(catalog, store, data_version, threads)
-    root = store.get(ASSET, data_version).path / BUNDLE_DIR
+    version_dir = verify_stored(catalog, store, data_version)
+    root = version_dir / BUNDLE_DIR
     manifest = json.loads((root / MANIFEST).read_text("utf-8"))
     if component not in manifest["models"]:
         raise PromotionRefused(f"{ASSET}@{data_version} has no component {component!r}; it has {sorted(manifest['models'])}")
@@ -84,6 +88,8 @@ def promote(catalog: Catalog, store: ArtifactStore, component: str, version: str
     bad = [prec for prec, r in report.items() if not r["passed"]]
     if bad:
         raise PromotionRefused(f"{ASSET}@{data_version}: {component} parity failed for {bad}")
+
+    verify_package(version_dir, data_version, threads)
 
     src = manifest["models"][component].get("source", {})
     row = {
