@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 
 import dagster as dg
 import pytest
@@ -41,7 +40,7 @@ from resources import ArtifactStoreResource, CatalogResource, LandingZone
 with dg.instance_for_test() as instance:
     dg.materialize([raw_docs], instance=instance,
                    resources={"store": ArtifactStoreResource(), "catalog": CatalogResource(), "landing": LandingZone()})
-raise SystemExit(3)  # not reached: the fault point kills the process
+raise SystemExit(3)  # reached only when no fault point killed the process
 """
 
 
@@ -130,29 +129,16 @@ def test_a_live_writers_staging_is_never_a_leftover(landed):
 
 
 @pytest.mark.slow
-def test_two_runs_racing_on_one_version_write_its_rows_exactly_once(landed):
-    """Both runs build the same version and both find the catalog empty (forced: each waits at the
-    point between that check and the write until the other got there too)."""
-    barrier = threading.Barrier(2, timeout=120)
-    faults.arm("catalog.before_own_batch", barrier.wait)
-    results, errors = [], []
-
-    def run():
-        try:
-            results.append(_materialize().success)
-        except Exception as exc:  # pragma: no cover - shown in the assertion below
-            errors.append(exc)
-
-    try:
-        threads = [threading.Thread(target=run) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(300)
-    finally:
-        faults.arm("catalog.before_own_batch", None)
-    assert not errors and results == [True, True]
-    assert barrier.n_waiting == 0 and not barrier.broken  # both really were in the window at once
+def test_two_runs_racing_on_one_version_write_its_rows_exactly_once(landed, tmp_path):
+    """Two processes build the same version and both find the catalog without it (forced: each
+    waits at the point between that check and the write until the other got there too)."""
+    barrier = tmp_path / "barrier"
+    env = {**os.environ, faults.ENV: f"catalog.before_own_batch=barrier:{barrier}:2"}
+    procs = [subprocess.Popen([sys.executable, "-c", KILLED_RUN], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [3, 3], [o[-2000:] for o in outs]  # both ran to the end
+    assert len(list(barrier.iterdir())) == 2  # both really were in the window at once
     assert _counts(landed) == {"asset_versions": 2, "quarantine": QUARANTINED, "dataset_stats": _n_stats(landed)}
     (version,) = ArtifactStore(landed).versions("raw_docs")
     assert Catalog(landed).has_batch(own_batch_id("raw_docs", version.data_version))
