@@ -1,8 +1,8 @@
 """Named fault-injection points, so tests can kill or stall a writer at an exact moment.
 
 Production code calls ``fault_point("store.after_publish")`` at the events that matter for
-crash safety; with nothing configured that is one dict lookup. Tests arm a point either in
-process (``arm(event, callable)``) or, for a child process, through the environment::
+crash safety; with nothing configured that is one environment lookup. Tests arm a point for a
+child process through the environment::
 
     LINEAGE_FAULTS="store.after_publish=kill"                    # SIGKILL this process there
     LINEAGE_FAULTS="catalog.before_own_batch=barrier:/tmp/b:2"   # wait until 2 processes got there
@@ -19,7 +19,6 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Callable
 
 ENV = "LINEAGE_FAULTS"
 EVENTS = {
@@ -30,25 +29,14 @@ EVENTS = {
     "catalog.before_own_batch": "a materialization found no catalog rows of its version and is about to write them",
 }
 
-_armed: dict[str, Callable[[], None]] = {}
-
-
-def arm(event: str, action: Callable[[], None] | None) -> None:
-    """Run ``action`` whenever ``event`` fires in this process (None disarms)."""
-    if event not in EVENTS:
-        raise KeyError(f"unknown fault event {event!r}; known: {sorted(EVENTS)}")
-    if action is None:
-        _armed.pop(event, None)
-    else:
-        _armed[event] = action
-
-
 def _from_env(event: str) -> str | None:
     spec = os.environ.get(ENV)
     if not spec:
         return None
     for item in spec.split(","):
         name, _, action = item.partition("=")
+        if name.strip() not in EVENTS:  # a typo would otherwise inject nothing, silently
+            raise ValueError(f"{ENV}: unknown fault event {name.strip()!r}; known: {sorted(EVENTS)}")
         if name.strip() == event:
             return action.strip()
     return None
@@ -67,10 +55,6 @@ def barrier(directory: str | os.PathLike, n: int, timeout: float = 60.0) -> None
 
 
 def fault_point(event: str) -> None:
-    action = _armed.get(event)
-    if action is not None:
-        action()
-        return
     spec = _from_env(event)
     if not spec:
         return

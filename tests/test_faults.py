@@ -157,3 +157,11 @@ def test_views_hide_duplicate_rows_an_old_catalog_holds(tmp_path):
     assert cat.append(rows, batch_id=own_batch_id("b", "e" * 16)) == own_batch_id("b", "e" * 16)
     assert cat.append(rows, batch_id=own_batch_id("b", "e" * 16)) is None
     assert cat.query("SELECT count(*) FROM dataset_stats WHERE asset = 'b'").item() == 1
+
+
+def test_a_misspelt_fault_event_fails_loudly(monkeypatch):
+    monkeypatch.setenv(faults.ENV, "store.after_pubish=kill")
+    with pytest.raises(ValueError, match="unknown fault event 'store.after_pubish'"):
+        faults.fault_point("store.after_publish")
+    monkeypatch.setenv(faults.ENV, "store.after_publish=sleep:0")
+    faults.fault_point("store.after_publish")  # armed with a harmless action: returns
