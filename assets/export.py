@@ -1,6 +1,7 @@
 """Export stage: onnx_bundle, the deployable package of every model, with blocking parity checks."""
 
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -14,15 +15,18 @@ import ml.export.metrics as M
 import ml.export.parity as P
 import ml.export.quantize as Q
 import ml.export.sources as S
-import ml.gnn.data as GD
-import ml.gnn.export as G
-import ml.gnn.model as GM
 from assets.versioned import materialize_versioned, preview_table, upstream_version
 from ml.catalog import check_result_rows
 from ml.fsutil import source_digest
 from ml.quality.gate import failed_blocking_checks
 from ml.store import BuildResult, StoredVersion
 from resources import ArtifactStoreResource, CatalogResource
+
+
+def _module_file(name: str) -> str:
+    """A module's source file without importing it (ml.gnn's modules import torch: loading the code
+    location, and a cached step, must not)."""
+    return importlib.util.find_spec(name).origin
 
 T = P.Thresholds
 CHECKS = {name: f"{name}_parity" for name in S.COMPONENTS}  # lm_, embedding_, relation_, gnn_, ner_, dpo_parity
@@ -214,7 +218,9 @@ def _metadata(version: StoredVersion) -> dict:
 @dg.asset(
     group_name="export",
     deps=list(S.CHECKPOINT_ASSETS),
-    code_version=source_digest(*(m.__file__ for m in (E, Q, P, S, B, G, GD, GM, I4, M)), __file__),
+    code_version=source_digest(*(m.__file__ for m in (E, Q, P, S, B)),
+                               *(_module_file(f"ml.gnn.{m}") for m in ("export", "data", "model")),
+                               *(m.__file__ for m in (I4, M)), __file__),
     kinds={"onnx"},
     pool="gpu",
     check_specs=[dg.AssetCheckSpec(check, asset="onnx_bundle", blocking=True,

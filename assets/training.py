@@ -128,13 +128,13 @@ def _build_stats(summary: dict[str, Any]) -> dict[str, float]:
 def _checkpoint_refs(asset: str, loop: tc.LoopSettings, store, upstream: dict[str, str]) -> dict[str, dict]:
     """train.resume_from / train.init_from resolved to verified step checkpoints; the stored version a
     checkpoint belongs to becomes an upstream version (a lineage edge: parent -> this version)."""
-    from ml.train import checkpointing as ckpt
-
     out = {}
     for key in ("resume_from", "init_from"):
         ref = getattr(loop, key)
         if not ref:
             continue
+        from ml.train import checkpointing as ckpt  # imports torch: only when a checkpoint is named (not on cache hits)
+
         try:
             r = ckpt.resolve_ref(ref, asset=asset, store=store).as_dict()
         except ckpt.CheckpointRefError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import resource
+import sys
 from typing import Any, Literal
 
 import dagster as dg
@@ -37,17 +39,22 @@ class TorchDevice(dg.ConfigurableResource):
 
     def materialization_metadata(self, trained: dict[str, Any] | None = None) -> dict[str, Any]:
         """Device name and peak memory of this step (and of the training processes, if they ran elsewhere)."""
-        import torch
-
-        from ml.train.device import device_name, peak_memory_mb
-
         s = self.settings()
-        dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if s.device == "auto" else s.device)
+        if s.device == "cpu" and "torch" not in sys.modules:
+            # this process ran no torch code (a cache hit in a fresh step): say so without importing torch
+            device, peak = "cpu (torch not loaded)", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+        else:
+            import torch
+
+            from ml.train.device import device_name, peak_memory_mb
+
+            dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if s.device == "auto" else s.device)
+            device, peak = device_name(dev), peak_memory_mb(dev)
         md: dict[str, Any] = {
-            "device": device_name(dev),
+            "device": device,
             "precision": s.precision,
             "seed": s.seed,
-            "peak_memory_mb": dg.MetadataValue.float(round(peak_memory_mb(dev), 1)),
+            "peak_memory_mb": dg.MetadataValue.float(round(peak, 1)),
         }
         if trained:
             md["trained_on"] = str(trained.get("device"))

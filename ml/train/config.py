@@ -53,6 +53,8 @@ class DeviceSettings(_Strict):
 
     def check_available(self, cuda_available: bool | None = None, cuda_count: int | None = None) -> None:
         """Refuse a GPU profile on a machine without one (ConfigError naming the field)."""
+        if (cuda_available is None or cuda_count is None) and self.device == "cpu":
+            cuda_available, cuda_count = False, 0  # nothing below asks the GPU about a CPU profile: no torch import
         if cuda_available is None or cuda_count is None:
             import torch
 
