@@ -87,7 +87,7 @@ def test_dagster_job_execute_then_lineage_stats_and_trace(home):
     rows = [json.loads(x) for x in stats.stdout.splitlines()]
     assert {r["asset"] for r in rows} == {  # groups data, corpus and datasets
         "raw_docs", "cleaned_chunks", "relation_triples", "tokenizer", "tokenized_corpus",
-        "embedding_dataset", "relation_dataset", "sft_dataset", "preference_dataset"}
+        "embedding_dataset", "relation_dataset", "sft_dataset", "preference_dataset", "gnn_dataset", "ner_dataset"}
     assert {"asset": "raw_docs", "rows": 60, "cache_hit": False} in rows
     trace = subprocess.run(lineage + ["trace", "raw_docs"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert trace.returncode == 0 and "landing:sample/pydoc_topics.jsonl@" in trace.stdout
