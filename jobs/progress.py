@@ -17,7 +17,6 @@ machine although the event log has every event. The event log is the record; thi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Callable, TextIO
@@ -25,6 +24,8 @@ from typing import Callable, TextIO
 import dagster as dg
 from dagster._core.events import DagsterEventType
 from dagster._core.storage.dagster_run import DagsterRunStatus
+
+from ml.fsutil import pid_alive
 
 TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 SHOWN = {
@@ -81,19 +82,7 @@ def format_event(entry, start: float) -> str | None:
 
 
 def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a child that exited but was not reaped yet counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+    return pid is None or pid_alive(pid)
 
 
 def find_run(instance: dg.DagsterInstance, tag: tuple[str, str], pid: int | None, timeout: float,

@@ -75,13 +75,18 @@ def fsync_tree(root: Path) -> None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` (on this host) runs; an exited child not reaped yet (zombie) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def source_digest(*paths: str | os.PathLike, length: int = 12) -> str:
