@@ -15,7 +15,7 @@ import ml.raw_docs as raw_docs_engine
 from assets.datasets import SHARED, DatasetConfig
 from assets.training import CODE_VERSION as TRAIN_CODE_VERSION
 from assets.training import _specs, dagster_config, train_checkpoint
-from assets.versioned import materialize_versioned, preview_table, upstream_version
+from assets.versioned import declared_inputs, materialize_versioned, preview_table, upstream_version
 from ml.cleaned_chunks.pipeline import read_clean_docs
 from ml.fsutil import source_digest
 from ml.store import BuildResult, StoredVersion
@@ -115,7 +115,7 @@ DpoAdapterConfig = dagster_config(tc.DpoAdapterSettings, "DpoAdapterConfig")
 def dpo_adapter(context: dg.AssetExecutionContext, config: DpoAdapterConfig, store: ArtifactStoreResource,
                 catalog: CatalogResource, torch_device: TorchDevice) -> dg.MaterializeResult:
     st = store.get()
-    inputs = {a: upstream_version(context, st, a) for a in ("lora_adapter", "preference_dataset", "tokenizer")}
+    inputs = declared_inputs(context, st)
     base = inputs["lora_adapter"].manifest.get("upstream", {}).get("lm_checkpoint")
     if not base or not st.has_version("lm_checkpoint", base):
         raise dg.Failure(f"lora_adapter@{inputs['lora_adapter'].data_version}: its base lm_checkpoint {base!r} "

@@ -21,7 +21,7 @@ import dagster as dg
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 import ml.train as train_pkg
-from assets.versioned import fingerprint_for, materialize_versioned, upstream_version
+from assets.versioned import declared_inputs, fingerprint_for, materialize_versioned
 from ml.catalog import check_result_rows
 from ml.fsutil import source_digest
 from ml.paths import work_dir
@@ -200,18 +200,14 @@ _COMMON = dict(group_name="models", kinds={"torch"}, pool="gpu", code_version=CO
           "val loss and perplexity; save_pretrained (safetensors) with the tokenizer.")
 def lm_checkpoint(context: dg.AssetExecutionContext, config: LMCheckpointConfig, store: ArtifactStoreResource,
                   catalog: CatalogResource, torch_device: TorchDevice) -> dg.MaterializeResult:
-    st = store.get()
-    inputs = {a: upstream_version(context, st, a) for a in ("tokenized_corpus", "tokenizer")}
-    return train_checkpoint(context, config, inputs, store, catalog, torch_device)
+    return train_checkpoint(context, config, declared_inputs(context, store.get()), store, catalog, torch_device)
 
 
 @dg.asset(deps=["lm_checkpoint", "sft_dataset", "tokenizer"], check_specs=_specs("lora_adapter"), **_COMMON,
           description="peft LoRA adapter (or full fine-tune) of lm_checkpoint on sft_dataset, prompt tokens masked.")
 def lora_adapter(context: dg.AssetExecutionContext, config: LoraAdapterConfig, store: ArtifactStoreResource,
                  catalog: CatalogResource, torch_device: TorchDevice) -> dg.MaterializeResult:
-    st = store.get()
-    inputs = {a: upstream_version(context, st, a) for a in ("lm_checkpoint", "sft_dataset", "tokenizer")}
-    return train_checkpoint(context, config, inputs, store, catalog, torch_device)
+    return train_checkpoint(context, config, declared_inputs(context, store.get()), store, catalog, torch_device)
 
 
 @dg.asset(deps=["embedding_dataset", "tokenizer"], check_specs=_specs("embedding_checkpoint"), **_COMMON,
@@ -220,9 +216,7 @@ def lora_adapter(context: dg.AssetExecutionContext, config: LoraAdapterConfig, s
 def embedding_checkpoint(context: dg.AssetExecutionContext, config: EmbeddingCheckpointConfig,
                          store: ArtifactStoreResource, catalog: CatalogResource,
                          torch_device: TorchDevice) -> dg.MaterializeResult:
-    st = store.get()
-    inputs = {a: upstream_version(context, st, a) for a in ("embedding_dataset", "tokenizer")}
-    return train_checkpoint(context, config, inputs, store, catalog, torch_device)
+    return train_checkpoint(context, config, declared_inputs(context, store.get()), store, catalog, torch_device)
 
 
 @dg.asset(deps=["relation_dataset", "tokenizer"], check_specs=_specs("relation_checkpoint"), **_COMMON,
@@ -231,9 +225,7 @@ def embedding_checkpoint(context: dg.AssetExecutionContext, config: EmbeddingChe
 def relation_checkpoint(context: dg.AssetExecutionContext, config: RelationCheckpointConfig,
                         store: ArtifactStoreResource, catalog: CatalogResource,
                         torch_device: TorchDevice) -> dg.MaterializeResult:
-    st = store.get()
-    inputs = {a: upstream_version(context, st, a) for a in ("relation_dataset", "tokenizer")}
-    return train_checkpoint(context, config, inputs, store, catalog, torch_device)
+    return train_checkpoint(context, config, declared_inputs(context, store.get()), store, catalog, torch_device)
 
 
 @dg.asset(deps=["gnn_dataset", "embedding_checkpoint"], check_specs=_specs("gnn_checkpoint"), **_COMMON,
@@ -242,9 +234,7 @@ def relation_checkpoint(context: dg.AssetExecutionContext, config: RelationCheck
           "embedding model) on the same queries.")
 def gnn_checkpoint(context: dg.AssetExecutionContext, config: GnnCheckpointConfig, store: ArtifactStoreResource,
                    catalog: CatalogResource, torch_device: TorchDevice) -> dg.MaterializeResult:
-    st = store.get()
-    inputs = {a: upstream_version(context, st, a) for a in ("gnn_dataset", "embedding_checkpoint")}
-    return train_checkpoint(context, config, inputs, store, catalog, torch_device)
+    return train_checkpoint(context, config, declared_inputs(context, store.get()), store, catalog, torch_device)
 
 
 @dg.asset(deps=["ner_dataset", "tokenizer"], check_specs=_specs("ner_checkpoint"), **_COMMON,
@@ -252,9 +242,7 @@ def gnn_checkpoint(context: dg.AssetExecutionContext, config: GnnCheckpointConfi
           "val entity-level precision/recall/F1 per type and micro (exact span).")
 def ner_checkpoint(context: dg.AssetExecutionContext, config: NerCheckpointConfig, store: ArtifactStoreResource,
                    catalog: CatalogResource, torch_device: TorchDevice) -> dg.MaterializeResult:
-    st = store.get()
-    inputs = {a: upstream_version(context, st, a) for a in ("ner_dataset", "tokenizer")}
-    return train_checkpoint(context, config, inputs, store, catalog, torch_device)
+    return train_checkpoint(context, config, declared_inputs(context, store.get()), store, catalog, torch_device)
 
 
 TRAINING_ASSETS = [lm_checkpoint, lora_adapter, embedding_checkpoint, relation_checkpoint, gnn_checkpoint,

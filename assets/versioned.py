@@ -77,6 +77,12 @@ def upstream_version(context: dg.AssetExecutionContext, store: ArtifactStore, as
     return version
 
 
+
+def declared_inputs(context: dg.AssetExecutionContext, store: ArtifactStore) -> dict[str, StoredVersion]:
+    """``upstream_version`` of every asset this asset names in its ``deps``: inputs are declared once."""
+    keys = context.assets_def.asset_deps[context.asset_key]
+    return {name: upstream_version(context, store, name) for name in sorted(k.to_user_string() for k in keys)}
+
 def fingerprint_for(context: dg.AssetExecutionContext, config: Mapping[str, Any], upstream: Mapping[str, str]) -> str:
     """The fingerprint ``materialize_versioned`` will use (e.g. to find work/<asset>/<fingerprint>/ to resume)."""
     code_version = context.assets_def.code_versions_by_key.get(context.asset_key) or "unversioned"
