@@ -28,6 +28,8 @@ class DatasetConfig(dg.Config):
     seed: int = splits.DEFAULT_SEED
     """Split seed: keep it equal across datasets and tokenized_corpus (a document's split is the same everywhere)."""
     val_ratio: float = splits.DEFAULT_VAL_RATIO
+    test_ratio: float = splits.DEFAULT_TEST_RATIO
+    """Share of documents in the held-out test split (model_evaluation); keep it equal across stages."""
     mix_weights: dict[str, float] = {}
     """source (landing path or file stem) -> weight of the train split; empty: natural shares."""
 
@@ -60,8 +62,10 @@ def _metadata(columns: list[str], group_prefix: str) -> Callable[[StoredVersion]
         return {
             "train_rows": dg.MetadataValue.int(int(s.get("train.examples", 0))),
             "val_rows": dg.MetadataValue.int(int(s.get("val.examples", 0))),
+            "test_rows": dg.MetadataValue.int(int(s.get("test.examples", 0))),
             "train_docs": dg.MetadataValue.int(int(s.get("train.docs", 0))),
             "val_docs": dg.MetadataValue.int(int(s.get("val.docs", 0))),
+            "test_docs": dg.MetadataValue.int(int(s.get("test.docs", 0))),
             "skipped": dg.MetadataValue.json(skipped),
             "train_counts": dg.MetadataValue.json(per_group),
             "doc_shares": dg.MetadataValue.json({k.split(".", 2)[2]: round(v, 4) for k, v in s.items()
@@ -92,7 +96,7 @@ def embedding_dataset(context: dg.AssetExecutionContext, config: EmbeddingDatase
     st = store.get()
     chunks = upstream_version(context, st, "cleaned_chunks")
     cfg = embedding.EmbeddingConfig(
-        seed=config.seed, val_ratio=config.val_ratio, title_pairs_per_doc=config.title_pairs_per_doc,
+        seed=config.seed, val_ratio=config.val_ratio, test_ratio=config.test_ratio, title_pairs_per_doc=config.title_pairs_per_doc,
         adjacent_pairs_per_doc=config.adjacent_pairs_per_doc, min_chars=config.min_chars,
         max_chars=config.max_chars, mix_weights=tuple(sorted(config.mix_weights.items())))
     build = _build(lambda: embedding.build_embedding(
@@ -125,7 +129,7 @@ def relation_dataset(context: dg.AssetExecutionContext, config: RelationDatasetC
     chunks = upstream_version(context, st, "cleaned_chunks")
     triples = upstream_version(context, st, "relation_triples")
     cfg = relation.RelationConfig(
-        seed=config.seed, val_ratio=config.val_ratio, no_relation_ratio=config.no_relation_ratio,
+        seed=config.seed, val_ratio=config.val_ratio, test_ratio=config.test_ratio, no_relation_ratio=config.no_relation_ratio,
         min_confidence=config.min_confidence, max_chars=config.max_chars,
         mix_weights=tuple(sorted(config.mix_weights.items())))
     build = _build(lambda: relation.build_relation(
@@ -161,7 +165,7 @@ def sft_dataset(context: dg.AssetExecutionContext, config: SftDatasetConfig,
     triples = upstream_version(context, st, "relation_triples")
     tok = upstream_version(context, st, "tokenizer")
     cfg = sft.SftConfig(
-        seed=config.seed, val_ratio=config.val_ratio, system_prompt=config.system_prompt,
+        seed=config.seed, val_ratio=config.val_ratio, test_ratio=config.test_ratio, system_prompt=config.system_prompt,
         max_objects=config.max_objects, max_len=config.max_len, min_confidence=config.min_confidence,
         mix_weights=tuple(sorted(config.mix_weights.items())))
     build = _build(lambda: sft.build_sft(
@@ -196,7 +200,7 @@ def gnn_dataset(context: dg.AssetExecutionContext, config: GnnDatasetConfig,
     st = store.get()
     chunks = upstream_version(context, st, "cleaned_chunks")
     triples = upstream_version(context, st, "relation_triples")
-    cfg = gnn.GnnConfig(seed=config.seed, val_ratio=config.val_ratio, negatives=config.negatives,
+    cfg = gnn.GnnConfig(seed=config.seed, val_ratio=config.val_ratio, test_ratio=config.test_ratio, negatives=config.negatives,
                         min_confidence=config.min_confidence, max_chunk_chars=config.max_chunk_chars,
                         mix_weights=tuple(sorted(config.mix_weights.items())))
 
@@ -242,7 +246,7 @@ def ner_dataset(context: dg.AssetExecutionContext, config: NerDatasetConfig,
     chunks = upstream_version(context, st, "cleaned_chunks")
     triples = upstream_version(context, st, "relation_triples")
     tok = upstream_version(context, st, "tokenizer")
-    cfg = ner.NerConfig(seed=config.seed, val_ratio=config.val_ratio, max_len=config.max_len,
+    cfg = ner.NerConfig(seed=config.seed, val_ratio=config.val_ratio, test_ratio=config.test_ratio, max_len=config.max_len,
                         min_confidence=config.min_confidence, mix_weights=tuple(sorted(config.mix_weights.items())))
     build = _build(lambda: ner.build_ner(
         _read_triples(triples), read_chunks(chunks.path).select("chunk_id", "doc_id").collect(),

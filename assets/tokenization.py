@@ -29,6 +29,8 @@ class TokenizerConfig(dg.Config):
     seed: int = splits.DEFAULT_SEED
     """Split seed: must equal the one of tokenized_corpus and the datasets (train on train docs only)."""
     val_ratio: float = splits.DEFAULT_VAL_RATIO
+    test_ratio: float = splits.DEFAULT_TEST_RATIO
+    """Share of documents held out as the test split (model_evaluation); never seen by training."""
 
     def to_ml(self) -> tokenization.TokenizerConfig:
         return tokenization.TokenizerConfig(self.vocab_size, self.min_frequency, self.max_token_length,
@@ -66,7 +68,7 @@ def tokenizer(context: dg.AssetExecutionContext, config: TokenizerConfig,
 
     def build(out: Path) -> BuildResult:
         texts = splits.texts_by_split(read_clean_docs(chunks.path).select("doc_id", "text").collect(),
-                                      config.seed, config.val_ratio)
+                                      config.seed, config.val_ratio, test_ratio=config.test_ratio)
         stats = tokenization.build_tokenizer(texts["train"], texts["val"], out, config.to_ml())
         return BuildResult(stats=stats, rows=int(stats["vocab_size"]))
 
@@ -78,8 +80,9 @@ def tokenizer(context: dg.AssetExecutionContext, config: TokenizerConfig,
 
 class TokenizedCorpusConfig(dg.Config):
     seed: int = splits.DEFAULT_SEED
-    """Split seed; must equal the tokenizer's so its training text stays out of val."""
+    """Split seed; must equal the tokenizer's so its training text stays out of val and test."""
     val_ratio: float = splits.DEFAULT_VAL_RATIO
+    test_ratio: float = splits.DEFAULT_TEST_RATIO
     mix_weights: dict[str, float] = {}
     """source (landing path or file stem) -> weight of the train split; empty: natural shares."""
     shard_tokens: int = K.shard_tokens
@@ -92,7 +95,7 @@ def _corpus_metadata(version: StoredVersion) -> dict:
     token_shares = {k.split(".", 2)[2]: round(v, 4) for k, v in s.items() if k.startswith("mix.token_share.")}
     preview = pl.read_parquet(version.path / "doc_ids" / "train.parquet", n_rows=5)
     return {
-        **{f"{sp}_{what}": dg.MetadataValue.int(int(s[f"{sp}.{what}"]))
+        **{f"{sp}_{what}": dg.MetadataValue.int(int(s.get(f"{sp}.{what}", 0)))
            for sp in corpus.SPLITS for what in ("docs", "tokens", "shards")},
         "dtype": json.loads((version.path / corpus.INDEX).read_text())["dtype"],
         "bytes_total": dg.MetadataValue.int(int(s["bytes"])),
@@ -115,14 +118,17 @@ def tokenized_corpus(context: dg.AssetExecutionContext, config: TokenizedCorpusC
     chunks = upstream_version(context, st, "cleaned_chunks")
     tok = upstream_version(context, st, "tokenizer")
     tok_cfg = tok.manifest.get("config", {})
-    if (tok_cfg.get("seed"), tok_cfg.get("val_ratio")) != (config.seed, config.val_ratio):
-        raise dg.Failure(f"tokenized_corpus splits with seed={config.seed}, val_ratio={config.val_ratio} but "
-                         f"tokenizer@{tok.data_version} was trained with seed={tok_cfg.get('seed')}, "
-                         f"val_ratio={tok_cfg.get('val_ratio')}: its training text would leak into val")
+    if (tok_cfg.get("seed"), tok_cfg.get("val_ratio"), tok_cfg.get("test_ratio", 0.0)) != \
+            (config.seed, config.val_ratio, config.test_ratio):
+        raise dg.Failure(f"tokenized_corpus splits with seed={config.seed}, val_ratio={config.val_ratio}, "
+                         f"test_ratio={config.test_ratio} but tokenizer@{tok.data_version} was trained with "
+                         f"seed={tok_cfg.get('seed')}, val_ratio={tok_cfg.get('val_ratio')}, test_ratio="
+                         f"{tok_cfg.get('test_ratio', 0.0)}: its training text would leak into val or test")
 
     def build(out: Path) -> BuildResult:
         docs = read_clean_docs(chunks.path).select("doc_id", "source", "text").collect()
-        parts, stats = corpus.corpus_splits(docs, config.seed, config.val_ratio, config.mix_weights)
+        parts, stats = corpus.corpus_splits(docs, config.seed, config.val_ratio, config.mix_weights,
+                                            test_ratio=config.test_ratio)
         stats.update(corpus.build_tokenized_corpus(
             parts, tok.path, out, corpus.CorpusConfig(config.shard_tokens, config.batch_docs),
             mixed_out_docs=int(stats["docs.mixed_out"])))

@@ -50,12 +50,25 @@ class SplitRules(_Rules):
 
     seed: int = Field(1234, ge=0)
     val_ratio: float = Field(0.05, description="share of documents in the val split")
+    test_ratio: float = Field(0.05, description="share of documents in the held-out test split (model_evaluation)")
     mix_weights: dict[str, float] = {}
 
     @field_validator("val_ratio")
     @classmethod
     def _val(cls, v: float) -> float:  # 0 would leave every model without validation data
         return _ratio(v, "val_ratio", lo_open=True, hi_open=True)
+
+    @field_validator("test_ratio")
+    @classmethod
+    def _test(cls, v: float) -> float:  # 0 is allowed: no test split, model_evaluation then reports nothing
+        return _ratio(v, "test_ratio", hi_open=True)
+
+    @model_validator(mode="after")
+    def _held_out(self) -> "SplitRules":
+        if self.val_ratio + self.test_ratio >= 1:
+            raise ValueError(f"val_ratio + test_ratio ({self.val_ratio} + {self.test_ratio}) must be below 1: "
+                             "the train split would be empty")
+        return self
 
     @field_validator("mix_weights")
     @classmethod
@@ -240,7 +253,7 @@ def validate_profile(profile: Any, check_hardware: bool = False, skip_type_error
     if not isinstance(ops, dict):
         return ["ops: expected a mapping of op name -> {config: ...}"]
     errors: list[str] = []
-    split: dict[str, tuple[Any, Any]] = {}
+    split: dict[str, tuple[Any, ...]] = {}
     for name, section in sorted(ops.items()):
         rules = STAGES.get(name) or (QualityRules if name.endswith("_quality") else None)
         if rules is None:
@@ -256,8 +269,8 @@ def validate_profile(profile: Any, check_hardware: bool = False, skip_type_error
         except ValidationError as exc:
             errors += format_error(exc, f"ops.{name}.config", skip_type_errors)
         if name in SPLIT_STAGES:
-            split[name] = (cfg.get("seed"), cfg.get("val_ratio"))
-    for key, idx in (("seed", 0), ("val_ratio", 1)):  # a document must be in the same split everywhere
+            split[name] = (cfg.get("seed"), cfg.get("val_ratio"), cfg.get("test_ratio"))
+    for key, idx in (("seed", 0), ("val_ratio", 1), ("test_ratio", 2)):  # a document must be in the same split everywhere
         given = {name: v[idx] for name, v in split.items() if v[idx] is not None}
         if len(set(given.values())) > 1:
             first = sorted(given)[0]

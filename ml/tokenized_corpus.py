@@ -29,7 +29,7 @@ from ml.datasets.mixing import plan_docs
 from ml.tokenizer import EOS, batched, encode_texts, load_backend, text_encoder
 
 INDEX = "index.json"
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")  # test: held out for model_evaluation (empty when test_ratio is 0)
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 
 
@@ -98,13 +98,13 @@ def encode_split(enc, texts: Iterable[str], eos_id: int, dtype: str, batch_docs:
         yield np.insert(flat, np.cumsum(lens), eos_id), lens + 1
 
 
-def corpus_splits(docs: pl.DataFrame, seed: int, val_ratio: float, mix_weights: dict[str, float]
-                  ) -> tuple[dict[str, pl.DataFrame], dict[str, float]]:
-    """Cleaned documents (doc_id, source, text) by split: ``doc_split`` for train/val, then the mix
+def corpus_splits(docs: pl.DataFrame, seed: int, val_ratio: float, mix_weights: dict[str, float],
+                  test_ratio: float = 0.0) -> tuple[dict[str, pl.DataFrame], dict[str, float]]:
+    """Cleaned documents (doc_id, source, text) by split: ``doc_split`` for train/val/test, then the mix
     applied to train (ml/datasets/mixing.py). Stream order = the documents' order in ``docs``."""
-    plan = plan_docs(docs, seed, val_ratio, mix_weights)
+    plan = plan_docs(docs, seed, val_ratio, mix_weights, test_ratio=test_ratio)
     parts = plan.assign(docs.select("doc_id", "source", "text"))
-    return {"train": parts["train"], "val": parts["val"]}, plan.stats
+    return {k: parts[k] for k in SPLITS}, plan.stats
 
 
 def build_tokenized_corpus(splits: dict[str, pl.DataFrame], tokenizer_dir: Path, out: Path,

@@ -123,27 +123,43 @@ def test_mix_keys_by_path_or_stem_and_clear_errors():
 
 # ---- the three datasets ---------------------------------------------------------------------------
 
-def _all(seed=5, val_ratio=0.2, mix=()):
+def _all(seed=5, val_ratio=0.2, mix=(), test_ratio=0.0):
     docs, chunks, triples = _corpus()
-    emb = build_embedding(chunks, docs, EmbeddingConfig(seed=seed, val_ratio=val_ratio, mix_weights=mix))
-    rel = build_relation(triples, chunks, docs, RelationConfig(seed=seed, val_ratio=val_ratio, mix_weights=mix))
-    sft = build_sft(triples, chunks, docs, SftConfig(seed=seed, val_ratio=val_ratio, mix_weights=mix), _Tok())
+    kw = dict(seed=seed, val_ratio=val_ratio, mix_weights=mix, test_ratio=test_ratio)
+    emb = build_embedding(chunks, docs, EmbeddingConfig(**kw))
+    rel = build_relation(triples, chunks, docs, RelationConfig(**kw))
+    sft = build_sft(triples, chunks, docs, SftConfig(**kw), _Tok())
     return {"embedding": emb, "relation": rel, "sft": sft}
 
 
-def test_no_document_in_both_splits_and_the_same_split_in_every_dataset():
-    built = _all()
+@pytest.mark.parametrize("test_ratio", [0.0, 0.2])
+def test_no_document_in_both_splits_and_the_same_split_in_every_dataset(test_ratio):
+    built = _all(test_ratio=test_ratio)
     docs = _corpus()[0]
-    expected = dict(zip(docs["doc_id"], doc_split(docs["doc_id"].to_list(), 5, 0.2)))
+    expected = dict(zip(docs["doc_id"], doc_split(docs["doc_id"].to_list(), 5, 0.2, test_ratio)))
     for name, (parts, stats) in built.items():
-        train, val = parts["train"], parts["val"]
+        train, val, test = parts["train"], parts["val"], parts["test"]
         assert train.height > 20 and val.height > 3, name
-        assert not set(train["doc_id"]) & set(val["doc_id"]), name
+        assert (test.height > 3) if test_ratio else test.height == 0, name
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            assert not set(parts[a]["doc_id"]) & set(parts[b]["doc_id"]), (name, a, b)
         for split, frame in parts.items():
-            assert {expected[d] for d in frame["doc_id"]} == {split}, name
+            assert {expected[d] for d in frame["doc_id"]} <= {split}, name
         text_cols = {"embedding": ["anchor", "positive"], "relation": ["text"], "sft": ["prompt"]}[name]
-        for col in text_cols:  # the same text never sits on both sides either
-            assert not set(train[col]) & set(val[col]), (name, col)
+        for col in text_cols:  # the same text never sits on two sides either
+            for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+                assert not set(parts[a][col]) & set(parts[b][col]), (name, col, a, b)
+
+
+def test_test_split_takes_documents_from_train_only():
+    """Adding a test split leaves every val document where it was; the test share is near test_ratio."""
+    ids = [f"doc-{i}" for i in range(4000)]
+    before, after = doc_split(ids, 3, 0.1), doc_split(ids, 3, 0.1, 0.15)
+    assert [i for i, s in enumerate(before) if s == "val"] == [i for i, s in enumerate(after) if s == "val"]
+    assert all(b == "train" for b, a in zip(before, after) if a == "test")
+    assert abs(after.count("test") / len(ids) - 0.15) < 0.02
+    with pytest.raises(ValueError, match="test_ratio"):
+        doc_split(ids, 3, 0.5, 0.5)  # nothing left to train on
 
 
 def test_embedding_pairs_stay_inside_one_document_and_share_no_text():

@@ -35,10 +35,11 @@ def _corpus(n_docs: int = 24):
 
 def test_gnn_dataset_candidates_stay_in_their_split_and_correct_answers_are_never_negatives():
     triples, chunks, docs = _corpus()
-    parts, nodes, edges, stats = build_gnn(triples, chunks, docs, GnnConfig(seed=SEED, val_ratio=RATIO, negatives=3))
-    split_of = dict(plan_docs(docs, SEED, RATIO, {}).table.select("doc_id", "split").iter_rows())
+    parts, nodes, edges, stats = build_gnn(triples, chunks, docs, GnnConfig(seed=SEED, val_ratio=RATIO, negatives=3,
+                                                                                 test_ratio=RATIO))
+    split_of = dict(plan_docs(docs, SEED, RATIO, {}, test_ratio=RATIO).table.select("doc_id", "split").iter_rows())
     doc_of = dict(chunks.select("chunk_id", "doc_id").iter_rows())
-    assert parts["train"].height and parts["val"].height
+    assert parts["train"].height and parts["val"].height and parts["test"].height
     for split, frame in parts.items():
         for row in frame.iter_rows(named=True):
             cands = [row["positive"], *row["negatives"]]
@@ -57,7 +58,7 @@ def test_gnn_dataset_candidates_stay_in_their_split_and_correct_answers_are_neve
     # the graph: chunk + entity nodes, typed relation edges and mentions, each edge tagged with its doc's split
     assert stats["nodes.chunk"] == chunks.height and stats["nodes.entity"] == 3 + 2 * 24
     assert entity_key(" Lib0 ") == "lib0"
-    assert set(edges["type"]) == {"uses", "has", MENTIONS} and set(edges["split"]) == {"train", "val"}
+    assert set(edges["type"]) == {"uses", "has", MENTIONS} and set(edges["split"]) == {"train", "val", "test"}
     assert stats["edges"] == edges.height and stats["degree.entity.max"] > stats["degree.entity.p50"]
     assert stats["train.examples"] + stats["val.examples"] == parts["train"].height + parts["val"].height
 
@@ -123,8 +124,8 @@ def test_ner_dataset_is_aligned_to_the_tokenizer_and_split_by_document(tmp_path)
     tok = _tokenizer(tmp_path / "tok")
     triples, chunks, docs = _corpus()
     parts, stats = build_ner(triples, chunks.select("chunk_id", "doc_id"), docs,
-                             NerConfig(seed=SEED, val_ratio=RATIO), tok)
-    split_of = dict(plan_docs(docs, SEED, RATIO, {}).table.select("doc_id", "split").iter_rows())
+                             NerConfig(seed=SEED, val_ratio=RATIO, test_ratio=RATIO), tok)
+    split_of = dict(plan_docs(docs, SEED, RATIO, {}, test_ratio=RATIO).table.select("doc_id", "split").iter_rows())
     for split, frame in parts.items():
         assert frame.height and {split_of[d] for d in frame["doc_id"]} == {split}
         for row in frame.iter_rows(named=True):

@@ -446,3 +446,22 @@ def test_unchecked_versions_are_visible_to_the_gate(versions):
                    "run-3")
     assert unchecked_blocking_checks(catalog, "sft_dataset", v.data_version) == []
     assert unchecked_blocking_checks(catalog, "lm_checkpoint", "0123456789abcdef") == []
+
+
+@pytest.mark.parametrize("check", ["no_doc_in_both_splits", "no_item_in_both_splits"])
+def test_leak_into_the_test_split_fails_the_leakage_checks(versions, check):
+    """test.parquet counts as a third split: a train document or item text in it is a leak."""
+    def with_test(leak: bool) -> Callable[[Files], None]:
+        def mutate(files: Files) -> None:
+            test = files["val.parquet"].with_columns(doc_id=pl.lit("test9"), prompt=pl.concat_str(
+                pl.lit("held out: "), pl.col("prompt")))
+            if leak and check == "no_doc_in_both_splits":
+                test = _set("doc_id", 0, "train3")(test)
+            elif leak:
+                test = _set("prompt", 0, files["train.parquet"]["prompt"][5])(test)
+            files["test.parquet"] = test
+        return mutate
+
+    assert _results(versions.store, versions.build("sft_dataset", with_test(False)))[check]["passed"]
+    r = _results(versions.store, versions.build("sft_dataset", with_test(True)))[check]
+    assert not r["passed"] and r["unexpected_count"] >= 1

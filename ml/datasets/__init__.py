@@ -1,12 +1,13 @@
 """Training datasets built from the corpus: splits, mixing and one module per dataset.
 
-- ``splits.doc_split``: train/val by document, the same everywhere (no leakage across splits).
+- ``splits.doc_split``: train/val/test by document, the same everywhere (no leakage across splits).
 - ``mixing.apply_mix``: ``source -> weight`` shares of the train split, by seeded downsampling.
 - ``embedding``: (anchor, positive) pairs for contrastive training.
 - ``relation``: entity-marked sentences -> relation label, with a balanced ``no_relation`` class.
 - ``sft``: chat-template instruction / response pairs and ``encode_sft`` (prompt tokens masked).
 
-Each ``build_*`` returns ``({"train": frame, "val": frame}, stats)``; ``write_splits`` stores them.
+Each ``build_*`` returns ``({"train": frame, "val": frame, "test": frame}, stats)``; ``write_splits``
+stores them.
 """
 
 from __future__ import annotations
@@ -18,10 +19,15 @@ import polars as pl
 
 
 def write_splits(out: Path, splits: dict[str, pl.DataFrame]) -> int:
-    """``out/train.parquet`` and ``out/val.parquet``; returns the total row count."""
-    for name in ("train", "val"):
-        splits[name].write_parquet(Path(out) / f"{name}.parquet")
-    return sum(splits[n].height for n in ("train", "val"))
+    """``out/train.parquet``, ``out/val.parquet`` and ``out/test.parquet`` (an empty frame of the train schema
+    when the builder made no test split); returns the total row count."""
+    names = ("train", "val", "test")
+    for name in names:
+        frame = splits.get(name)
+        if frame is None:
+            frame = splits["train"].clear()
+        frame.write_parquet(Path(out) / f"{name}.parquet")
+    return sum(splits[n].height for n in names if n in splits)
 
 
 def split_counts(splits: dict[str, pl.DataFrame], column: str, values: Iterable[str]) -> dict[str, float]:

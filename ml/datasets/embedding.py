@@ -32,6 +32,7 @@ _FIRST_SENTENCE = re.compile(r"^\s*(.+?[.!?:])(?=\s|$)", re.S)
 class EmbeddingConfig:
     seed: int = DEFAULT_SEED
     val_ratio: float = DEFAULT_VAL_RATIO
+    test_ratio: float = 0.0
     title_pairs_per_doc: int = 1
     adjacent_pairs_per_doc: int = 2
     min_chars: int = 32
@@ -132,17 +133,19 @@ def build_embedding(chunks: pl.DataFrame, docs: pl.DataFrame, cfg: EmbeddingConf
     for d in docs.iter_rows(named=True):
         rows.extend(_doc_pairs(d, by_doc.get(d["doc_id"], []), bool(title_ok[d["doc_id"]]), cfg, stats))
     pairs = pl.DataFrame(rows, schema=SCHEMA)
-    plan = plan_docs(docs, cfg.seed, cfg.val_ratio, dict(cfg.mix_weights))
+    plan = plan_docs(docs, cfg.seed, cfg.val_ratio, dict(cfg.mix_weights), test_ratio=cfg.test_ratio)
     stats.update(plan.stats)
     parts = plan.assign(pairs)
     stats["skipped.mixed_out"] = parts["mixed_out"].height
     train, dup_t, _ = _unique_texts(parts["train"], set())
     banned = set(train["anchor"].to_list()) | set(train["positive"].to_list())
     val, dup_v, in_train = _unique_texts(parts["val"], banned)
-    stats["skipped.duplicate_text"] = dup_t + dup_v
-    stats["skipped.text_in_train"] = in_train
+    banned |= set(val["anchor"].to_list()) | set(val["positive"].to_list())
+    test, dup_x, in_train_x = _unique_texts(parts["test"], banned)  # test: no text of train or val
+    stats["skipped.duplicate_text"] = dup_t + dup_v + dup_x
+    stats["skipped.text_in_train"] = in_train + in_train_x
     stats["pairs_built"] = pairs.height
-    out = {"train": train, "val": val}
+    out = {"train": train, "val": val, "test": test}
     stats.update(split_counts(out, "kind", ("title_chunk", "adjacent_chunks")))
     stats["docs_without_pairs"] = docs.height - pairs["doc_id"].n_unique()
     stats.update(example_shares(train))

@@ -55,6 +55,7 @@ SCHEMA = {"query": pl.String, "kind": pl.String, "subject": pl.String, "relation
 class GnnConfig:
     seed: int = DEFAULT_SEED
     val_ratio: float = DEFAULT_VAL_RATIO
+    test_ratio: float = 0.0
     negatives: int = 7
     """Negatives per query (candidates = 1 + negatives); an example that cannot get them all is dropped."""
     min_confidence: float = 0.0
@@ -215,7 +216,7 @@ def build_gnn(triples: pl.DataFrame, chunks: pl.DataFrame, docs: pl.DataFrame, c
     unknown = ~t["relation"].is_in(RELATIONS)
     stats["skipped.unknown_relation"] = int(unknown.sum())
     t = t.filter(~unknown)
-    plan = plan_docs(docs, cfg.seed, cfg.val_ratio, dict(cfg.mix_weights))
+    plan = plan_docs(docs, cfg.seed, cfg.val_ratio, dict(cfg.mix_weights), test_ratio=cfg.test_ratio)
     stats.update(plan.stats)
     split_of_doc = dict(plan.table.select("doc_id", "split").iter_rows())
     stats["skipped.mixed_out"] = int(t["doc_id"].replace_strict(split_of_doc, default="mixed_out")
@@ -223,8 +224,10 @@ def build_gnn(triples: pl.DataFrame, chunks: pl.DataFrame, docs: pl.DataFrame, c
     nodes, edges, gstats = build_graph(t, chunks, split_of_doc, cfg)
     stats.update(gstats)
     out = {split: pl.DataFrame(_examples(t, nodes, edges, split, cfg, stats), schema=SCHEMA)
-           for split in ("train", "val")}
+           for split in ("train", "val", "test")}
     out["val"], stats["skipped.query_in_train"] = drop_cross_split_duplicates(out["train"], out["val"], ["query"])
+    out["test"], in_earlier = drop_cross_split_duplicates(pl.concat([out["train"], out["val"]]), out["test"], ["query"])
+    stats["skipped.query_in_train"] += in_earlier
     for split, frame in out.items():
         stats[f"{split}.hard_negatives_mean"] = float(frame["hard_negatives"].mean() or 0.0) if frame.height else 0.0
     stats["candidates_per_query"] = 1 + cfg.negatives

@@ -109,7 +109,7 @@ def example_shares(train: pl.DataFrame, prefix: str = "mix.example_share") -> di
 
 @dataclass
 class DocPlan:
-    """Where each document goes: ``table`` (doc_id, source, split) with split "train", "val" or
+    """Where each document goes: ``table`` (doc_id, source, split) with split "train", "val", "test" or
     "mixed_out" (a train document the mix leaves out), and the mixing stats."""
 
     table: pl.DataFrame
@@ -121,16 +121,19 @@ class DocPlan:
         if j["split"].null_count():
             missing = j.filter(pl.col("split").is_null())["doc_id"].unique().head(3).to_list()
             raise ValueError(f"rows refer to documents that are not in cleaned_chunks' docs, e.g. {missing}")
-        return {k: j.filter(pl.col("split") == k).drop("split") for k in ("train", "val", "mixed_out")}
+        return {k: j.filter(pl.col("split") == k).drop("split") for k in ("train", "val", "test", "mixed_out")}
 
 
-def plan_docs(docs: pl.DataFrame, seed: int, val_ratio: float, weights: Mapping[str, float]) -> DocPlan:
+def plan_docs(docs: pl.DataFrame, seed: int, val_ratio: float, weights: Mapping[str, float],
+              test_ratio: float = 0.0) -> DocPlan:
     """Split every document (doc_split) and mix the train split (apply_mix). Every dataset plans over
-    *all* cleaned documents, so the kept set is the same in every dataset and in tokenized_corpus."""
-    table = with_split(docs.select("doc_id", "source").unique(subset="doc_id", maintain_order=True), seed, val_ratio)
+    *all* cleaned documents, so the kept set is the same in every dataset and in tokenized_corpus.
+    The held-out splits (val, test) are never mixed."""
+    table = with_split(docs.select("doc_id", "source").unique(subset="doc_id", maintain_order=True), seed, val_ratio,
+                       test_ratio=test_ratio)
     kept, stats = apply_mix(table.filter(pl.col("split") == "train"), weights, seed)
     out = (pl.col("split") == "train") & ~pl.col("doc_id").is_in(kept["doc_id"].implode())
     table = table.with_columns(split=pl.when(out).then(pl.lit("mixed_out")).otherwise(pl.col("split")))
     counts = dict(table.group_by("split").len().iter_rows())
-    stats.update({f"docs.{k}": counts.get(k, 0) for k in ("train", "val", "mixed_out")})
+    stats.update({f"docs.{k}": counts.get(k, 0) for k in ("train", "val", "test", "mixed_out")})
     return DocPlan(table, stats)

@@ -52,6 +52,7 @@ SCHEMA = {"text": pl.String, "input_ids": pl.List(pl.Int32), "tags": pl.List(pl.
 class NerConfig:
     seed: int = DEFAULT_SEED
     val_ratio: float = DEFAULT_VAL_RATIO
+    test_ratio: float = 0.0
     max_len: int = 96
     """Sentences of more tokens are skipped (too_long)."""
     min_confidence: float = 0.0
@@ -165,16 +166,18 @@ def build_ner(triples: pl.DataFrame, chunks: pl.DataFrame, docs: pl.DataFrame, c
     low = t["confidence"] < cfg.min_confidence
     stats["skipped.low_confidence"] = int(low.sum())
     t = t.filter(~low)
-    plan = plan_docs(docs, cfg.seed, cfg.val_ratio, dict(cfg.mix_weights))
+    plan = plan_docs(docs, cfg.seed, cfg.val_ratio, dict(cfg.mix_weights), test_ratio=cfg.test_ratio)
     stats.update(plan.stats)
     parts = plan.assign(t)
     stats["skipped.mixed_out"] = parts["mixed_out"].height
     out = {}
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         frame = pl.DataFrame(_sentence_examples(parts[split], tokenizer, cfg, stats), schema=SCHEMA)
         out[split] = frame.unique(subset="text", keep="first", maintain_order=True)
         stats[f"skipped.duplicate_text.{split}"] = frame.height - out[split].height
     out["val"], stats["skipped.text_in_train"] = drop_cross_split_duplicates(out["train"], out["val"], ["text"])
+    out["test"], in_earlier = drop_cross_split_duplicates(pl.concat([out["train"], out["val"]]), out["test"], ["text"])
+    stats["skipped.text_in_train"] += in_earlier
     for split, frame in out.items():
         stats[f"{split}.tokens"] = int(frame["input_ids"].list.len().sum() or 0)
         counts = frame.select(pl.col("entities").explode().struct.field("type")).to_series().value_counts() \

@@ -68,6 +68,7 @@ PAIR_SCHEMA = {**SCHEMA, "line": pl.Int64}
 class PreferenceConfig:
     seed: int = DEFAULT_SEED
     val_ratio: float = DEFAULT_VAL_RATIO
+    test_ratio: float = 0.0
     derive: str = "auto"
     """auto: derive pairs from sft_dataset only when no pair is supplied; always; never."""
     system_prompt: str = DEFAULT_SYSTEM
@@ -220,26 +221,27 @@ def build_preference(supplied: pl.DataFrame, sft: pl.DataFrame, docs: pl.DataFra
     plan_over = [pair_docs]
     if use_derived:
         plan_over.insert(0, docs.select("doc_id", "source"))
-    plan = plan_docs(pl.concat(plan_over), cfg.seed, cfg.val_ratio, dict(cfg.mix_weights))
+    plan = plan_docs(pl.concat(plan_over), cfg.seed, cfg.val_ratio, dict(cfg.mix_weights), test_ratio=cfg.test_ratio)
     stats.update(plan.stats)
     parts_supplied = plan.assign(supplied.select(list(SCHEMA)))
     made, no_negative = 0, 0
-    derived = {k: pl.DataFrame(schema=SCHEMA) for k in ("train", "val", "mixed_out")}
+    derived = {k: pl.DataFrame(schema=SCHEMA) for k in ("train", "val", "test", "mixed_out")}
     if use_derived and sft.height:
         sft_parts = plan.assign(sft)
-        for k in ("train", "val", "mixed_out"):  # negatives from the same split only
+        for k in ("train", "val", "test", "mixed_out"):  # negatives from the same split only
             derived[k], none = derive_pairs(sft_parts[k], cfg.seed)
             made += derived[k].height
             no_negative += none
     stats.update({"derived.sft_rows": sft.height if use_derived else 0, "derived.made": made,
                   "skipped.no_negative": no_negative})
     stats["examples_in"] = supplied.height + made
-    parts = {k: pl.concat([derived[k], parts_supplied[k]]) for k in ("train", "val", "mixed_out")}
+    parts = {k: pl.concat([derived[k], parts_supplied[k]]) for k in ("train", "val", "test", "mixed_out")}
     stats["skipped.mixed_out"] = parts["mixed_out"].height
     train, val = parts["train"], parts["val"]
     val, dropped = drop_cross_split_duplicates(train, val, ["prompt"])
-    stats["skipped.prompt_in_train"] = dropped
-    out = {"train": train.select(list(SCHEMA)), "val": val.select(list(SCHEMA))}
+    test, dropped_test = drop_cross_split_duplicates(pl.concat([train, val]), parts["test"], ["prompt"])
+    stats["skipped.prompt_in_train"] = dropped + dropped_test
+    out = {"train": train.select(list(SCHEMA)), "val": val.select(list(SCHEMA)), "test": test.select(list(SCHEMA))}
     stats.update(example_shares(out["train"]))
     stats.update(split_counts(out, "origin", ORIGINS))
     return out, stats

@@ -47,6 +47,7 @@ used use uses using see returns return given value values default true false non
 class RelationConfig:
     seed: int = DEFAULT_SEED
     val_ratio: float = DEFAULT_VAL_RATIO
+    test_ratio: float = 0.0
     no_relation_ratio: float = 1.0
     """no_relation examples per split = ratio x the average count of a positive class in that split."""
     min_confidence: float = 0.0
@@ -204,7 +205,7 @@ def _no_relation(chunks: pl.DataFrame, evidence: pl.DataFrame, target: int, cfg:
 
 def build_relation(triples: pl.DataFrame, chunks: pl.DataFrame, docs: pl.DataFrame, cfg: RelationConfig
                    ) -> tuple[dict[str, pl.DataFrame], dict[str, float]]:
-    """Train/val relation examples; ``chunks``: chunk_id, doc_id, text; ``docs``: doc_id, source."""
+    """Train/val/test relation examples; ``chunks``: chunk_id, doc_id, text; ``docs``: doc_id, source."""
     stats: dict[str, float] = {"triples_in": triples.height}
     chunks = chunks.select("chunk_id", "doc_id", "text").join(docs.select("doc_id", "source"), on="doc_id", how="inner")
     t = triples.join(chunks.select("chunk_id", "doc_id", "source"), on="chunk_id", how="left")
@@ -212,30 +213,35 @@ def build_relation(triples: pl.DataFrame, chunks: pl.DataFrame, docs: pl.DataFra
     stats["skipped.no_chunk"] = int(orphan.sum())
     t = t.filter(~orphan)
     pos = _positives(t, cfg, stats)
-    plan = plan_docs(docs, cfg.seed, cfg.val_ratio, dict(cfg.mix_weights))
+    plan = plan_docs(docs, cfg.seed, cfg.val_ratio, dict(cfg.mix_weights), test_ratio=cfg.test_ratio)
     stats.update(plan.stats)
     parts = plan.assign(pos)
     stats["skipped.mixed_out"] = parts["mixed_out"].height
     chunk_parts = plan.assign(chunks)
     out: dict[str, pl.DataFrame] = {}
-    # val positives whose marked text train has too are dropped before the val no_relation target is set
-    val_pos, stats["skipped.text_in_train"] = drop_cross_split_duplicates(parts["train"], parts["val"], ["text"])
+    stats["skipped.text_in_train"] = 0
+    stats["no_relation.text_in_train"] = 0
+    before = pl.DataFrame(schema=SCHEMA)  # the texts of the splits built so far (train, then train + val)
     banned: set[str] = set()
-    for split, p in (("train", parts["train"]), ("val", val_pos)):
+    for split in ("train", "val", "test"):
+        # held-out positives whose marked text an earlier split has are dropped before the no_relation target is set
+        p, dropped = drop_cross_split_duplicates(before, parts[split], ["text"])
+        stats["skipped.text_in_train"] += dropped
         classes = p["label"].n_unique()
         target = round(cfg.no_relation_ratio * p.height / classes) if classes else 0
         neg = pl.DataFrame(_no_relation(chunk_parts[split], t, target, cfg, f"norel-{split}", banned), schema=SCHEMA)
         stats[f"{split}.no_relation_target"] = target
         stats[f"{split}.no_relation_short_by"] = target - neg.height
         out[split] = pl.concat([p.select(list(SCHEMA)), neg]).sort(["doc_id", "chunk_id", "text"])
-        banned = set(out[split]["text"])
-    # a val positive equal to a train no_relation text (same sentence in two documents): drop it too
-    kept_val, _ = drop_cross_split_duplicates(out["train"], out["val"], ["text"])
-    late = out["val"].join(kept_val.select("text"), on="text", how="anti")
-    stats["skipped.text_in_train"] += late.filter(pl.col("label") != NO_RELATION).height
-    stats["no_relation.text_in_train"] = late.filter(pl.col("label") == NO_RELATION).height
-    out["val"] = kept_val
-    stats["triples_used"] = sum(out[s].filter(pl.col("label") != NO_RELATION).height for s in ("train", "val"))
+        # a held-out positive equal to an earlier split's no_relation text (same sentence in two documents)
+        kept, _ = drop_cross_split_duplicates(before, out[split], ["text"])
+        late = out[split].join(kept.select("text"), on="text", how="anti")
+        stats["skipped.text_in_train"] += late.filter(pl.col("label") != NO_RELATION).height
+        stats["no_relation.text_in_train"] += late.filter(pl.col("label") == NO_RELATION).height
+        out[split] = kept
+        before = pl.concat([before, kept.select(list(SCHEMA))])
+        banned = set(before["text"])
+    stats["triples_used"] = sum(out[s].filter(pl.col("label") != NO_RELATION).height for s in ("train", "val", "test"))
     stats.update(split_counts(out, "label", LABELS))
     stats.update(example_shares(out["train"]))
     return out, stats

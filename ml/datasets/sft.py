@@ -102,6 +102,7 @@ def encode_sft(tokenizer, prompt: str, response: str, max_len: int) -> tuple[lis
 class SftConfig:
     seed: int = DEFAULT_SEED
     val_ratio: float = DEFAULT_VAL_RATIO
+    test_ratio: float = 0.0
     system_prompt: str = DEFAULT_SYSTEM
     max_objects: int = 3
     """Objects listed in one answer when a (subject, relation) has several."""
@@ -163,20 +164,24 @@ def build_sft(triples: pl.DataFrame, chunks: pl.DataFrame, docs: pl.DataFrame, c
         ex = ex.filter(pl.Series(fits))
     else:
         stats["skipped.too_long"] = 0
-    plan = plan_docs(docs, cfg.seed, cfg.val_ratio, dict(cfg.mix_weights))
+    plan = plan_docs(docs, cfg.seed, cfg.val_ratio, dict(cfg.mix_weights), test_ratio=cfg.test_ratio)
     stats.update(plan.stats)
     parts = plan.assign(ex)
     stats["skipped.mixed_out"] = int(parts["mixed_out"]["n"].sum() or 0)
     # the same question from two documents of one split would teach two answers: keep the first
-    train, val = (parts[k].unique(subset="prompt", keep="first", maintain_order=True) for k in ("train", "val"))
-    stats["skipped.duplicate_question"] = sum(int(parts[k]["n"].sum() or 0) for k in ("train", "val")) - \
-        int(train["n"].sum() or 0) - int(val["n"].sum() or 0)
-    kept_val, _ = drop_cross_split_duplicates(train, val, ["prompt"])
-    stats["skipped.question_in_train"] = int(val["n"].sum() or 0) - int(kept_val["n"].sum() or 0)
-    val = kept_val
-    out = {"train": train.select(list(SCHEMA)), "val": val.select(list(SCHEMA))}
+    split_names = ("train", "val", "test")
+    uniq = {k: parts[k].unique(subset="prompt", keep="first", maintain_order=True) for k in split_names}
+    stats["skipped.duplicate_question"] = sum(int(parts[k]["n"].sum() or 0) - int(uniq[k]["n"].sum() or 0)
+                                              for k in split_names)
+    stats["skipped.question_in_train"] = 0
+    kept = {"train": uniq["train"]}
+    for k in ("val", "test"):  # a held-out question asked in an earlier split is dropped
+        k_kept, _ = drop_cross_split_duplicates(pl.concat(list(kept.values())), uniq[k], ["prompt"])
+        stats["skipped.question_in_train"] += int(uniq[k]["n"].sum() or 0) - int(k_kept["n"].sum() or 0)
+        kept[k] = k_kept
+    out = {k: kept[k].select(list(SCHEMA)) for k in split_names}
     stats.update(example_shares(out["train"]))
     stats.update(split_counts(out, "relation", QUESTIONS))
-    used = int(train["n"].sum() or 0) + int(val["n"].sum() or 0)
+    used = sum(int(kept[k]["n"].sum() or 0) for k in split_names)
     stats["triples_used"] = used
     return out, stats

@@ -1,8 +1,12 @@
-"""Train/val split by document: a pure function of (seed, doc_id).
+"""Train/val/test split by document: a pure function of (seed, doc_id).
 
-Every dataset and ``tokenized_corpus`` call ``doc_split`` with the same ``seed`` and ``val_ratio``
-config fields, so a document lands in the same split everywhere and no document (nor any example
-made from it) can appear on both sides of any split.
+Every dataset and ``tokenized_corpus`` call ``doc_split`` with the same ``seed``, ``val_ratio`` and
+``test_ratio`` config fields, so a document lands in the same split everywhere and no document (nor
+any example made from it) can appear in two splits. A document's unit hash ``u`` decides: ``val``
+when ``u < val_ratio``, ``test`` when ``val_ratio <= u < val_ratio + test_ratio``, else ``train``,
+so adding a test split leaves every val document where it was (test documents come out of train).
+The test split is held out: no training, no model selection (the loop's best/early stopping read
+val only); ``model_evaluation`` reads it.
 """
 
 from __future__ import annotations
@@ -14,12 +18,18 @@ import polars as pl
 
 DEFAULT_SEED = 1234
 DEFAULT_VAL_RATIO = 0.05
+DEFAULT_TEST_RATIO = 0.05
+SPLITS = ("train", "val", "test")
+HELD_OUT = ("val", "test")
 _SCALE = float(1 << 64)
 
 
-def check_ratio(val_ratio: float) -> None:
+def check_ratio(val_ratio: float, test_ratio: float = 0.0) -> None:
     if not (0.0 <= val_ratio < 1.0):
         raise ValueError(f"val_ratio must be in [0, 1), got {val_ratio!r}")
+    if not (0.0 <= test_ratio < 1.0) or val_ratio + test_ratio >= 1.0:
+        raise ValueError(f"test_ratio must be in [0, 1) with val_ratio + test_ratio < 1, got test_ratio="
+                         f"{test_ratio!r} (val_ratio {val_ratio!r})")
 
 
 def doc_unit(seed: int, doc_id: str, salt: str = "split") -> float:
@@ -29,26 +39,32 @@ def doc_unit(seed: int, doc_id: str, salt: str = "split") -> float:
     return int.from_bytes(h, "big") / _SCALE
 
 
-def doc_split(doc_ids: Iterable[str], seed: int = DEFAULT_SEED, val_ratio: float = DEFAULT_VAL_RATIO) -> list[str]:
-    """"train" or "val" for each doc id: val when its unit hash falls below val_ratio."""
-    check_ratio(val_ratio)
-    return ["val" if doc_unit(seed, d) < val_ratio else "train" for d in doc_ids]
+def _split_of(u: float, val_ratio: float, test_ratio: float) -> str:
+    return "val" if u < val_ratio else "test" if u < val_ratio + test_ratio else "train"
+
+
+def doc_split(doc_ids: Iterable[str], seed: int = DEFAULT_SEED, val_ratio: float = DEFAULT_VAL_RATIO,
+              test_ratio: float = 0.0) -> list[str]:
+    """"train", "val" or "test" for each doc id (module docstring: val below val_ratio, then test)."""
+    check_ratio(val_ratio, test_ratio)
+    return [_split_of(doc_unit(seed, d), val_ratio, test_ratio) for d in doc_ids]
 
 
 def with_split(frame: pl.DataFrame, seed: int = DEFAULT_SEED, val_ratio: float = DEFAULT_VAL_RATIO,
-               column: str = "doc_id") -> pl.DataFrame:
+               column: str = "doc_id", test_ratio: float = 0.0) -> pl.DataFrame:
     """``frame`` with a ``split`` column computed from its doc ids."""
     ids = frame[column].unique()
-    table = pl.DataFrame({column: ids, "split": doc_split(ids.to_list(), seed, val_ratio)},
+    table = pl.DataFrame({column: ids, "split": doc_split(ids.to_list(), seed, val_ratio, test_ratio)},
                          schema={column: pl.String, "split": pl.String})
     return frame.join(table, on=column, how="left", maintain_order="left")
 
 
-def texts_by_split(docs: pl.DataFrame, seed: int = DEFAULT_SEED, val_ratio: float = DEFAULT_VAL_RATIO
-                   ) -> dict[str, list[str]]:
-    """The ``text`` of ``docs`` (doc_id, text) per split, in frame order: ``{"train": [...], "val": [...]}``."""
-    split = with_split(docs.select("doc_id", "text"), seed, val_ratio)
-    return {k: split.filter(pl.col("split") == k)["text"].to_list() for k in ("train", "val")}
+def texts_by_split(docs: pl.DataFrame, seed: int = DEFAULT_SEED, val_ratio: float = DEFAULT_VAL_RATIO,
+                   test_ratio: float = 0.0) -> dict[str, list[str]]:
+    """The ``text`` of ``docs`` (doc_id, text) per split, in frame order: ``{"train": [...], "val": [...],
+    "test": [...]}``."""
+    split = with_split(docs.select("doc_id", "text"), seed, val_ratio, test_ratio=test_ratio)
+    return {k: split.filter(pl.col("split") == k)["text"].to_list() for k in SPLITS}
 
 
 def drop_cross_split_duplicates(train: pl.DataFrame, val: pl.DataFrame, keys: list[str]

@@ -20,7 +20,7 @@ import torch
 from ml.datasets.gnn import EDGE_TYPES, MENTIONS, read_graph
 
 EDGE_DIM = len(EDGE_TYPES) + 2  # one-hot type, reverse flag, confidence
-VISIBLE = {"train": ("train",), "val": ("train", "val")}
+VISIBLE = {"train": ("train",), "val": ("train", "val"), "test": ("train", "test")}  # test: model_evaluation
 
 
 def edge_features(types: list[str], weights: np.ndarray, reverse: bool) -> np.ndarray:
@@ -42,7 +42,7 @@ class GraphData:
         self.node_of = dict(zip(nodes.filter(pl.col("kind") == "chunk")["key"], nodes.filter(pl.col("kind") == "chunk")["node"]))
         self.mentions: dict[str, dict[int, list[tuple[int, float]]]] = {}
         self.relations: dict[str, dict[int, list[tuple[int, str, float]]]] = {}
-        for split, visible in VISIBLE.items():
+        for split, visible in ((k, v) for k, v in VISIBLE.items() if k in splits):
             e = edges.filter(pl.col("split").is_in(list(visible)))
             men, rel = defaultdict(list), defaultdict(list)
             for s, d, t, w in e.select("src", "dst", "type", "weight").iter_rows():

@@ -426,7 +426,7 @@ def _tokenized_corpus(store: ArtifactStore, v: StoredVersion, t: Thresholds) -> 
         errors["val_share_within_tolerance"] = why
     r = float(ratio or 0.0)
     # train documents the source mix left out were split too: they count in the denominator
-    n = split_docs["train"] + split_docs["val"] + int(index.get("mixed_out_docs") or 0)
+    n = split_docs["train"] + split_docs["val"] + split_docs.get("test", 0) + int(index.get("mixed_out_docs") or 0)
     share = split_docs["val"] / n if n else 0.0
     allowed = max(t.val_share_tolerance, t.val_share_sigmas * math.sqrt(r * (1 - r) / n) if n else math.inf)
     allowed = min(allowed, 1.0)
@@ -466,9 +466,9 @@ DATASET_EXTRA_DOCS = {"gnn_dataset": "candidate_doc_ids"}
 def _dataset_checks(asset: str) -> tuple[CheckDef, ...]:
     keys = " or ".join(DATASET_ITEM_KEYS[asset])
     checks = [
-        CheckDef("no_doc_in_both_splits", True, "no document (doc_id) has rows in both train and val"
+        CheckDef("no_doc_in_both_splits", True, "no document (doc_id) has rows in two of train, val and test"
                  + (" (every candidate chunk's document counts)" if asset in DATASET_EXTRA_DOCS else "")),
-        CheckDef("no_item_in_both_splits", True, f"no item text ({keys}) appears in both train and val"),
+        CheckDef("no_item_in_both_splits", True, f"no item text ({keys}) appears in two of train, val and test"),
         CheckDef("train_split_non_empty", True, "the train split has at least one row (a model cannot "
                  "train on nothing)"),
     ]
@@ -484,8 +484,10 @@ def _dataset(asset: str) -> Callable[[ArtifactStore, StoredVersion, Thresholds],
     def prepare(store: ArtifactStore, v: StoredVersion, t: Thresholds) -> Prepared:
         errors: dict[str, str] = {}
         parts = []
-        for split in ("train", "val"):
+        for split in ("train", "val", "test"):
             f = v.path / f"{split}.parquet"
+            if split == "test" and not f.is_file():
+                continue  # a version made before test splits existed: train and val are still checked
             if not f.is_file():
                 errors.update({c.name: f"{asset}@{v.data_version} has no {split}.parquet"
                                for c in _dataset_checks(asset)})
