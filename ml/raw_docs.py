@@ -69,6 +69,7 @@ QUARANTINE_SCHEMA = {
     "source": pl.String, "line": pl.Int64, "reason": pl.String, "detail": pl.String, "excerpt": pl.String,
 }
 SKIP_CHUNK = 1 << 20
+PART_BYTES = 64 << 20  # a Parquet part holds at most this many bytes of input lines (bounds memory)
 BOM = b"\xef\xbb\xbf"
 
 
@@ -378,82 +379,185 @@ def classify(raw: RawLine, required: tuple[str, ...] = REQUIRED_FIELDS,
 
 # ---- writing -------------------------------------------------------------------------------
 class PartWriter:
-    """Buffers rows and writes fixed-size Parquet parts: bounded memory, deterministic bytes."""
+    """Buffers rows and writes Parquet parts of at most ``batch_rows`` rows or ``max_bytes`` bytes
+    of text: bounded memory, deterministic bytes. Parts are ``<prefix>part-NNNNN.parquet``."""
 
-    def __init__(self, directory: Path, schema: dict[str, pl.DataType], batch_rows: int):
+    def __init__(self, directory: Path, schema: dict[str, pl.DataType], batch_rows: int,
+                 max_bytes: int = PART_BYTES, prefix: str = ""):
         self.directory, self.schema, self.batch_rows = directory, schema, batch_rows
+        self.max_bytes, self.prefix = max_bytes, prefix
         self.rows: list[tuple] = []
+        self.bytes = 0
         self.parts = 0
         directory.mkdir(parents=True, exist_ok=True)
 
-    def add(self, row: tuple) -> None:
+    def add(self, row: tuple, nbytes: int = 0) -> None:
         self.rows.append(row)
-        if len(self.rows) >= self.batch_rows:
+        self.bytes += nbytes
+        if len(self.rows) >= self.batch_rows or self.bytes >= self.max_bytes:
             self.flush()
 
     def flush(self, force: bool = False) -> None:
         if not self.rows and not (force and self.parts == 0):
             return
         df = pl.DataFrame(self.rows, schema=self.schema, orient="row")
-        df.write_parquet(self.directory / f"part-{self.parts:05d}.parquet", compression="zstd", statistics=True)
+        df.write_parquet(self.directory / f"{self.prefix}part-{self.parts:05d}.parquet", compression="zstd",
+                         statistics=True)
         self.parts += 1
-        self.rows = []
+        self.rows, self.bytes = [], 0
 
 
-def ingest(files: list[LandingFile], out_dir: Path, cfg: IngestConfig = IngestConfig()) -> IngestReport:
-    """Validate every line of every file into out_dir/docs and out_dir/quarantine."""
-    report = IngestReport()
-    docs = PartWriter(out_dir / "docs", DOC_SCHEMA, cfg.batch_rows)
-    quarantine = PartWriter(out_dir / "quarantine", QUARANTINE_SCHEMA, cfg.batch_rows)
-    seen: dict[str, tuple[str, int]] = {}
+# ---- units: one landing file each ----------------------------------------------------------------
+# ``ingest_file`` validates one file (its unit): docs/part-*.parquet, quarantine/part-*.parquet and
+# ids.parquet (doc_id, line, excerpt of every kept document: what a later cross-file duplicate check
+# needs). ``assemble`` puts units together in landing order and quarantines a document whose doc_id
+# an earlier file already holds, exactly as one pass over all files would.
+IDS_SCHEMA = {"doc_id": pl.String, "line": pl.Int64, "excerpt": pl.String}
+_DUP_DETAIL = re.compile(r"^duplicate of ([0-9a-f]+) \(")
 
-    def reject(src: str, line: int, reason: str, detail: str, data: bytes, counts: Counter) -> None:
-        quarantine.add((src, line, reason, detail, excerpt(data, cfg.excerpt_chars)))
-        report.quarantined += 1
-        report.reasons[reason] += 1
+
+def ingest_file(lf: LandingFile, out: Path, cfg: IngestConfig = IngestConfig()) -> dict[str, Any]:
+    """Validate every line of one landing file into ``out``; returns its counts (``lines_read``,
+    ``kept``, ``quarantined``, ``bom_stripped``, ``reasons`` {reason: n}); duplicates are checked
+    within the file only (``assemble`` checks across files)."""
+    docs = PartWriter(out / "docs", DOC_SCHEMA, cfg.batch_rows)
+    quarantine = PartWriter(out / "quarantine", QUARANTINE_SCHEMA, cfg.batch_rows)
+    ids: list[tuple] = []
+    counts: Counter = Counter()
+    seen: dict[str, int] = {}
+    bom = 0
+
+    def reject(line: int, reason: str, detail: str, data: bytes) -> None:
+        quarantine.add((lf.relpath, line, reason, detail, excerpt(data, cfg.excerpt_chars)), len(data))
         counts[reason] += 1
 
-    for lf in files:
-        report.files += 1
-        report.bytes_read += lf.size
-        counts = report.per_source.setdefault(lf.relpath, Counter())
-        if lf.problem:  # accounted, never read: a link, a directory, a file we cannot open
-            report.lines_read += 1
-            reject(lf.relpath, 0, lf.problem, lf.detail, b"", counts)
-            continue
+    lines = 0
+    if lf.problem:  # accounted, never read: a link, a directory, a file we cannot open
+        lines = 1
+        reject(0, lf.problem, lf.detail, b"")
+    else:
         try:
             with open_landing(lf.path) as raw_stream, (
                     gzip.GzipFile(fileobj=raw_stream, mode="rb") if lf.relpath.endswith(".gz") else raw_stream) as stream:
                 for raw in iter_lines(stream, cfg.max_doc_bytes):
-                    report.lines_read += 1
+                    lines += 1
                     if raw.number == 1 and raw.data.startswith(BOM):  # a BOM is no part of the first document
                         raw.data, raw.size = raw.data[len(BOM):], raw.size - len(BOM)
-                        report.bom_stripped += 1
+                        bom += 1
                     doc, reason, detail = classify(raw)
                     if reason:
-                        reject(lf.relpath, raw.number, reason, detail, raw.data, counts)
+                        reject(raw.number, reason, detail, raw.data)
                         continue
                     doc_id = doc_id_for(doc["url"], doc["content"])
                     if doc_id in seen:
-                        first = seen[doc_id]
-                        detail = f"duplicate of {doc_id} ({first[0]}:{first[1]})"
-                        reject(lf.relpath, raw.number, "duplicate_doc", detail, raw.data, counts)
+                        reject(raw.number, "duplicate_doc", f"duplicate of {doc_id} ({lf.relpath}:{seen[doc_id]})",
+                               raw.data)
                         continue
-                    seen[doc_id] = (lf.relpath, raw.number)
+                    seen[doc_id] = raw.number
                     extra = {k: v for k, v in doc.items() if k not in REQUIRED_FIELDS}
                     meta = json.dumps(extra, sort_keys=True, ensure_ascii=False) if extra else None
-                    docs.add((doc_id, doc["title"], doc["content"], doc["url"], lf.relpath, raw.number, meta))
-                    report.kept += 1
+                    docs.add((doc_id, doc["title"], doc["content"], doc["url"], lf.relpath, raw.number, meta),
+                             len(raw.data))
+                    ids.append((doc_id, raw.number, excerpt(raw.data, cfg.excerpt_chars)))
                     counts["kept"] += 1
         except FileTruncated as exc:
-            report.lines_read += 1  # the line in flight when the stream broke
-            reject(lf.relpath, exc.line, "truncated_file", exc.detail, b"", counts)
+            lines += 1  # the line in flight when the stream broke
+            reject(exc.line, "truncated_file", exc.detail, b"")
         except OSError as exc:  # unreadable from the first byte (e.g. not gzip at all)
-            report.lines_read += 1
-            reject(lf.relpath, 0, "unreadable_file", f"{type(exc).__name__}: {exc}", b"", counts)
+            lines += 1
+            reject(0, "unreadable_file", f"{type(exc).__name__}: {exc}", b"")
     docs.flush(force=True)
     quarantine.flush(force=True)
+    pl.DataFrame(ids, schema=IDS_SCHEMA, orient="row").write_parquet(out / "ids.parquet")
+    kept = counts.pop("kept", 0)
+    return {"lines_read": lines, "kept": kept, "quarantined": sum(counts.values()), "bom_stripped": bom,
+            "bytes": lf.size, "reasons": dict(sorted(counts.items()))}
+
+
+def assemble(files: list[LandingFile], units: list[Path], unit_stats: list[dict[str, Any]], out_dir: Path,
+             link=None) -> IngestReport:
+    """raw_docs' version files from its units, in landing order: ``docs/u<i>-part-*.parquet`` and
+    ``quarantine/u<i>-part-*.parquet`` (hard links of the unit's parts where no document of the unit
+    duplicates one of an earlier file; rewritten without them otherwise)."""
+    from ml.cleaned_chunks.pipeline import place_file
+
+    link = link or place_file
+    report = IngestReport()
+    seen: dict[str, tuple[str, int]] = {}
+    (out_dir / "docs").mkdir(parents=True, exist_ok=True)
+    (out_dir / "quarantine").mkdir(parents=True, exist_ok=True)
+    for i, (lf, unit, st) in enumerate(zip(files, units, unit_stats)):
+        prefix = f"u{i:05d}-"
+        report.files += 1
+        report.bytes_read += lf.size
+        report.lines_read += st["lines_read"]
+        report.bom_stripped += st["bom_stripped"]
+        counts = report.per_source.setdefault(lf.relpath, Counter())
+        counts.update(st["reasons"])
+        ids = pl.read_parquet(unit / "ids.parquet")
+        dup = [doc_id in seen for doc_id in ids["doc_id"].to_list()]
+        if not any(dup):
+            for doc_id, line in zip(ids["doc_id"].to_list(), ids["line"].to_list()):
+                seen[doc_id] = (lf.relpath, line)
+            for sub in ("docs", "quarantine"):
+                for part in sorted((unit / sub).glob("part-*.parquet")):
+                    link(part, out_dir / sub / f"{prefix}{part.name}")
+            kept, extra = st["kept"], Counter()
+        else:  # rare: rewrite this unit without the documents an earlier file holds
+            dups = ids.filter(pl.Series(dup))
+            first = {d: seen[d] for d in dups["doc_id"].to_list()}
+            for doc_id, line, is_dup in zip(ids["doc_id"].to_list(), ids["line"].to_list(), dup):
+                if not is_dup:
+                    seen[doc_id] = (lf.relpath, line)
+            docs = pl.read_parquet(unit / "docs" / "*.parquet").filter(~pl.col("doc_id").is_in(list(first)))
+            q = pl.read_parquet(unit / "quarantine" / "*.parquet")
+
+            def redirect(detail: str) -> str:  # a duplicate of a duplicate: point at the earlier file
+                m = _DUP_DETAIL.match(detail or "")
+                if m and m.group(1) in first:
+                    src, line = first[m.group(1)]
+                    return f"duplicate of {m.group(1)} ({src}:{line})"
+                return detail
+
+            q = q.with_columns(detail=pl.col("detail").map_elements(redirect, return_dtype=pl.String))
+            new_q = pl.DataFrame({
+                "source": lf.relpath, "line": dups["line"], "reason": "duplicate_doc",
+                "detail": [f"duplicate of {d} ({first[d][0]}:{first[d][1]})" for d in dups["doc_id"].to_list()],
+                "excerpt": dups["excerpt"]}, schema=QUARANTINE_SCHEMA)
+            q = pl.concat([q, new_q]).sort("line", maintain_order=True)
+            w = PartWriter(out_dir / "docs", DOC_SCHEMA, 1 << 62, prefix=prefix)
+            w.rows = list(docs.iter_rows())
+            w.flush(force=True)
+            w = PartWriter(out_dir / "quarantine", QUARANTINE_SCHEMA, 1 << 62, prefix=prefix)
+            w.rows = list(q.iter_rows())
+            w.flush(force=True)
+            kept, extra = st["kept"] - dups.height, Counter(duplicate_doc=dups.height)
+        counts.update(extra)
+        if kept:
+            counts["kept"] += kept
+        report.kept += kept
+        report.quarantined += st["quarantined"] + sum(extra.values())
+        report.reasons.update(st["reasons"])
+        report.reasons.update(extra)
     assert report.lines_read == report.kept + report.quarantined, "accounting identity broken"
+    return report
+
+
+def ingest(files: list[LandingFile], out_dir: Path, cfg: IngestConfig = IngestConfig()) -> IngestReport:
+    """Validate every line of every file into out_dir/docs and out_dir/quarantine: each file as a
+    unit (``ingest_file``) in a temporary directory, then ``assemble`` (copies)."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="raw_docs-units-") as tmp:
+        units, stats = [], []
+        for i, lf in enumerate(files):
+            units.append(Path(tmp) / f"{i:05d}")
+            stats.append(ingest_file(lf, units[-1], cfg))
+        report = assemble(files, units, stats, out_dir, shutil.copyfile)
+    for sub in ("docs", "quarantine"):  # no file at all: still one (empty) part
+        if not any((out_dir / sub).glob("*.parquet")):
+            PartWriter(out_dir / sub, DOC_SCHEMA if sub == "docs" else QUARANTINE_SCHEMA, 1).flush(force=True)
     return report
 
 

@@ -117,7 +117,7 @@ def test_same_input_same_bytes_and_small_batches_bound_memory(tmp_path):
         outs.append(sorted((p.relative_to(out).as_posix(), p.read_bytes()) for p in out.rglob("*.parquet")))
     assert outs[0] == outs[1]
     assert [name for name, _ in outs[0] if name.startswith("docs/")] == [
-        "docs/part-00000.parquet", "docs/part-00001.parquet", "docs/part-00002.parquet"]
+        "docs/u00000-part-00000.parquet", "docs/u00000-part-00001.parquet", "docs/u00000-part-00002.parquet"]
 
 
 def test_scan_landing_ignores_hidden_and_other_files(tmp_path):

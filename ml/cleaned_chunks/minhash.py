@@ -192,8 +192,11 @@ class NearDupResult:
 
 
 def resolve(n_docs: int, doc: np.ndarray, bucket: np.ndarray, sets: ShingleSets, threshold: float,
-            bands: int = 0, rows: int = 0, max_bucket_kept: int = MAX_BUCKET_KEPT) -> NearDupResult:
-    """The greedy decision over ``shared_buckets`` output (see the module docstring)."""
+            bands: int = 0, rows: int = 0, max_bucket_kept: int = MAX_BUCKET_KEPT,
+            known_kept: int = 0) -> NearDupResult:
+    """The greedy decision over ``shared_buckets`` output (see the module docstring). Documents
+    ``0 .. known_kept - 1`` were decided kept by an earlier merge (an incremental run): they only
+    take their places in the buckets, in order, exactly as a cold run put them there."""
     dup_of = np.full(n_docs, -1, dtype=np.int64)
     sim = np.full(n_docs, np.nan)
     kept_in: dict[int, list[int]] = {}
@@ -206,7 +209,7 @@ def resolve(n_docs: int, doc: np.ndarray, bucket: np.ndarray, sets: ShingleSets,
         for b in mine:
             if (kept := kept_in.get(b)) is not None:
                 cands.update(kept)
-        if cands:
+        if cands and d >= known_kept:
             s_d = sets[d]
             for j in sorted(cands):  # earliest kept document first
                 verified += 1

@@ -27,6 +27,8 @@ documents that share an LSH bucket.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +37,10 @@ from typing import Iterator
 import numpy as np
 import polars as pl
 
-from ml.cleaned_chunks.chunking import ChunkConfig, chunk_frame
+from ml.cleaned_chunks.chunking import CHUNK_SCHEMA, ChunkConfig, chunk_frame
 from ml.cleaned_chunks.clean import CleanConfig, check_patterns, clean_frame, exact_key_expr, line_rules
 from ml.cleaned_chunks.filters import MIX, FilterConfig, WordArrays, compute_features, first_failing_reason
-from ml.cleaned_chunks.minhash import MinHasher, ShingleSets, near_duplicates
+from ml.cleaned_chunks.minhash import MinHasher, ShingleSets, _band_hash, lsh_params, resolve
 
 DECISIONS = ("kept", "exact_duplicate", "near_duplicate", "filtered")
 # similarity: exact Jaccard with duplicate_of (1.0 for an exact duplicate), null otherwise
@@ -127,139 +129,320 @@ def _shingles(words: WordArrays, n: int, keep: np.ndarray) -> tuple[np.ndarray, 
     return np.searchsorted(keep, doc[order]), h[order]
 
 
-def _spilled_shingles(spill: Path, part_rows: list[int], n: int, docs: np.ndarray) -> ShingleSets:
-    """Shingle sets of survivors ``docs`` (ascending global indices), recomputed from the spilled
-    cleaned text exactly as pass 1 computed them for the signatures."""
-    starts = np.r_[0, np.cumsum(part_rows)]
-    doc_parts, hash_parts = [], []
-    for part in np.unique(np.searchsorted(starts, docs, side="right") - 1):
-        local = docs[(docs >= starts[part]) & (docs < starts[part + 1])] - starts[part]
-        text = pl.read_parquet(spill / f"part-{part:05d}.parquet", columns=["text"])["text"].gather(local)
-        d, h = _shingles(WordArrays.from_texts(text), n, np.arange(len(local)))
-        doc_parts.append(local[d] + starts[part])
-        hash_parts.append(h)
-    return ShingleSets.from_hashes(np.concatenate(doc_parts), np.concatenate(hash_parts))
+# ---- 1. per unit: everything that depends on one document alone --------------------------------
+LOCAL_SCHEMA = {"doc_id": pl.String, "key": pl.UInt64, "decision": pl.String, "reason": pl.String}
+SURVIVOR_SCHEMA = {**{c: pl.String for c in DOC_COLUMNS}, "text": pl.String}
 
 
-def curate(raw_parts: list[Path], out: Path, tmp: Path, cfg: CurationConfig = CurationConfig()) -> CurationReport:
+def curate_unit(raw_parts: list[Path], out: Path, cfg: CurationConfig = CurationConfig()) -> dict[str, int]:
+    """Clean, rule-filter, exact-key, MinHash and chunk the documents of one unit into ``out``
+    (layout: FORMATS.md, cleaned_chunks units). Returns the unit's stats: docs_in, chars_in,
+    lines_removed.<rule>. Memory: one batch of ``batch_docs`` documents and the unit's signatures."""
     check_patterns(cfg.clean.boilerplate_patterns)
-    report = CurationReport()
     hasher = MinHasher(cfg.num_perm, cfg.minhash_seed)
     rules = [name for name, _ in line_rules(cfg.clean)]
-    seen_exact: dict[int, str] = {}
-    decisions: list[pl.DataFrame] = []
-    survivor_ids: list[str] = []
-    signatures: list[np.ndarray] = []
-    has_shingles: list[np.ndarray] = []
-    spill = tmp / "survivors"
-    spill.mkdir(parents=True, exist_ok=True)
-    n_spill = 0
-    spill_rows: list[int] = []
-
-    # ---- pass 1: clean, exact dedup, filter, minhash -----------------------------------------
+    stats: dict[str, int] = {"docs_in": 0, "chars_in": 0, **{f"lines_removed.{r}": 0 for r in rules}}
+    for sub in ("local", "survivors", "chunks"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    signatures, has_shingles = [np.empty((0, cfg.num_perm), np.uint32)], [np.empty(0, bool)]
+    part = 0
     for batch in iter_batches(raw_parts, cfg.batch_docs):
-        report.docs_in += batch.height
-        report.chars_in += int(batch["content"].str.len_chars().sum())
+        stats["docs_in"] += batch.height
+        stats["chars_in"] += int(batch["content"].str.len_chars().sum())
         cleaned = clean_frame(batch, "content", cfg.clean)
         for rule in rules:
-            report.lines_removed[rule] += int(cleaned[rule].sum())
+            stats[f"lines_removed.{rule}"] += int(cleaned[rule].sum())
         cleaned = cleaned.select(*DOC_COLUMNS, "text", key=exact_key_expr("text"))
-
         decision = np.full(cleaned.height, None, dtype=object)
         reason = np.full(cleaned.height, None, dtype=object)
-        dup_of = np.full(cleaned.height, None, dtype=object)
-        similarity = np.full(cleaned.height, None, dtype=object)
         empty = (cleaned["text"].str.len_chars() == 0).to_numpy()
         decision[empty], reason[empty] = "filtered", "empty_after_cleaning"
-        if cfg.exact_dedup:
-            for i, (key, doc_id) in enumerate(zip(cleaned["key"].to_list(), cleaned["doc_id"].to_list())):
-                if empty[i]:
-                    continue
-                first = seen_exact.setdefault(key, doc_id)
-                if first != doc_id:
-                    decision[i], reason[i], dup_of[i] = "exact_duplicate", "exact_duplicate", first
-                    similarity[i] = 1.0  # same lower-cased, whitespace-split words: same shingles
-        todo = np.flatnonzero(decision == None)  # noqa: E711 (object array)
+        todo = np.flatnonzero(~empty)
+        survivors = cleaned.clear()
         if len(todo):
             sub = cleaned[todo]
             words = WordArrays.from_texts(sub["text"])
             fails = first_failing_reason(compute_features(sub, "text", cfg.filters, words), cfg.filters).to_numpy()
-            failed = fails != None  # noqa: E711
+            failed = fails != None  # noqa: E711 (object array)
             decision[todo[failed]], reason[todo[failed]] = "filtered", fails[failed]
             keep_local = np.flatnonzero(~failed)
             if len(keep_local):
                 survivors = sub[keep_local]
-                survivors.select(*DOC_COLUMNS, "text").write_parquet(spill / f"part-{n_spill:05d}.parquet")
-                n_spill += 1
-                spill_rows.append(len(keep_local))
-                survivor_ids.extend(survivors["doc_id"].to_list())
                 if cfg.near_dedup:
                     doc, sh = _shingles(words, cfg.shingle_size, keep_local)
                     sig, has = hasher.signatures(doc, sh, len(keep_local), cfg.threads)
                     signatures.append(sig)
                     has_shingles.append(has)
-        decisions.append(pl.DataFrame({"doc_id": cleaned["doc_id"], "decision": decision.tolist(),
-                                       "reason": reason.tolist(), "duplicate_of": dup_of.tolist(),
-                                       "similarity": similarity.tolist()},
-                                      schema=DECISION_SCHEMA))
+        key = cleaned["key"].to_numpy().astype(np.uint64)
+        pl.DataFrame({"doc_id": cleaned["doc_id"], "key": pl.Series(key).scatter(np.flatnonzero(empty), None),
+                      "decision": decision.tolist(), "reason": reason.tolist()},
+                     schema=LOCAL_SCHEMA).write_parquet(out / "local" / f"part-{part:05d}.parquet")
+        survivors = survivors.select(*DOC_COLUMNS, "text")
+        survivors.write_parquet(out / "survivors" / f"part-{part:05d}.parquet")
+        chunk_frame(survivors.select("doc_id", "text"), cfg.chunk).write_parquet(out / "chunks" / f"part-{part:05d}.parquet")
+        part += 1
+    if not part:  # no documents: empty parts, so every glob finds a file
+        pl.DataFrame(schema=LOCAL_SCHEMA).write_parquet(out / "local" / "part-00000.parquet")
+        pl.DataFrame(schema=SURVIVOR_SCHEMA).write_parquet(out / "survivors" / "part-00000.parquet")
+        pl.DataFrame(schema=CHUNK_SCHEMA).write_parquet(out / "chunks" / "part-00000.parquet")
+    if cfg.near_dedup:
+        np.save(out / "signatures.npy", np.concatenate(signatures))
+        np.save(out / "has.npy", np.concatenate(has_shingles))
+    return stats
 
-    # ---- near-duplicate clusters over all survivors ------------------------------------------
-    dup = np.full(len(survivor_ids), -1, dtype=np.int64)
-    sim = np.full(len(survivor_ids), np.nan)
-    if cfg.near_dedup and survivor_ids:
-        result = near_duplicates(np.concatenate(signatures), np.concatenate(has_shingles), cfg.jaccard_threshold,
-                                 lambda docs: _spilled_shingles(spill, spill_rows, cfg.shingle_size, docs))
-        dup, sim = result.duplicate_of, result.similarity
-        report.lsh = {"bands": result.bands, "rows": result.rows, "candidate_docs": result.candidate_docs,
-                      "verified_pairs": result.verified_pairs, "bucket_overflow": result.bucket_overflow}
-    is_rep = dup < 0
-    removed = np.flatnonzero(~is_rep)
+
+# ---- 2. the dedup index: the state after a prefix of units --------------------------------------
+@dataclass
+class DedupIndex:
+    """What the decisions of later documents depend on, after some units in order: the first
+    non-empty document of each exact-dedup key, and per kept document with shingles its LSH band
+    hashes and where its cleaned text is (unit position, row among the unit's survivors).
+    Greedy decisions in document order depend on earlier documents only, so merging new units
+    against the index of the units before them gives exactly a cold run's decisions."""
+
+    exact_keys: np.ndarray  # uint64
+    exact_ids: list[str]
+    kept_ids: list[str]
+    kept_unit: np.ndarray  # int32
+    kept_row: np.ndarray  # int32
+    bands: np.ndarray  # uint64 [kept, n_bands]
+
+    @classmethod
+    def empty(cls, n_bands: int = 0) -> "DedupIndex":
+        return cls(np.empty(0, np.uint64), [], [], np.empty(0, np.int32), np.empty(0, np.int32),
+                   np.empty((0, n_bands), np.uint64))
+
+    def save(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame({"key": self.exact_keys, "doc_id": self.exact_ids},
+                     schema={"key": pl.UInt64, "doc_id": pl.String}).write_parquet(out / "exact.parquet")
+        pl.DataFrame({"doc_id": self.kept_ids, "unit": self.kept_unit, "row": self.kept_row},
+                     schema={"doc_id": pl.String, "unit": pl.Int32, "row": pl.Int32}).write_parquet(out / "kept.parquet")
+        np.save(out / "bands.npy", self.bands)
+
+    @classmethod
+    def load(cls, path: Path) -> "DedupIndex":
+        exact, kept = pl.read_parquet(path / "exact.parquet"), pl.read_parquet(path / "kept.parquet")
+        return cls(exact["key"].to_numpy(), exact["doc_id"].to_list(), kept["doc_id"].to_list(),
+                   kept["unit"].to_numpy(), kept["row"].to_numpy(), np.load(path / "bands.npy"))
+
+
+def _band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    out = np.empty((sig.shape[0], bands), np.uint64)
+    for b in range(bands):
+        out[:, b] = _band_hash(sig, b, rows)
+    return out
+
+
+def _unit_shingles(units: list[Path], index: np.ndarray, unit: np.ndarray, row: np.ndarray, n: int) -> ShingleSets:
+    """Shingle sets of documents ``index`` (the merge's numbering), whose text is row ``row`` of
+    unit ``unit``'s survivors: recomputed exactly as ``curate_unit`` computed them for the signatures."""
+    doc_parts, hash_parts = [], []
+    for u in np.unique(unit):
+        mine = unit == u
+        rows, idx = row[mine].astype(np.int64), index[mine]
+        order = np.argsort(rows)
+        rows, idx = rows[order], idx[order]
+        text = (pl.scan_parquet(units[u] / "survivors" / "*.parquet").select("text").with_row_index("row")
+                .filter(pl.col("row").is_in(rows.tolist())).sort("row").collect()["text"])
+        d, h = _shingles(WordArrays.from_texts(text), n, np.arange(len(rows)))
+        doc_parts.append(idx[d])
+        hash_parts.append(h)
+    if not doc_parts:
+        return ShingleSets(np.empty(0, np.int64), np.zeros(1, np.int64), np.empty(0, np.uint64))
+    return ShingleSets.from_hashes(np.concatenate(doc_parts), np.concatenate(hash_parts))
+
+
+@dataclass
+class MergeResult:
+    decisions: list[pl.DataFrame]  # one DECISION_SCHEMA frame per merged unit, documents in order
+    index: DedupIndex  # the state after every unit
+    lsh: dict
+
+
+def merge(units: list[Path], start: int, index: DedupIndex, cfg: CurationConfig = CurationConfig()) -> MergeResult:
+    """Decisions of the computed units ``units[start:]`` (in order), given ``index``: the state after
+    ``units[:start]``. Exact dedup against every earlier key, then near dedup of the survivors against
+    the kept documents of the index and of each other, looking only at the LSH buckets a new
+    document falls in. Its cost grows with the new units (and one pass over the index's band hashes)."""
+    bands, rows = lsh_params(cfg.jaccard_threshold, cfg.num_perm) if cfg.near_dedup else (0, 0)
+    seen: dict[int, str] = dict(zip(index.exact_keys.tolist(), index.exact_ids)) if cfg.exact_dedup else {}
+    new_keys: list[int] = []
+    new_exact_ids: list[str] = []
+    frames, surv_ids, surv_unit, surv_row, sigs, has_parts = [], [], [], [], [], []
+    for u in range(start, len(units)):
+        local = pl.read_parquet(units[u] / "local" / "*.parquet")
+        ids = local["doc_id"].to_list()
+        decision = np.array(local["decision"].to_list(), dtype=object)
+        reason = np.array(local["reason"].to_list(), dtype=object)
+        dup_of = np.full(local.height, None, dtype=object)
+        similarity = np.full(local.height, None, dtype=object)
+        if cfg.exact_dedup:
+            for i, key in enumerate(local["key"].to_list()):
+                if key is None:  # empty after cleaning
+                    continue
+                first = seen.setdefault(key, ids[i])
+                if first is ids[i]:
+                    new_keys.append(key)
+                    new_exact_ids.append(first)
+                elif first != ids[i]:
+                    decision[i], reason[i], dup_of[i] = "exact_duplicate", "exact_duplicate", first
+                    similarity[i] = 1.0  # same lower-cased, whitespace-split words: same shingles
+        passed = np.flatnonzero(local["decision"].is_null().to_numpy())  # survivors' rows, in order
+        mine = np.flatnonzero(decision[passed] == None)  # noqa: E711 (not an exact duplicate)
+        surv_ids.extend(ids[i] for i in passed[mine])
+        surv_unit.append(np.full(len(mine), u, np.int32))
+        surv_row.append(mine.astype(np.int32))
+        if cfg.near_dedup:
+            sigs.append(np.load(units[u] / "signatures.npy")[mine])
+            has_parts.append(np.load(units[u] / "has.npy")[mine])
+        frames.append(pl.DataFrame({"doc_id": ids, "decision": decision.tolist(), "reason": reason.tolist(),
+                                    "duplicate_of": dup_of.tolist(), "similarity": similarity.tolist()},
+                                   schema=DECISION_SCHEMA))
+    s_unit = np.concatenate(surv_unit) if surv_unit else np.empty(0, np.int32)
+    s_row = np.concatenate(surv_row) if surv_row else np.empty(0, np.int32)
+    n_old, n_new = len(index.kept_ids), len(surv_ids)
+    dup = np.full(n_new, -1, np.int64)  # in the merge's numbering: old kept 0..n_old-1, then survivors
+    sim = np.full(n_new, np.nan)
+    new_bands = np.empty((n_new, bands), np.uint64)
+    has = np.zeros(n_new, bool)
+    lsh: dict = {}
+    if cfg.near_dedup:
+        sig = np.concatenate(sigs) if sigs else np.empty((0, cfg.num_perm), np.uint32)
+        has = np.concatenate(has_parts) if has_parts else np.empty(0, bool)
+        new_bands = _band_hashes(sig, bands, rows)
+        new_idx = np.flatnonzero(has)  # documents without shingles are kept without a comparison
+        docs_out, buckets_out = [], []
+        for b in range(bands):
+            hn, ho = new_bands[new_idx, b], index.bands[:, b]
+            shared_new = pl.Series(hn).is_duplicated().to_numpy() | np.isin(hn, ho)
+            if not shared_new.any():
+                continue
+            shared_old = np.isin(ho, hn[shared_new])
+            _, bucket = np.unique(np.r_[ho[shared_old], hn[shared_new]], return_inverse=True)
+            docs_out.append(np.r_[np.flatnonzero(shared_old), n_old + new_idx[shared_new]])
+            buckets_out.append(bucket.astype(np.int64) + b * (n_old + n_new))
+        lsh = {"bands": bands, "rows": rows, "candidate_docs": 0, "verified_pairs": 0, "bucket_overflow": 0}
+        if docs_out:
+            d, bk = np.concatenate(docs_out), np.concatenate(buckets_out)
+            order = np.lexsort((bk, d))
+            d, bk = d[order], bk[order]
+            need = np.unique(d)
+            old, new = need[need < n_old], need[need >= n_old] - n_old
+            sets = _unit_shingles(units, need, np.r_[index.kept_unit[old], s_unit[new]],
+                                  np.r_[index.kept_row[old], s_row[new]], cfg.shingle_size)
+            result = resolve(n_old + n_new, d, bk, sets, cfg.jaccard_threshold, bands, rows, known_kept=n_old)
+            dup, sim = result.duplicate_of[n_old:], result.similarity[n_old:]
+            lsh.update(candidate_docs=result.candidate_docs, verified_pairs=result.verified_pairs,
+                       bucket_overflow=result.bucket_overflow)
+    # near decisions into the unit frames
+    removed = np.flatnonzero(dup >= 0)
     near = pl.DataFrame({
-        "doc_id": [survivor_ids[i] for i in removed],
-        "decision": "near_duplicate", "reason": f"near_duplicate:jaccard>={cfg.jaccard_threshold}",
-        "duplicate_of": [survivor_ids[dup[i]] for i in removed], "similarity": sim[removed],
-    }, schema=DECISION_SCHEMA)
-    kept = pl.DataFrame({"doc_id": [survivor_ids[i] for i in np.flatnonzero(is_rep)],
-                         "decision": "kept"}, schema={"doc_id": pl.String, "decision": pl.String})
+        "doc_id": [surv_ids[i] for i in removed],
+        "near_dup": [index.kept_ids[j] if j < n_old else surv_ids[j - n_old] for j in dup[removed].tolist()],
+        "near_sim": sim[removed]}, schema={"doc_id": pl.String, "near_dup": pl.String, "near_sim": pl.Float64})
+    surv = pl.DataFrame({"doc_id": surv_ids}, schema={"doc_id": pl.String})
+    out = []
+    for frame in frames:
+        frame = (frame.join(near, on="doc_id", how="left", maintain_order="left")
+                 .join(surv.with_columns(survivor=pl.lit(True)), on="doc_id", how="left", maintain_order="left")
+                 .with_columns(
+                     decision=pl.coalesce("decision", pl.when(pl.col("near_dup").is_not_null()).then(pl.lit("near_duplicate")),
+                                          pl.when(pl.col("survivor")).then(pl.lit("kept"))),
+                     reason=pl.coalesce("reason", pl.when(pl.col("near_dup").is_not_null())
+                                        .then(pl.lit(f"near_duplicate:jaccard>={cfg.jaccard_threshold}"))),
+                     duplicate_of=pl.coalesce("duplicate_of", "near_dup"),
+                     similarity=pl.coalesce("similarity", "near_sim"))
+                 .select(*DECISION_SCHEMA))
+        if frame["decision"].null_count():
+            raise AssertionError("a document ended without a decision")
+        out.append(frame)
+    # the index after every unit
+    kept_new = np.flatnonzero((dup < 0) & has)
+    new_index = DedupIndex(
+        np.r_[index.exact_keys, np.array(new_keys, dtype=np.uint64)], index.exact_ids + new_exact_ids,
+        index.kept_ids + [surv_ids[i] for i in kept_new], np.r_[index.kept_unit, s_unit[kept_new]].astype(np.int32),
+        np.r_[index.kept_row, s_row[kept_new]].astype(np.int32),
+        np.concatenate([index.bands.reshape(len(index.kept_ids), bands), new_bands[kept_new]]))
+    return MergeResult(out, new_index, lsh)
 
-    # ---- pass 2: chunk what is kept -----------------------------------------------------------
-    (out / "docs").mkdir(parents=True)
-    (out / "chunks").mkdir(parents=True)
-    offset = 0
-    for part in range(n_spill):
-        docs = pl.read_parquet(spill / f"part-{part:05d}.parquet")
-        n = docs.height
-        docs = docs.filter(pl.Series(is_rep[offset:offset + n]))
-        offset += n
-        docs.write_parquet(out / "docs" / f"part-{part:05d}.parquet")
-        chunks = chunk_frame(docs.select("doc_id", "text"), cfg.chunk)
-        chunks.write_parquet(out / "chunks" / f"part-{part:05d}.parquet")
-        report.kept_chars += int(docs["text"].str.len_chars().sum())
-        report.chunks += chunks.height
-        report.chunk_chars += int(chunks["text"].str.len_chars().sum())
-        report.chunk_tokens += int(chunks["n_tokens"].sum())
 
-    # ---- one decision per input document, in input order ----------------------------------------
-    if not decisions:
+# ---- 3. per unit again: its share of the version --------------------------------------------------
+def write_part(unit: Path, decisions: pl.DataFrame, out: Path, cfg: CurationConfig = CurationConfig()) -> dict:
+    """The unit's share of a version into ``out``: ``docs.parquet`` and ``chunks.parquet`` of its
+    kept documents, ``decisions.parquet`` (one row per input document). Returns its stats."""
+    kept = decisions.filter(pl.col("decision") == "kept").select("doc_id")
+    out.mkdir(parents=True, exist_ok=True)
+    docs = pl.scan_parquet(unit / "survivors" / "*.parquet").join(kept.lazy(), on="doc_id", how="semi",
+                                                                   maintain_order="left").collect()
+    chunks = pl.scan_parquet(unit / "chunks" / "*.parquet").join(kept.lazy(), on="doc_id", how="semi",
+                                                                  maintain_order="left").collect()
+    docs.write_parquet(out / "docs.parquet")
+    chunks.write_parquet(out / "chunks.parquet")
+    decisions.write_parquet(out / "decisions.parquet")
+    stats = {f"docs.{d}": int(n) for d, n in decisions.group_by("decision").len().rows()}
+    stats.update({f"filtered.{r}": int(n) for r, n in
+                  decisions.filter(pl.col("decision") == "filtered").group_by("reason").len().rows()})
+    stats.update(kept_chars=int(docs["text"].str.len_chars().sum()), chunks=chunks.height,
+                 chunk_chars=int(chunks["text"].str.len_chars().sum()), chunk_tokens=int(chunks["n_tokens"].sum()))
+    return stats
+
+
+def add_stats(report: CurationReport, unit_stats: dict, part_stats: dict) -> None:
+    report.docs_in += int(unit_stats["docs_in"])
+    report.chars_in += int(unit_stats["chars_in"])
+    for k, v in unit_stats.items():
+        if k.startswith("lines_removed."):
+            report.lines_removed[k.split(".", 1)[1]] += int(v)
+    for k, v in part_stats.items():
+        if k.startswith("docs."):
+            report.decisions[k.split(".", 1)[1]] += int(v)
+        elif k.startswith("filtered."):
+            report.filtered[k.split(".", 1)[1]] += int(v)
+    report.kept_chars += int(part_stats["kept_chars"])
+    report.chunks += int(part_stats["chunks"])
+    report.chunk_chars += int(part_stats["chunk_chars"])
+    report.chunk_tokens += int(part_stats["chunk_tokens"])
+
+
+def assemble(parts: list[Path], out: Path, link=None) -> None:
+    """The version's files from the units' parts, in unit order: ``docs/u<i>.parquet``,
+    ``chunks/u<i>.parquet``, ``decisions/u<i>.parquet`` (hard links where the file system allows)."""
+    link = link or place_file
+    for sub in ("docs", "chunks", "decisions"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        for i, part in enumerate(parts):
+            link(part / f"{sub}.parquet", out / sub / f"u{i:05d}.parquet")
+
+
+def place_file(src: Path, dst: Path) -> None:
+    """``dst`` with ``src``'s bytes: a hard link (parts are immutable, read-only files), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def curate(raw_parts: list[Path], out: Path, tmp: Path, cfg: CurationConfig = CurationConfig(),
+           units: list[list[Path]] | None = None) -> CurationReport:
+    """A cold run without a store: ``raw_parts`` as one unit (or ``units``, lists of raw parts in
+    order), every unit computed into ``tmp``, merged from an empty index, assembled into ``out``."""
+    units = units if units is not None else [list(raw_parts)]
+    report = CurationReport()
+    unit_dirs, unit_stats = [], []
+    for i, parts in enumerate(units):
+        unit_dirs.append(tmp / f"unit-{i:05d}")
+        unit_stats.append(curate_unit(parts, unit_dirs[-1], cfg))
+    if not sum(s["docs_in"] for s in unit_stats):
         raise ValueError("cleaned_chunks: raw_docs has no documents")
-    all_decisions = pl.concat(decisions).with_row_index("order")
-    resolved = (all_decisions
-                .join(near.select("doc_id", near_reason="reason", near_dup="duplicate_of", near_sim="similarity"),
-                      on="doc_id", how="left")
-                .join(kept.select("doc_id", kept_flag="decision"), on="doc_id", how="left")
-                .with_columns(
-                    decision=pl.coalesce("decision", pl.when(pl.col("near_dup").is_not_null()).then(pl.lit("near_duplicate")),
-                                         "kept_flag"),
-                    reason=pl.coalesce("reason", "near_reason"),
-                    duplicate_of=pl.coalesce("duplicate_of", "near_dup"),
-                    similarity=pl.coalesce("similarity", "near_sim"))
-                .sort("order").select(*DECISION_SCHEMA))
-    if resolved["decision"].null_count():
-        raise AssertionError("a document ended without a decision")
-    report.decisions.update(dict(resolved.group_by("decision").len().rows()))
-    report.filtered.update(dict(resolved.filter(pl.col("decision") == "filtered").group_by("reason").len().rows()))
-    (out / "decisions").mkdir()
-    resolved.write_parquet(out / "decisions" / "part-00000.parquet")
+    bands = lsh_params(cfg.jaccard_threshold, cfg.num_perm)[0] if cfg.near_dedup else 0
+    merged = merge(unit_dirs, 0, DedupIndex.empty(bands), cfg)
+    part_dirs = []
+    for i, (unit, decisions) in enumerate(zip(unit_dirs, merged.decisions)):
+        part_dirs.append(tmp / f"part-{i:05d}")
+        add_stats(report, unit_stats[i], write_part(unit, decisions, part_dirs[-1], cfg))
+    report.lsh = merged.lsh
+    assemble(part_dirs, out, shutil.copyfile)
     assert sum(report.decisions.values()) == report.docs_in, "accounting: a document vanished"
     return report
 
