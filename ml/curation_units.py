@@ -1,0 +1,191 @@
+"""Units of raw_docs and cleaned_chunks in the artifact store: computed once, reused by every version.
+
+A unit is one landing file. Its results are immutable store entries (``ArtifactStore.put``, read
+back with ``open``/``lookup``, verified against their manifests like any version), named by what
+they are made of:
+
+==========================  =================================================================
+raw_docs__unit              ``ingest_file`` of one file; fingerprint: (relpath, sha256, config, code)
+cleaned_chunks__unit        ``curate_unit`` of one raw unit; fingerprint: (sha256 of its raw parts,
+                            config, code) -- so a moved or renamed file is not recomputed
+cleaned_chunks__part        a unit's share of a version (kept docs, chunks, decisions); fingerprint:
+                            the chain digest of every unit up to and including it (its decisions
+                            depend on those and nothing else)
+cleaned_chunks__index       the ``DedupIndex`` after a prefix of units; fingerprint: that chain digest
+==========================  =================================================================
+
+A version is assembled from its units' parts (hard links where the file system allows, so the
+version directory holds ordinary files: integrity on read, ``gc`` and the catalog see nothing
+new). An incremental run finds the longest prefix of units whose index and parts are stored and
+merges only the units after it, so appending a file costs that file; inserting or removing one
+costs the units after it (their per-document work stays cached; only the merge reruns).
+Names with ``__`` are no catalog assets (``lineage gc`` leaves them out of its catalog repair).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import ml.cleaned_chunks.chunking as chunking
+import ml.cleaned_chunks.clean as clean
+import ml.cleaned_chunks.filters as filters
+import ml.cleaned_chunks.minhash as minhash
+import ml.cleaned_chunks.pipeline as pipeline
+import ml.raw_docs as raw_docs
+from ml.fsutil import digest_json, source_digest
+from ml.store import ArtifactStore, BuildResult, StoredVersion
+
+RAW_UNIT = "raw_docs__unit"
+CURATION_UNIT = "cleaned_chunks__unit"
+CURATION_PART = "cleaned_chunks__part"
+CURATION_INDEX = "cleaned_chunks__index"
+UNIT_ASSETS = (RAW_UNIT, CURATION_UNIT, CURATION_PART, CURATION_INDEX)
+
+# exact-dedup keys are polars hashes: a new polars may hash differently, so its version is part of the code
+RAW_CODE = source_digest(raw_docs.__file__)
+CURATION_CODE = source_digest(*(m.__file__ for m in (clean, filters, minhash, chunking, pipeline))) + "-pl" + \
+    importlib.metadata.version("polars")
+
+
+# ---- raw_docs ------------------------------------------------------------------------------------
+def raw_unit_fingerprint(lf: raw_docs.LandingFile, cfg: raw_docs.IngestConfig) -> str:
+    return digest_json({"relpath": lf.relpath, "sha256": lf.sha256, "config": asdict(cfg), "code": RAW_CODE})
+
+
+def ingest_unit(store: ArtifactStore, lf: raw_docs.LandingFile, cfg: raw_docs.IngestConfig,
+                run_id: str = "") -> StoredVersion:
+    """The stored unit of one landing file: found by fingerprint, else validated now."""
+    fp = raw_unit_fingerprint(lf, cfg)
+    if (found := store.lookup(RAW_UNIT, fp)) is not None:
+        return found
+
+    def build(out: Path) -> BuildResult:
+        stats = raw_docs.ingest_file(lf, out, cfg)
+        return BuildResult(stats=stats, rows=stats["kept"])
+
+    return store.put(RAW_UNIT, build, fingerprint=fp, code_version=RAW_CODE, config=asdict(cfg),
+                     upstream={f"landing:{lf.relpath}": lf.sha256}, run_id=run_id)
+
+
+def assemble_raw(store: ArtifactStore, files: list[raw_docs.LandingFile], units: list[str],
+                 out: Path) -> raw_docs.IngestReport:
+    """raw_docs' version files from the stored units (data versions, in landing order)."""
+    opened = [store.open(RAW_UNIT, u) for u in units]
+    return raw_docs.assemble(files, [v.path for v in opened], [v.stats for v in opened], out)
+
+
+# ---- cleaned_chunks ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CurationUnit:
+    """One unit of a raw_docs version: its ``docs/u<i>-*.parquet`` files (relpaths, sha256s)."""
+
+    name: str
+    parts: tuple[str, ...]
+    sha256: tuple[str, ...]
+
+
+def plan_units(raw: StoredVersion) -> list[CurationUnit]:
+    """The units of a raw_docs version, in order, from its manifest (no file is read)."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for f in raw.manifest["files"]:
+        path = f["path"]
+        if path.startswith("docs/"):
+            name = path[len("docs/"):].split("-", 1)[0]
+            groups.setdefault(name, []).append((path, f["sha256"]))
+    return [CurationUnit(name, tuple(p for p, _ in sorted(g)), tuple(s for _, s in sorted(g)))
+            for name, g in sorted(groups.items())]
+
+
+def _config_json(cfg: pipeline.CurationConfig) -> dict[str, Any]:
+    c = asdict(cfg)
+    c.pop("threads", None)  # how many threads compute a signature changes nothing in it
+    c.pop("batch_docs", None)  # nor how many documents are cleaned at once
+    return c
+
+
+def curation_unit_fingerprint(unit: CurationUnit, cfg: pipeline.CurationConfig) -> str:
+    return digest_json({"raw": list(unit.sha256), "config": _config_json(cfg), "code": CURATION_CODE})
+
+
+def curate_unit(store: ArtifactStore, raw: StoredVersion, unit: CurationUnit, cfg: pipeline.CurationConfig,
+                run_id: str = "") -> StoredVersion:
+    """The stored per-document work of one unit: found by fingerprint, else computed now."""
+    fp = curation_unit_fingerprint(unit, cfg)
+    if (found := store.lookup(CURATION_UNIT, fp)) is not None:
+        return found
+
+    def build(out: Path) -> BuildResult:
+        stats = pipeline.curate_unit([raw.file(p) for p in unit.parts], out, cfg)
+        return BuildResult(stats=stats, rows=stats["docs_in"])
+
+    return store.put(CURATION_UNIT, build, fingerprint=fp, code_version=CURATION_CODE, config=_config_json(cfg),
+                     upstream={"raw_docs": raw.data_version, "unit": unit.name}, run_id=run_id)
+
+
+def chain(units: list[str], cfg: pipeline.CurationConfig) -> list[str]:
+    """chain[i]: digest of the config and units[0..i] (data versions): what unit i's decisions,
+    and the index after it, depend on."""
+    out, prev = [], digest_json({"config": _config_json(cfg), "code": CURATION_CODE})
+    for u in units:
+        prev = digest_json([prev, u])
+        out.append(prev)
+    return out
+
+
+def merge_and_assemble(store: ArtifactStore, units: list[str], cfg: pipeline.CurationConfig, out: Path,
+                       run_id: str = "", log: Callable[[str], None] = lambda s: None) -> pipeline.CurationReport:
+    """cleaned_chunks' version files from the stored units (data versions, in order): merge the
+    units after the longest stored prefix against its index, store their parts and the new index,
+    then link every part into ``out``."""
+    links = chain(units, cfg)
+    n = len(units)
+    bands = minhash.lsh_params(cfg.jaccard_threshold, cfg.num_perm)[0] if cfg.near_dedup else 0
+    start, index, parts = 0, pipeline.DedupIndex.empty(bands), []
+    for p in range(n, 0, -1):  # the longest prefix whose index and parts are all stored
+        found = store.lookup(CURATION_INDEX, links[p - 1], verify=False)
+        if found is None:
+            continue
+        prefix = [store.lookup(CURATION_PART, links[i], verify=False) for i in range(p)]
+        if all(v is not None for v in prefix):
+            start, parts = p, prefix
+            index = pipeline.DedupIndex.load(store.open(CURATION_INDEX, found.data_version).path)
+            break
+    unit_versions = [store.open(CURATION_UNIT, u) for u in units]
+    report = pipeline.CurationReport()
+    if not sum(int(v.stats["docs_in"]) for v in unit_versions):
+        raise ValueError("cleaned_chunks: raw_docs has no documents")
+    log(f"cleaned_chunks: {start} of {n} unit(s) decided by an earlier run; merging {n - start}")
+    if start < n:
+        merged = pipeline.merge([v.path for v in unit_versions], start, index, cfg)
+        report.lsh = merged.lsh
+        for i, decisions in zip(range(start, n), merged.decisions):
+            unit_path = unit_versions[i].path
+
+            def build(part_dir: Path, unit_path=unit_path, decisions=decisions) -> BuildResult:
+                return BuildResult(stats=pipeline.write_part(unit_path, decisions, part_dir, cfg), rows=decisions.height)
+
+            parts.append(store.put(CURATION_PART, build, fingerprint=links[i], code_version=CURATION_CODE,
+                                   config=_config_json(cfg), upstream={"unit": units[i], "chain": links[i]},
+                                   run_id=run_id))
+
+        def build_index(index_dir: Path) -> BuildResult:
+            merged.index.save(index_dir)
+            return BuildResult(stats={"kept_with_shingles": len(merged.index.kept_ids),
+                                      "exact_keys": len(merged.index.exact_ids)}, rows=len(merged.index.kept_ids))
+
+        store.put(CURATION_INDEX, build_index, fingerprint=links[-1], code_version=CURATION_CODE,
+                  config=_config_json(cfg), upstream={"chain": links[-1]}, run_id=run_id)
+    else:
+        report.lsh = {"bands": bands, "rows": minhash.lsh_params(cfg.jaccard_threshold, cfg.num_perm)[1]
+                      if cfg.near_dedup else 0, "candidate_docs": 0, "verified_pairs": 0, "bucket_overflow": 0}
+    opened = [store.open(CURATION_PART, v.data_version) for v in parts]
+    for unit, part in zip(unit_versions, opened):
+        pipeline.add_stats(report, unit.stats, part.stats)
+    pipeline.assemble([v.path for v in opened], out)
+    report.lsh["units_merged"] = n - start
+    report.lsh["units_reused"] = start
+    assert sum(report.decisions.values()) == report.docs_in, "accounting: a document vanished"
+    return report
