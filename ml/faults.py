@@ -22,7 +22,9 @@ from pathlib import Path
 
 ENV = "LINEAGE_FAULTS"
 EVENTS = {
-    "store.before_publish": "a version's files and manifest are complete in staging, not yet renamed into place",
+    "store.before_publish": "a version's files and manifest are complete in staging, not yet renamed into place "
+                            "(object store: every file uploaded, the manifest not yet written)",
+    "store.during_upload": "object store: half of a version's files are uploaded, the rest and the manifest not yet",
     "store.after_publish": "the version is renamed into place; its fingerprint index entry is not written yet",
     "catalog.before_rename": "a catalog batch is complete in catalog/_staging, not yet renamed into batches/",
     "materialize.before_catalog": "the version is published and indexed; no catalog row of this run is written yet",

@@ -4,7 +4,9 @@
     artifacts/    <asset>/<data_version>/ immutable versions
     work/         <asset>/<fingerprint>/ resumable training state
     catalog/      append-only tables + catalog.duckdb (views over them)
-    dagster/      DAGSTER_HOME
+    dagster/      DAGSTER_HOME (local homes only)
+
+LINEAGE_HOME may be ``s3://bucket/prefix`` (ml/storage.py): the same layout as object keys.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ml.storage import StorageUrl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,10 +29,13 @@ class UnsafeNameError(ValueError):
     """An asset name, version or relative path that could escape the store."""
 
 
-def lineage_home(home: str | os.PathLike | None = None) -> Path:
-    """Explicit argument, else $LINEAGE_HOME, else ``.lineage/`` in the checkout."""
+def lineage_home(home: str | os.PathLike | None = None) -> "Path | StorageUrl":
+    """Explicit argument, else $LINEAGE_HOME, else ``.lineage/`` in the checkout: a local path, or
+    ``s3://bucket/prefix`` (a ``ml.storage.StorageUrl``: every part below joins with ``/`` alike)."""
+    from ml.storage import location
+
     raw = home or os.environ.get("LINEAGE_HOME") or (REPO_ROOT / ".lineage")
-    return Path(raw).expanduser().resolve()
+    return location(raw)
 
 
 def landing_dir(home: Path) -> Path:

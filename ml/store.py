@@ -10,8 +10,8 @@ Life of a write (``ArtifactStore.put``):
 
 1. ``build(tmp_dir)`` writes the files into a private staging directory.
 2. The data version is the digest of the files' relative paths and sha256s
-   (``manifest.json`` excluded), so equal content gives an equal version whatever
-   run made it.
+   (``manifest.json`` and the run record ``_run/`` excluded), so equal content gives an
+   equal version whatever run made it.
 3. ``manifest.json`` is written into the staging directory, everything is fsynced,
    and the directory is renamed to ``<asset>/<data_version>``. Rename is atomic:
    a crash at any moment leaves either no version or a complete one. If that
@@ -47,7 +47,9 @@ from typing import Any, Callable, Mapping
 
 from ml.faults import fault_point
 from ml.fsutil import atomic_write_json, digest_json, fsync_dir, fsync_tree, pid_alive, sha256_file
-from ml.paths import artifacts_dir, check_asset_name, check_hex, safe_join
+from ml.paths import ASSET_NAME_RE, artifacts_dir, check_asset_name, check_hex, safe_join
+from ml.storage import is_url
+from ml.run_record import is_run_fact
 
 MANIFEST = "manifest.json"
 VERSION_LEN = 16
@@ -64,7 +66,8 @@ class CorruptVersionError(RuntimeError):
     actual_bytes (``None`` where there is nothing to compare: a missing or unlisted file)."""
 
     def __init__(self, asset: str, data_version: str, path: Path, problems: list[dict[str, Any]]):
-        self.asset, self.data_version, self.path, self.problems = asset, data_version, Path(path), problems
+        self.asset, self.data_version, self.problems = asset, data_version, problems
+        self.path = path if is_url(path) else Path(path)  # a local directory or an s3:// URL
         shown = "; ".join(describe_problem(p) for p in problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         super().__init__(f"{asset}@{data_version} is corrupt ({len(problems)} file(s) differ from its manifest, "
@@ -151,8 +154,12 @@ def list_files(root: Path) -> list[dict[str, Any]]:
 
 
 def content_version(files: list[dict[str, Any]]) -> str:
+    """The data version: digest of the content files' paths and sha256s (run facts under ``_run/``
+    are listed and verified, but left out: ml/run_record.py)."""
     h = hashlib.sha256()
     for f in files:
+        if is_run_fact(f["path"]):
+            continue
         h.update(f"{f['path']}\t{f['sha256']}\n".encode())
     return h.hexdigest()[:VERSION_LEN]
 
@@ -161,10 +168,17 @@ def content_version(files: list[dict[str, Any]]) -> str:
 class StoredVersion:
     asset: str
     data_version: str
-    path: Path
+    location: Path | str  # where it is stored: a local directory, or an s3:// URL (ml/storage.py)
     manifest: dict[str, Any]
     cache_hit: bool = False  # found by fingerprint, nothing computed
     reused_content: bool = False  # computed, but an identical version existed already
+    fetch: Callable[[], Path] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def path(self) -> Path:
+        """A local directory with the version's files: the stored directory itself, or (object
+        store) a read copy in scratch space, downloaded on first use and verified against the manifest."""
+        return self.fetch() if self.fetch is not None else Path(self.location)
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -192,9 +206,18 @@ class BuildResult:
 
     stats: dict[str, Any] = field(default_factory=dict)
     rows: int | None = None
+    run_facts: dict[str, Any] = field(default_factory=dict)  # numbers of this run, not content (ml/run_record.py)
 
 
 class ArtifactStore:
+    """The store at a local home (this class) or at an ``s3://`` home (``ObjectArtifactStore``,
+    chosen by the constructor from the home it is given)."""
+
+    def __new__(cls, home: Path | str):
+        if cls is ArtifactStore and is_url(home):
+            return super().__new__(ObjectArtifactStore)
+        return super().__new__(cls)
+
     def __init__(self, home: Path):
         self.home = Path(home)
         self.root = artifacts_dir(self.home)
@@ -220,6 +243,12 @@ class ArtifactStore:
         if not mpath.is_file():
             raise FileNotFoundError(f"{asset}@{data_version} is not in the store at {self.root}")
         return StoredVersion(asset, data_version, vdir, json.loads(mpath.read_text("utf-8")))
+
+    def assets(self) -> list[str]:
+        """Names of the assets that have a directory in the store."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and ASSET_NAME_RE.match(p.name))
 
     def versions(self, asset: str) -> list[StoredVersion]:
         """All complete versions of an asset, oldest first."""
@@ -400,3 +429,331 @@ def _rmtree(path: Path) -> None:
         func(p)
 
     shutil.rmtree(path, onerror=onerror)
+
+
+# ---- object storage (s3://bucket/prefix homes) ----------------------------------------------------
+
+LEASES = "_leases"
+LEASE_TTL_ENV = "LINEAGE_LEASE_TTL_S"
+DEFAULT_LEASE_TTL_S = 6 * 3600.0
+
+
+def lease_ttl_s() -> float:
+    return float(os.environ.get(LEASE_TTL_ENV) or DEFAULT_LEASE_TTL_S)
+
+
+class ObjectArtifactStore(ArtifactStore):
+    """The artifact store on an S3-compatible object store (``s3://bucket/prefix`` home).
+
+    Objects (keys under the home, the same layout as a local store)::
+
+        artifacts/<asset>/<data_version>/<files>         uploaded first
+        artifacts/<asset>/<data_version>/manifest.json   written last, create-only: the commit marker
+        artifacts/<asset>/_fingerprints/<fp>.json        fingerprint -> data_version (one PUT)
+        artifacts/_leases/<asset>~<version>~<pid>~<rand>~<host>.json   a writer uploading (host, pid,
+                                                         start, TTL); deleted once the manifest is in
+        artifacts/_corrupt/<asset>/<version>~<stamp>~<rand>/           quarantined copies
+
+    There is no rename on object storage, so a version is published in place: a build runs in a
+    local staging directory (scratch space), its files are uploaded under the final
+    content-addressed prefix, and ``manifest.json`` is written last with ``If-None-Match: *``.
+    Readers (``versions``, ``get``, ``has_version``, ``lookup``) only see prefixes with a manifest,
+    so a writer killed at any moment leaves no visible version; two writers of the same content
+    upload the same bytes to the same keys and the first manifest wins (the second reports
+    ``reused_content``). Uploads of dead writers are found by their lease (``lineage gc``).
+
+    ``StoredVersion.path`` is a local read copy under ``<scratch>/cache/``: downloaded on first
+    use, checked against the manifest (size, sha256) before it is handed out, and renamed into
+    place, so a damaged or partial copy is never read; a damaged copy is fetched again.
+    """
+
+    def __init__(self, home: str):
+        from ml.storage import StorageUrl, scratch_dir
+
+        self.home = StorageUrl(str(home))
+        self.root = self.home / "artifacts"
+        self._verified = set()
+        self._fetched: dict[tuple[str, str], Path] = {}
+        self.scratch = scratch_dir()
+        self.cache_root = self.scratch / "cache" / digest_json(str(self.home), 12)
+
+    @property
+    def fs(self):
+        from ml.storage import filesystem
+
+        return filesystem()
+
+    # ---- keys ------------------------------------------------------------------------------
+    def asset_dir(self, asset: str):
+        return self.root / check_asset_name(asset)
+
+    def version_dir(self, asset: str, data_version: str):
+        return self.asset_dir(asset) / check_hex(data_version, "data version")
+
+    def _index_path(self, asset: str, fingerprint: str):
+        return self.asset_dir(asset) / INDEX / f"{check_hex(fingerprint, 'fingerprint')}.json"
+
+    # ---- reads -----------------------------------------------------------------------------
+    def _version(self, asset: str, data_version: str, manifest: dict[str, Any], **kw) -> StoredVersion:
+        return StoredVersion(asset, data_version, self.version_dir(asset, data_version), manifest,
+                             fetch=lambda: self._materialize(asset, data_version, manifest), **kw)
+
+    def has_version(self, asset: str, data_version: str) -> bool:
+        return self.fs.exists((self.version_dir(asset, data_version) / MANIFEST).key)
+
+    def get(self, asset: str, data_version: str) -> StoredVersion:
+        url = self.version_dir(asset, data_version)
+        try:
+            raw = self.fs.cat_file((url / MANIFEST).key)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{asset}@{data_version} is not in the store at {self.root}") from None
+        return self._version(asset, data_version, json.loads(raw))
+
+    def assets(self) -> list[str]:
+        self.fs.invalidate_cache(self.root.key)
+        try:
+            names = [k.rstrip("/").rsplit("/", 1)[-1] for k in self.fs.ls(self.root.key, detail=False)]
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if ASSET_NAME_RE.match(n))
+
+    def versions(self, asset: str) -> list[StoredVersion]:
+        adir = self.asset_dir(asset)
+        self.fs.invalidate_cache(adir.key)
+        keys = [k for k in self.fs.glob((adir / "*" / MANIFEST).key)
+                if HEX_OK(k.rsplit("/", 2)[-2])]
+        if not keys:
+            return []
+        found = [self._version(asset, k.rsplit("/", 2)[-2], json.loads(raw))
+                 for k, raw in sorted(self.fs.cat(keys, on_error="omit").items())]
+        return sorted(found, key=lambda v: (v.manifest.get("created_at", ""), v.data_version))
+
+    def lookup(self, asset: str, fingerprint: str, verify: bool = True) -> StoredVersion | None:
+        try:
+            data_version = json.loads(self.fs.cat_file(self._index_path(asset, fingerprint).key))["data_version"]
+            found = self.get(asset, data_version)
+        except (FileNotFoundError, KeyError, ValueError):
+            return None
+        if verify:
+            self.check(found)
+        return self._version(asset, data_version, found.manifest, cache_hit=True)
+
+    # ---- integrity -------------------------------------------------------------------------
+    def verify(self, asset: str, data_version: str) -> list[dict[str, Any]]:
+        """Problems of the stored objects: a fresh download checked against the manifest."""
+        v = self.get(asset, data_version)
+        self._drop_read_copy(asset, data_version)
+        try:
+            self._materialize(asset, data_version, v.manifest)
+        except CorruptVersionError as err:
+            return err.problems
+        return []
+
+    def check(self, version: StoredVersion) -> StoredVersion:
+        if (version.asset, version.data_version) not in self._verified:
+            self._materialize(version.asset, version.data_version, version.manifest)
+        return version
+
+    def _drop_read_copy(self, asset: str, data_version: str) -> None:
+        self._fetched.pop((asset, data_version), None)
+        self._verified.discard((asset, data_version))
+        dest = self.cache_root / asset / data_version
+        if dest.exists():
+            _rmtree(dest)
+
+    def _materialize(self, asset: str, data_version: str, manifest: Mapping[str, Any]) -> Path:
+        """The local read copy of a version: reused when it still matches the manifest, else
+        downloaded into a temporary sibling, verified, and renamed into place."""
+        key = (asset, data_version)
+        if key in self._fetched:
+            return self._fetched[key]
+        dest = self.cache_root / check_asset_name(asset) / check_hex(data_version)
+        if dest.is_dir():
+            if not verify_tree(dest, manifest, data_version):
+                self._fetched[key] = dest
+                self._verified.add(key)
+                return dest
+            _rmtree(dest)  # a damaged read copy (local disk): fetch it again
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{data_version}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        tmp.mkdir()
+        try:
+            src = self.version_dir(asset, data_version)
+            files = list(manifest.get("files") or [])
+            local = [safe_join(tmp, f["path"]) for f in files]
+            for p in local:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            remote = [(src / f["path"]).key for f in files]
+            try:
+                if remote:
+                    self.fs.get(remote, [str(p) for p in local])
+            except FileNotFoundError:  # some object is missing: fetch what is there, verify_tree names the rest
+                for r, p in zip(remote, local):
+                    try:
+                        self.fs.get_file(r, str(p))
+                    except FileNotFoundError:
+                        pass
+            problems = verify_tree(tmp, manifest, data_version)
+            if problems:
+                raise CorruptVersionError(asset, data_version, src, problems)
+            for p in local:  # immutable: read-only files, as in a local store
+                p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+            try:
+                os.rename(tmp, dest)
+            except OSError as exc:  # another process put its (verified) copy there first
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+        finally:
+            if tmp.exists():
+                _rmtree(tmp)
+        self._fetched[key] = dest
+        self._verified.add(key)
+        return dest
+
+    def _remote_problems(self, asset: str, data_version: str, manifest: Mapping[str, Any]) -> list[str]:
+        """Cheap check of stored objects against a manifest: every file there with its size."""
+        vdir = self.version_dir(asset, data_version)
+        self.fs.invalidate_cache(vdir.key)
+        sizes = {vdir.relative(k): info["size"] for k, info in self.fs.find(vdir.key, detail=True).items()}
+        return [f["path"] for f in manifest.get("files") or [] if sizes.get(f["path"]) != f["bytes"]]
+
+    def quarantine(self, asset: str, data_version: str):
+        """Copy the version's objects to ``_corrupt/<asset>/<version>~<stamp>~<rand>/``, then delete
+        its manifest (from that moment it is no version), then the rest. Returns the new URL."""
+        vdir = self.version_dir(asset, data_version)
+        self.fs.invalidate_cache(vdir.key)
+        keys = sorted(self.fs.find(vdir.key))
+        if not keys or (vdir / MANIFEST).key not in keys:
+            return None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        target = self.root / CORRUPT / asset / f"{data_version}~{stamp}~{secrets.token_hex(2)}"
+        self.fs.copy(keys, [(target / vdir.relative(k)).key for k in keys])
+        self.fs.rm_file((vdir / MANIFEST).key)
+        rest = [k for k in keys if k != (vdir / MANIFEST).key]
+        if rest:
+            self.fs.rm(rest)
+        self._drop_read_copy(asset, data_version)
+        return target
+
+    def corrupt_versions(self) -> list:
+        cdir = self.root / CORRUPT
+        self.fs.invalidate_cache(cdir.key)
+        dirs = {(cdir / cdir.relative(k).split("/", 2)[0] / cdir.relative(k).split("/", 2)[1])
+                for k in self.fs.find(cdir.key) if cdir.relative(k).count("/") >= 2}
+        return sorted(dirs)
+
+    # ---- writes ----------------------------------------------------------------------------
+    def put(
+        self,
+        asset: str,
+        build: Callable[[Path], BuildResult | None],
+        *,
+        fingerprint: str,
+        code_version: str,
+        config: Mapping[str, Any],
+        upstream: Mapping[str, str],
+        run_id: str = "",
+        extra: Mapping[str, Any] | None = None,
+    ) -> StoredVersion:
+        """Build locally (scratch staging), upload under the final prefix, write the manifest last."""
+        check_asset_name(asset)
+        check_hex(fingerprint, "fingerprint")
+        self.collect_garbage()
+        staging = self._new_staging(asset)
+        try:
+            result = build(staging) or BuildResult()
+            files = list_files(staging)
+            if not files:
+                raise ValueError(f"build for {asset} wrote no files")
+            data_version = content_version(files)
+            manifest = {
+                "asset": asset, "data_version": data_version, "code_version": code_version,
+                "fingerprint": fingerprint, "config": dict(config), "upstream": dict(upstream),
+                "run_id": run_id, "created_at": datetime.now(timezone.utc).isoformat(), "files": files,
+                "rows": result.rows, "stats": result.stats,
+                "writer": {"pid": os.getpid(), "host": socket.gethostname()},
+                **(dict(extra) if extra else {}),
+            }
+            for f in files:
+                p = staging / f["path"]
+                p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+            reused = False
+            if self.has_version(asset, data_version):
+                existing = self.get(asset, data_version)
+                if self._remote_problems(asset, data_version, existing.manifest):
+                    self.quarantine(asset, data_version)  # never keep a damaged copy as "the same content"
+                else:
+                    reused = True
+            if not reused:
+                reused = not self._upload(asset, data_version, staging, files, manifest)
+            fault_point("store.after_publish")
+            dest = self.cache_root / asset / data_version
+            if not reused and not dest.exists():  # the built files become the read copy
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.rename(staging, dest)
+                    self._fetched[(asset, data_version)] = dest
+                except OSError:
+                    pass
+        finally:
+            if staging.exists():
+                _rmtree(staging)
+        from ml.storage import write_bytes_atomic
+
+        write_bytes_atomic(self._index_path(asset, fingerprint),
+                           json.dumps({"data_version": data_version}).encode())
+        stored = self.get(asset, data_version)
+        if not reused:
+            self._verified.add((asset, data_version))
+        return self._version(asset, data_version, stored.manifest, reused_content=reused)
+
+    def _upload(self, asset: str, data_version: str, staging: Path, files: list[dict[str, Any]],
+                manifest: dict[str, Any]) -> bool:
+        """Lease, files, manifest (create-only), lease removed. False: another writer's manifest came first."""
+        from ml.storage import create_only
+
+        vdir = self.version_dir(asset, data_version)
+        lease = self.root / LEASES / (f"{asset}~{data_version}~{os.getpid()}~{secrets.token_hex(4)}~"
+                                      f"{socket.gethostname()}.json")
+        self.fs.pipe_file(lease.key, json.dumps({
+            "asset": asset, "data_version": data_version, "host": socket.gethostname(), "pid": os.getpid(),
+            "started_at": datetime.now(timezone.utc).timestamp(), "ttl_s": lease_ttl_s()}).encode())
+        half = len(files) // 2
+        for i, part in enumerate((files[:half], files[half:])):
+            if i == 1:
+                fault_point("store.during_upload")
+            if part:
+                self.fs.put([str(staging / f["path"]) for f in part], [(vdir / f["path"]).key for f in part])
+        fault_point("store.before_publish")
+        created = create_only(vdir / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True, default=str)
+                                                + "\n").encode())
+        self.fs.rm_file(lease.key)
+        return created
+
+    def _new_staging(self, asset: str) -> Path:
+        sdir = self.scratch / STAGING.lstrip("_")
+        sdir.mkdir(parents=True, exist_ok=True)
+        path = sdir / f"{asset}~{os.getpid()}~{secrets.token_hex(4)}~{socket.gethostname()}"
+        path.mkdir()
+        return path
+
+    def collect_garbage(self) -> int:
+        """Remove local staging directories (scratch) of processes on this host that no longer run."""
+        sdir = self.scratch / STAGING.lstrip("_")
+        if not sdir.is_dir():
+            return 0
+        host, removed = socket.gethostname(), 0
+        for child in sdir.iterdir():
+            parts = child.name.split("~", 3)
+            if len(parts) == 4 and parts[3] == host and parts[1].isdigit() and not pid_alive(int(parts[1])):
+                _rmtree(child)
+                removed += 1
+        return removed
+
+
+def HEX_OK(name: str) -> bool:
+    try:
+        check_hex(name)
+        return True
+    except ValueError:
+        return False

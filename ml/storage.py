@@ -1,0 +1,167 @@
+"""Storage locations: a local path (the default) or an S3-compatible URL, ``s3://bucket/prefix``.
+
+Every place that keeps state (the artifact store, the catalog, the parse cache, training
+resume state, the landing zone) takes a *location*: ``location("/srv/lineage")`` is a
+``pathlib.Path``; ``location("s3://bucket/prefix")`` is a ``StorageUrl``, a ``str`` that joins
+with ``/`` like a path. ``filesystem()`` is the object-store client (s3fs, an fsspec
+filesystem: DuckDB reads through it too), configured from the usual variables:
+
+    AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3)   the S3 endpoint (SeaweedFS, MinIO, ...); unset: AWS
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY    credentials (or any other botocore credential source)
+    AWS_REGION (or AWS_DEFAULT_REGION)          region (default us-east-1)
+
+or from ``configure(endpoint_url=..., key=..., secret=..., region=...)`` (resource config).
+
+Work that needs a POSIX directory (building a version, reading one, a training run) happens in
+local *scratch* space: ``$LINEAGE_SCRATCH``, default ``<tmp>/lineage-scratch-<uid>``; it holds
+``staging/`` (versions being built) and ``cache/`` (verified read copies of stored versions).
+It is never under the LINEAGE_HOME of an s3 home, which has no local part.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+SCHEME = "s3://"
+_lock = threading.Lock()
+_fs_cache: dict[tuple, Any] = {}
+_options: dict[str, str] = {}
+
+
+class StorageUrl(str):
+    """``s3://bucket/prefix`` (no trailing slash). ``url / "a/b"`` joins; ``.key`` is ``bucket/prefix``
+    (what the filesystem takes); ``.name`` is the last part."""
+
+    def __new__(cls, value: str):
+        value = str(value)
+        if not value.startswith(SCHEME) or len(value) <= len(SCHEME):
+            raise ValueError(f"not an s3 URL: {value!r}")
+        return super().__new__(cls, value.rstrip("/"))
+
+    def __truediv__(self, other: Any) -> "StorageUrl":
+        part = str(other).strip("/")
+        return StorageUrl(f"{self}/{part}") if part else self
+
+    @property
+    def key(self) -> str:
+        return self[len(SCHEME):]
+
+    @property
+    def name(self) -> str:
+        return self.rsplit("/", 1)[-1]
+
+    @property
+    def bucket(self) -> str:
+        return self.key.split("/", 1)[0]
+
+    @property
+    def parent(self) -> "StorageUrl":
+        head = self.key.rsplit("/", 1)[0] if "/" in self.key else self.key
+        return StorageUrl(SCHEME + head)
+
+    def relative(self, key: str) -> str:
+        """The part of an object key (``bucket/prefix/...``, as the filesystem lists it) under this URL."""
+        key = key[len(SCHEME):] if key.startswith(SCHEME) else key
+        base = self.key + "/"
+        if not key.startswith(base):
+            raise ValueError(f"{key!r} is not under {self}")
+        return key[len(base):]
+
+
+def is_url(loc: Any) -> bool:
+    return isinstance(loc, str) and loc.startswith(SCHEME)
+
+
+def location(loc: str | os.PathLike) -> Path | StorageUrl:
+    """A local path (expanded, absolute) or a ``StorageUrl``; other schemes are refused clearly."""
+    text = os.fspath(loc)
+    if text.startswith(SCHEME):
+        return StorageUrl(text)
+    if "://" in text:
+        raise ValueError(f"unsupported storage location {text!r}: a local path or s3://bucket/prefix")
+    return Path(text).expanduser().resolve()
+
+
+def configure(endpoint_url: str = "", key: str = "", secret: str = "", region: str = "") -> None:
+    """Object-store settings given by configuration (resources); they win over the AWS_* variables."""
+    with _lock:
+        for name, value in (("endpoint_url", endpoint_url), ("key", key), ("secret", secret), ("region", region)):
+            if value:
+                _options[name] = value
+            else:
+                _options.pop(name, None)
+
+
+def settings() -> dict[str, str]:
+    """Endpoint, credentials and region in force (configure() first, then the environment)."""
+    env = os.environ
+    return {
+        "endpoint_url": _options.get("endpoint_url") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or "",
+        "key": _options.get("key") or env.get("AWS_ACCESS_KEY_ID") or "",
+        "secret": _options.get("secret") or env.get("AWS_SECRET_ACCESS_KEY") or "",
+        "region": _options.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+    }
+
+
+def filesystem():
+    """The s3fs filesystem for the current settings (one per process and settings)."""
+    import s3fs
+
+    s = settings()
+    ident = (os.getpid(), tuple(sorted(s.items())))
+    with _lock:
+        fs = _fs_cache.get(ident)
+        if fs is None:
+            kwargs: dict[str, Any] = {"skip_instance_cache": True, "client_kwargs": {"region_name": s["region"]},
+                                      "config_kwargs": {"retries": {"max_attempts": 5, "mode": "standard"}}}
+            if s["endpoint_url"]:
+                kwargs["endpoint_url"] = s["endpoint_url"]
+            if s["key"]:
+                kwargs["key"], kwargs["secret"] = s["key"], s["secret"]
+            fs = _fs_cache[ident] = s3fs.S3FileSystem(**kwargs)
+    return fs
+
+
+def scratch_dir() -> Path:
+    """Local scratch space (``$LINEAGE_SCRATCH``, default ``<tmp>/lineage-scratch-<uid>``), created."""
+    raw = os.environ.get("LINEAGE_SCRATCH") or os.path.join(tempfile.gettempdir(), f"lineage-scratch-{os.getuid()}")
+    path = Path(raw).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def exists(loc: Path | StorageUrl) -> bool:
+    return filesystem().exists(loc.key) if is_url(loc) else Path(loc).exists()
+
+
+def read_bytes(loc: Path | StorageUrl) -> bytes:
+    return filesystem().cat_file(loc.key) if is_url(loc) else Path(loc).read_bytes()
+
+
+def write_bytes_atomic(loc: Path | StorageUrl, data: bytes) -> None:
+    """One object PUT (atomic on S3: the object appears whole or not at all), or an atomic local write."""
+    if is_url(loc):
+        filesystem().pipe_file(loc.key, data)
+    else:
+        from ml.fsutil import atomic_write_bytes
+
+        atomic_write_bytes(Path(loc), data)
+
+
+def create_only(loc: StorageUrl, data: bytes) -> bool:
+    """PUT ``data`` unless the object exists (``If-None-Match: *``). True: this call created it;
+    False: it existed already (another writer came first)."""
+    fs = filesystem()
+    try:
+        fs.pipe_file(loc.key, data, mode="create")
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if "pre-condition" in str(exc).lower() or "precondition" in str(exc).lower():
+            return False
+        raise
