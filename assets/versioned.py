@@ -127,7 +127,7 @@ def materialize_versioned(
         "asset_versions": [{
             "asset": asset, "data_version": version.data_version, "code_version": code_version,
             "fingerprint": fingerprint, "run_id": context.run.run_id, "created_at": created,
-            "path": str(version.path), "bytes": version.bytes, "rows": version.manifest.get("rows"),
+            "path": str(version.location), "bytes": version.bytes, "rows": version.manifest.get("rows"),
             "cache_hit": version.cache_hit,
         }],
         "lineage_edges": [
@@ -160,7 +160,7 @@ def materialize_versioned(
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version.data_version),
         metadata={
-            "path": dg.MetadataValue.path(str(version.path)),
+            "path": dg.MetadataValue.path(str(version.location)),
             "data_version": version.data_version,
             "code_version": code_version,
             "fingerprint": fingerprint,

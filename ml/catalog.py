@@ -159,6 +159,16 @@ def _frame(table: str, rows: pl.DataFrame | Iterable[Mapping[str, Any]]) -> pl.D
 
 
 class Catalog:
+    """The catalog at a local home (this class) or at an ``s3://`` home (``ObjectCatalog``, chosen
+    by the constructor from the home it is given)."""
+
+    def __new__(cls, home: Path | str):
+        from ml.storage import is_url
+
+        if cls is Catalog and is_url(home):
+            return super().__new__(ObjectCatalog)
+        return super().__new__(cls)
+
     def __init__(self, home: Path):
         self.home = Path(home)
         self.root = catalog_dir(self.home)
@@ -322,7 +332,7 @@ class Catalog:
             "asset_versions": [{
                 "asset": version.asset, "data_version": version.data_version,
                 "code_version": m.get("code_version"), "fingerprint": m.get("fingerprint"),
-                "run_id": m.get("run_id", ""), "created_at": created, "path": str(version.path),
+                "run_id": m.get("run_id", ""), "created_at": created, "path": str(version.location),
                 "bytes": version.bytes, "rows": m.get("rows"), "cache_hit": False,
             }],
             "lineage_edges": [
@@ -392,3 +402,174 @@ class Catalog:
             "upstream": walk(root, ups, {root})["children"],
             "downstream": walk(root, downs, {root})["children"],
         }
+
+
+# ---- object storage (s3://bucket/prefix homes) ----------------------------------------------------
+
+COMMIT = "_commit.json"
+
+
+class ObjectCatalog(Catalog):
+    """The catalog on an S3-compatible object store: the same append-only batches, as objects.
+
+        catalog/batches/_schema/<table>-<digest>.parquet        one empty typed file per table schema
+        catalog/batches/<batch_id>/<writer>/<table>.parquet     a batch's files, one writer's upload
+        catalog/batches/<batch_id>/_commit.json                 written last, create-only: {"writer": ...}
+
+    ``<writer>`` is ``<pid>~<rand>~<host>``. There is no rename: a batch's Parquet files are uploaded
+    under the writer's own prefix, then ``_commit.json`` names that writer (``If-None-Match: *``),
+    so a batch's rows appear in every table at once or not at all, and of two writers racing on a
+    deterministic batch id (``own_batch_id``) exactly one wins; the loser's files are deleted (or,
+    if it dies first, found by ``lineage gc``). Readers list the committed batches and hand DuckDB
+    the committed writers' files through the registered s3fs filesystem (no DuckDB extension is
+    installed or loaded: no network).
+    """
+
+    def __init__(self, home: str):
+        from ml.storage import StorageUrl
+
+        self.home = StorageUrl(str(home))
+        self.root = self.home / "catalog"
+        self.batches = self.root / BATCHES
+        self.db_path = None  # no catalog.duckdb on an object store: every query builds its views
+        self._ready = False
+
+    @property
+    def fs(self):
+        from ml.storage import filesystem
+
+        return filesystem()
+
+    def _schema_url(self, table: str):
+        return self.batches / SCHEMA_BATCH / f"{table}-{digest_json({k: str(v) for k, v in SCHEMAS[table].items()}, 8)}.parquet"
+
+    def init(self) -> None:
+        if self._ready:
+            return
+        import io
+
+        want = {table: self._schema_url(table) for table in SCHEMAS}
+        sdir = self.batches / SCHEMA_BATCH
+        self.fs.invalidate_cache(sdir.key)
+        try:
+            have = set(self.fs.ls(sdir.key, detail=False))
+        except FileNotFoundError:
+            have = set()
+        for table, url in want.items():
+            if url.key not in have:
+                buf = io.BytesIO()
+                pl.DataFrame(schema=SCHEMAS[table]).write_parquet(buf)
+                self.fs.pipe_file(url.key, buf.getvalue())  # one PUT: whole or absent
+        self._ready = True
+
+    def has_batch(self, batch_id: str) -> bool:
+        return self.fs.exists((self.batches / batch_id / COMMIT).key)
+
+    def append(self, tables, batch_id: str | None = None) -> str | None:
+        import io
+
+        from ml.storage import create_only
+
+        self.init()
+        frames = {}
+        for table, rows in tables.items():
+            if table not in SCHEMAS:
+                raise CatalogError(f"unknown catalog table {table!r}; known: {sorted(SCHEMAS)}")
+            df = _frame(table, rows)
+            if df.height:
+                frames[table] = df
+        if not frames:
+            return None
+        if batch_id is None:
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            batch_id = f"{stamp}-{time.time_ns() % 10**9:09d}-{os.getpid()}-{secrets.token_hex(4)}"
+        elif self.has_batch(batch_id):
+            return None
+        writer = f"{os.getpid()}~{secrets.token_hex(4)}~{socket.gethostname()}"
+        bdir = self.batches / batch_id
+        keys = []
+        for table, df in frames.items():
+            buf = io.BytesIO()
+            df.write_parquet(buf)
+            key = (bdir / writer / f"{table}.parquet").key
+            self.fs.pipe_file(key, buf.getvalue())
+            keys.append(key)
+        fault_point("catalog.before_rename")
+        commit = json.dumps({"writer": writer, "tables": sorted(frames), "host": socket.gethostname(),
+                             "pid": os.getpid(), "committed_at": time.time()}).encode()
+        if not create_only(bdir / COMMIT, commit):  # another writer committed this batch first
+            self.fs.rm(keys)
+            return None
+        return batch_id
+
+    def committed_files(self) -> dict[str, list[str]]:
+        """table -> s3:// URLs of its Parquet files in committed batches (the schema file first)."""
+        from ml.storage import SCHEME
+
+        self.init()
+        self.fs.invalidate_cache(self.batches.key)
+        keys = self.fs.find(self.batches.key)
+        by_batch: dict[str, dict[str, list[str]]] = {}
+        commits = []
+        for key in keys:
+            rel = self.batches.relative(key)
+            parts = rel.split("/")
+            if parts[0] == SCHEMA_BATCH:
+                continue
+            if len(parts) == 2 and parts[1] == COMMIT:
+                commits.append(key)
+            elif len(parts) == 3 and parts[2].endswith(".parquet"):
+                by_batch.setdefault(parts[0], {}).setdefault(parts[1], []).append(key)
+        committed = {}
+        ambiguous = []
+        for key in commits:
+            batch = self.batches.relative(key).split("/")[0]
+            writers = by_batch.get(batch, {})
+            if len(writers) == 1:
+                committed[batch] = next(iter(writers))
+            elif writers:
+                ambiguous.append(key)
+        if ambiguous:  # several uploads under one batch id: the commit marker names the winner
+            for key, raw in self.fs.cat(ambiguous, on_error="omit").items():
+                committed[self.batches.relative(key).split("/")[0]] = json.loads(raw)["writer"]
+        out: dict[str, list[str]] = {t: [SCHEME + self._schema_url(t).key] for t in SCHEMAS}
+        for batch, writer in sorted(committed.items()):
+            for key in by_batch.get(batch, {}).get(writer, []):
+                table = key.rsplit("/", 1)[-1][: -len(".parquet")]
+                if table in out:
+                    out[table].append(SCHEME + key)
+        return out
+
+    def view_sql(self) -> list[str]:
+        files = self.committed_files()
+        out = []
+        for table in SCHEMAS:
+            listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files[table]) + "]"
+            if table in VERSION_OWNED:
+                out.append(
+                    f"CREATE OR REPLACE VIEW {table} AS SELECT * EXCLUDE (filename, _first) FROM ("
+                    f"SELECT *, min(filename) OVER (PARTITION BY asset, data_version) AS _first FROM "
+                    f"read_parquet({listed}, union_by_name=true, filename=true)) "
+                    f"WHERE filename = _first OR asset IS NULL OR data_version IS NULL"
+                )
+            else:
+                out.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({listed}, union_by_name=true)")
+        return out
+
+    def ensure_views(self):
+        """Nothing to refresh: on an object store there is no catalog.duckdb; ``connect``/``query``
+        build the views over the committed batches each time. Returns the catalog's URL."""
+        self.init()
+        return self.root
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB that reads the batches through s3fs (extension autoload off: no network)."""
+        from ml.storage import filesystem
+
+        self.init()
+        con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
+                                                 "autoload_known_extensions": False})
+        con.register_filesystem(filesystem())
+        for sql in self.view_sql():
+            con.execute(sql.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW"))
+        return con

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ml.fsutil import pid_alive
 from ml.paths import artifacts_dir, catalog_dir, lineage_home
+from ml.storage import is_url, scratch_dir
 
 DEFAULT_MIN_AGE_S = 86_400.0
 TMP_MAX_AGE_S = 3_600.0
@@ -40,8 +41,9 @@ TMP_MAX_AGE_S = 3_600.0
 
 @dataclass(frozen=True)
 class Leftover:
-    kind: str  # artifact staging | catalog staging | temporary file
-    path: Path
+    kind: str  # artifact staging | catalog staging | temporary file; object store: upload lease |
+    #           partial upload | catalog upload | scratch staging
+    path: Path  # or an s3:// URL (ml.storage.StorageUrl)
     why: str
     bytes: int
 
@@ -71,6 +73,8 @@ def _int(text: str) -> int | None:
 
 def find_leftovers(home: Path, min_age_s: float = DEFAULT_MIN_AGE_S, now: float | None = None) -> list[Leftover]:
     now = time.time() if now is None else now
+    if is_url(home):
+        return find_object_leftovers(home, min_age_s, now)
     out: list[Leftover] = []
     art, cat = artifacts_dir(home), catalog_dir(home)
 
@@ -108,8 +112,136 @@ def find_leftovers(home: Path, min_age_s: float = DEFAULT_MIN_AGE_S, now: float 
     return out
 
 
+def _scratch_leftovers() -> list[Leftover]:
+    """Local staging directories (scratch space of s3 homes) of dead processes on this host."""
+    sdir = scratch_dir() / "staging"
+    out = []
+    for child in sorted(sdir.iterdir()) if sdir.is_dir() else []:
+        parts = child.name.split("~", 3)
+        if len(parts) == 4 and parts[3] == socket.gethostname() and _int(parts[1]) and not pid_alive(int(parts[1])):
+            out.append(Leftover("scratch staging", child, f"writer pid {parts[1]} on this host is dead", _size(child)))
+    return out
+
+
+def _lease_state(lease: dict, now: float) -> str | None:
+    """Why an upload lease is dead, or None while its writer may still upload."""
+    host, pid = lease.get("host"), lease.get("pid")
+    if host == socket.gethostname() and isinstance(pid, int):
+        return None if pid_alive(pid) else f"writer pid {pid} on this host is dead"
+    age, ttl = now - float(lease.get("started_at") or 0), float(lease.get("ttl_s") or DEFAULT_MIN_AGE_S)
+    if age >= ttl:
+        return f"writer pid {pid} on {host}, lease {age / 3600:.1f} h old (TTL {ttl / 3600:.1f} h)"
+    return None
+
+
+def find_object_leftovers(home, min_age_s: float, now: float) -> list[Leftover]:
+    """Leftovers on an object-store home (``ml/store.py``: ObjectArtifactStore, ``ml/catalog.py``: ObjectCatalog):
+
+    - ``artifacts/_leases/<...>.json`` of dead writers (same host: pid gone; else: older than its TTL);
+    - ``artifacts/<asset>/<version>/`` prefixes without ``manifest.json`` (never a version) whose
+      writers' leases are all dead, or that no lease names and are older than ``min_age_s``;
+    - ``catalog/batches/<batch>/<writer>/`` uploads never committed (writer dead, or older than
+      ``min_age_s``) or whose batch another writer committed;
+    - local scratch staging directories of dead processes on this host.
+    """
+    import json
+
+    from ml.catalog import BATCHES, COMMIT, SCHEMA_BATCH
+    from ml.paths import HEX_RE
+    from ml.storage import filesystem
+    from ml.store import LEASES, MANIFEST
+
+    fs = filesystem()
+    out: list[Leftover] = []
+    art, cat = artifacts_dir(home), catalog_dir(home)
+    fs.invalidate_cache(home.key)
+
+    def listing(url) -> dict[str, dict]:
+        try:
+            return fs.find(url.key, detail=True)
+        except FileNotFoundError:
+            return {}
+
+    def mtime(info: dict) -> float:
+        m = info.get("LastModified") or info.get("mtime")
+        return m.timestamp() if hasattr(m, "timestamp") else float(m or now)
+
+    objects = listing(art)
+    leases: dict[tuple[str, str], list[str | None]] = {}
+    lease_keys = [k for k in objects if art.relative(k).startswith(LEASES + "/")]
+    for key, raw in sorted(fs.cat(lease_keys, on_error="omit").items()) if lease_keys else []:
+        try:
+            lease = json.loads(raw)
+        except ValueError:
+            lease = {}
+        why = _lease_state(lease, now)
+        leases.setdefault((lease.get("asset", ""), lease.get("data_version", "")), []).append(why)
+        if why:
+            out.append(Leftover("upload lease", home.__class__("s3://" + key), why, objects[key]["size"]))
+    prefixes: dict[tuple[str, str], list[tuple[str, dict]]] = {}
+    for key, info in objects.items():
+        parts = art.relative(key).split("/")
+        if len(parts) >= 3 and HEX_RE.match(parts[1]) and not parts[0].startswith("_"):
+            prefixes.setdefault((parts[0], parts[1]), []).append((key, info))
+    for (asset, version), objs in sorted(prefixes.items()):
+        if any(k.endswith("/" + MANIFEST) and art.relative(k) == f"{asset}/{version}/{MANIFEST}" for k, _ in objs):
+            continue
+        states = leases.get((asset, version))
+        newest = max(mtime(i) for _, i in objs)
+        if states is not None:
+            if any(w is None for w in states):
+                continue  # a live writer is uploading it
+            why = "never published (no manifest); " + "; ".join(w for w in states if w)
+        elif now - newest >= min_age_s:
+            why = f"never published (no manifest), no lease, {(now - newest) / 3600:.1f} h old"
+        else:
+            continue
+        out.append(Leftover("partial upload", art / asset / version, why, sum(i["size"] for _, i in objs)))
+
+    batches = cat / BATCHES
+    objects = listing(batches)
+    uploads: dict[tuple[str, str], list[tuple[str, dict]]] = {}
+    commits = []
+    for key, info in objects.items():
+        parts = batches.relative(key).split("/")
+        if parts[0] == SCHEMA_BATCH:
+            continue
+        if len(parts) == 2 and parts[1] == COMMIT:
+            commits.append(key)
+        elif len(parts) == 3:
+            uploads.setdefault((parts[0], parts[1]), []).append((key, info))
+    winners = {}
+    for key, raw in fs.cat(commits, on_error="omit").items() if commits else []:
+        winners[batches.relative(key).split("/")[0]] = json.loads(raw).get("writer")
+    for (batch, writer), objs in sorted(uploads.items()):
+        if winners.get(batch) == writer:
+            continue
+        if batch in winners:
+            why = f"batch committed by another writer ({winners[batch]})"
+        else:
+            pid, _, host = (writer.split("~", 2) + ["", ""])[:3]
+            age = now - max(mtime(i) for _, i in objs)
+            why = _owner_state(_int(pid), host, age, min_age_s)
+            if not why:
+                continue
+            why = "never committed; " + why
+        out.append(Leftover("catalog upload", batches / batch / writer, why, sum(i["size"] for _, i in objs)))
+    return out + _scratch_leftovers()
+
+
 def remove(leftover: Leftover) -> None:
     path = leftover.path
+    if is_url(path):
+        from ml.storage import filesystem
+        from ml.store import MANIFEST
+
+        fs = filesystem()
+        if leftover.kind == "partial upload":
+            fs.invalidate_cache(path.key)
+            if fs.exists((path / MANIFEST).key):  # published meanwhile by a live writer: a version now
+                return
+        fs.rm(path.key, recursive=True)
+        return
     if path.is_dir() and not path.is_symlink():
         def onerror(func, p, _exc):  # read-only files inside a read-only dir
             os.chmod(p, stat.S_IWUSR | stat.S_IRUSR | stat.S_IXUSR)
@@ -123,17 +255,13 @@ def remove(leftover: Leftover) -> None:
 def missing_from_catalog(home: Path):
     """Store versions the catalog has no asset_versions row for, oldest first."""
     from ml.catalog import Catalog
-    from ml.paths import ASSET_NAME_RE
     from ml.store import ArtifactStore
 
     store, catalog = ArtifactStore(home), Catalog(home)
     known = set(catalog.query("SELECT DISTINCT asset, data_version FROM asset_versions").rows())
     out = []
-    root = store.root
-    for adir in sorted(root.iterdir()) if root.is_dir() else []:
-        if not ASSET_NAME_RE.match(adir.name):
-            continue
-        out += [v for v in store.versions(adir.name) if (v.asset, v.data_version) not in known]
+    for asset in store.assets():
+        out += [v for v in store.versions(asset) if (v.asset, v.data_version) not in known]
     return out
 
 

@@ -53,6 +53,7 @@ from typing import IO, Any, Iterator
 
 import polars as pl
 
+from ml.storage import is_url
 from ml.fsutil import sha256_file  # noqa: F401  (ml/datasets/preference.py uses rd.sha256_file)
 
 REQUIRED_FIELDS = ("title", "content", "url")
@@ -151,7 +152,10 @@ def visible_files(landing: Path) -> list[tuple[str, Path]]:
     """(relpath, path) of every regular file under ``landing`` (recursively), sorted by path.
 
     Hidden files and directories (temporary names of writers in progress) are left out, and so
-    is anything behind a symbolic link: a link is never followed (``landing_problems`` lists it)."""
+    is anything behind a symbolic link: a link is never followed (``landing_problems`` lists it).
+    An ``s3://`` landing zone lists its objects (``path`` is then an ``ml.storage.StorageUrl``)."""
+    if is_url(landing):
+        return [(rel, url) for rel, url, _ in _s3_objects(landing)]
     return [(rel, path) for rel, path, st in _walk(landing) if stat.S_ISREG(st.st_mode)]
 
 
@@ -164,7 +168,10 @@ def is_landing_file(relpath: str) -> bool:
 def landing_problems(landing: Path) -> list[LandingFile]:
     """Entries raw_docs accounts for but never reads, each with its reason: every symbolic link
     outside the ``RESERVED_DIRS`` (``symlink``, whatever its name or target: it is not followed), and
-    a directory or special file with a landing name (``not_regular_file``)."""
+    a directory or special file with a landing name (``not_regular_file``). On an ``s3://`` landing
+    zone: object keys that are no safe relative path, and prefixes with a landing name."""
+    if is_url(landing):
+        return _s3_problems(landing)
     root = Path(landing).resolve() if Path(landing).is_dir() else Path(landing)
     out = []
     for rel, path, st in _walk(landing):
@@ -189,6 +196,10 @@ def landing_problems(landing: Path) -> list[LandingFile]:
 def open_landing(path: Path) -> IO[bytes]:
     """Open a landing file for reading without following a symbolic link (O_NOFOLLOW: a file swapped
     for a link after the scan fails with ELOOP instead of reading the target)."""
+    if is_url(path):  # an object: a streamed read (there are no links on an object store)
+        from ml.storage import filesystem
+
+        return filesystem().open(path.key, "rb")
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     return os.fdopen(fd, "rb")
 
@@ -205,7 +216,10 @@ def scan_landing(landing: Path) -> list[LandingFile]:
     """Every *.jsonl / *.jsonl.gz under ``landing`` (recursively, hidden ones left out: see
     ``visible_files``), sorted, with size and sha256; and the entries raw_docs accounts for without
     reading them (``landing_problems``, and files it cannot open: ``unreadable_file``), with the
-    reason in ``problem`` and a marker instead of the sha256."""
+    reason in ``problem`` and a marker instead of the sha256. An ``s3://`` landing zone follows the
+    same rules over its objects (size from the listing, sha256 of the streamed bytes)."""
+    if is_url(landing):
+        return _s3_scan(landing)
     out = []
     for rel, path in visible_files(landing):
         if not is_landing_file(rel):
@@ -219,6 +233,94 @@ def scan_landing(landing: Path) -> list[LandingFile]:
                                    f"{type(exc).__name__}: {exc.strerror or exc}"))
     out += landing_problems(landing)
     return sorted(out, key=lambda f: f.relpath)
+
+
+# ---- landing zone on an object store (s3://bucket/prefix) ----------------------------------
+def _s3_listing(landing) -> list[tuple[str, dict]]:
+    """(relpath, info) of every object under the landing prefix, sorted (directory markers left out)."""
+    from ml.storage import filesystem
+
+    fs = filesystem()
+    fs.invalidate_cache(landing.key)
+    try:
+        found = fs.find(landing.key, detail=True)
+    except FileNotFoundError:
+        return []
+    out = []
+    for key, info in found.items():
+        rel = landing.relative(key) if key != landing.key else ""
+        if rel and not rel.endswith("/") and info.get("type", "file") == "file":
+            out.append((rel, info))
+    return sorted(out, key=lambda t: t[0])
+
+
+def _unsafe_key(rel: str) -> bool:
+    """An object key that is no safe relative path: an empty, '.' or '..' segment, a backslash, a control char."""
+    return (any(part in ("", ".", "..") for part in rel.split("/")) or "\\" in rel
+            or any(ord(c) < 32 or ord(c) == 127 for c in rel))
+
+
+def _s3_objects(landing) -> list[tuple[str, Any, dict]]:
+    """(relpath, url, info) of the readable-named objects: safe keys, no hidden segment."""
+    return [(rel, landing / rel, info) for rel, info in _s3_listing(landing)
+            if not _unsafe_key(rel) and not any(part.startswith(".") for part in rel.split("/"))]
+
+
+def _s3_problems(landing) -> list[LandingFile]:
+    out, prefixes = [], set()
+    for rel, info in _s3_listing(landing):
+        if rel.split("/", 1)[0] in RESERVED_DIRS:
+            continue
+        if _unsafe_key(rel):
+            out.append(LandingFile(rel, landing / rel, 0, MARKERS["unreadable_file"], "unreadable_file",
+                                   "object key is no safe relative path ('', '.' or '..' segment, backslash "
+                                   "or control character); never read"))
+            continue
+        parts = rel.split("/")
+        if any(part.startswith(".") for part in parts):
+            continue
+        for i in range(1, len(parts)):  # a "directory" (prefix) with a landing file name
+            prefix = "/".join(parts[:i])
+            if is_landing_file(prefix) and prefix not in prefixes:
+                prefixes.add(prefix)
+                out.append(LandingFile(prefix, landing / prefix, 0, MARKERS["not_regular_file"], "not_regular_file",
+                                       "a prefix (directory) with a landing file name"))
+    return sorted(out, key=lambda f: f.relpath)
+
+
+def _s3_scan(landing) -> list[LandingFile]:
+    out = []
+    for rel, url, info in _s3_objects(landing):
+        if not is_landing_file(rel):
+            continue
+        try:
+            h, n = hashlib.sha256(), 0
+            with open_landing(url) as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+                    n += len(block)
+            out.append(LandingFile(rel, url, n, h.hexdigest()))
+        except FileNotFoundError:  # removed while scanned
+            continue
+        except OSError as exc:  # access denied, or any other refusal to read the object
+            out.append(LandingFile(rel, url, 0, MARKERS["unreadable_file"], "unreadable_file",
+                                   f"{type(exc).__name__}: {exc.strerror or exc}"))
+    out += _s3_problems(landing)
+    return sorted(out, key=lambda f: f.relpath)
+
+
+def stat_landing(path) -> os.stat_result | Any:
+    """``st_size`` and ``st_mtime_ns`` of a landing entry listed by ``visible_files`` (a local file's
+    ``os.stat``; an object's size and last-modified time). FileNotFoundError once it is gone."""
+    if not is_url(path):
+        return Path(path).stat()
+    from types import SimpleNamespace
+
+    from ml.storage import filesystem
+
+    info = filesystem().info(path.key)
+    m = info.get("LastModified")
+    return SimpleNamespace(st_size=int(info["size"]), st_mtime_ns=int(m.timestamp() * 1e9) if m else 0)
 
 
 # ---- identity ------------------------------------------------------------------------------

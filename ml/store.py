@@ -718,12 +718,18 @@ class ObjectArtifactStore(ArtifactStore):
         self.fs.pipe_file(lease.key, json.dumps({
             "asset": asset, "data_version": data_version, "host": socket.gethostname(), "pid": os.getpid(),
             "started_at": datetime.now(timezone.utc).timestamp(), "ttl_s": lease_ttl_s()}).encode())
-        half = len(files) // 2
-        for i, part in enumerate((files[:half], files[half:])):
+        listed = {f["path"] for f in files}
+        others = [p.relative_to(staging).as_posix() for p in sorted(staging.rglob("*"))  # e.g. a run record
+                  if p.is_file() and p.name != MANIFEST and p.relative_to(staging).as_posix() not in listed]
+        paths = [f["path"] for f in files] + others
+        half = len(paths) // 2
+        for i, part in enumerate((paths[:half], paths[half:])):
             if i == 1:
                 fault_point("store.during_upload")
             if part:
-                self.fs.put([str(staging / f["path"]) for f in part], [(vdir / f["path"]).key for f in part])
+                self.fs.put([str(staging / rel) for rel in part], [(vdir / rel).key for rel in part])
+        for rel in others:  # the read copy holds the manifest's files only
+            (staging / rel).unlink()
         fault_point("store.before_publish")
         created = create_only(vdir / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True, default=str)
                                                 + "\n").encode())

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from ml.catalog import Catalog
 from ml.paths import landing_dir, lineage_home
+from ml.storage import location
 from ml.store import ArtifactStore
 
 
@@ -41,4 +42,4 @@ class LandingZone(dg.ConfigurableResource):
     path: str = Field(default="", description="landing directory; empty: LINEAGE_HOME/landing")
 
     def dir(self) -> Path:
-        return Path(self.path).expanduser().resolve() if self.path else landing_dir(lineage_home())
+        return location(self.path) if self.path else landing_dir(lineage_home())  # a path or an s3:// URL
