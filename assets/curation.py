@@ -1,6 +1,5 @@
 """Curation stage: cleaned_chunks and relation_triples, from raw_docs."""
 
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -12,11 +11,12 @@ import ml.cleaned_chunks.clean as clean
 import ml.cleaned_chunks.filters as filters
 import ml.cleaned_chunks.minhash as minhash
 import ml.cleaned_chunks.pipeline as pipeline
+import ml.curation_units as curation_units
 import ml.relation_triples as triples_pkg
 from assets.versioned import materialize_versioned, preview_table, upstream_version
 from ml.fsutil import source_digest
 from ml.paths import work_dir
-from ml.store import BuildResult, StoredVersion
+from ml.store import BuildResult, StoredVersion, compute_fingerprint
 from resources import ArtifactStoreResource, CatalogResource
 
 C, F, P, K = clean.CleanConfig, filters.FilterConfig, pipeline.CurationConfig, chunking.ChunkConfig
@@ -115,34 +115,82 @@ def _chunks_metadata(version: StoredVersion) -> dict:
     }
 
 
-@dg.asset(
-    group_name="corpus",
-    deps=["raw_docs"],
-    code_version=source_digest(*(m.__file__ for m in (clean, filters, minhash, chunking, pipeline)), __file__),
-    kinds={"polars"},
-    description="Cleaned (NFKC, markup, boilerplate), exact- and near-deduplicated (MinHash LSH), "
-    "quality-filtered (Gopher, C4) and chunked text, with one decision per raw document.",
-)
-def cleaned_chunks(
-    context: dg.AssetExecutionContext, config: CleanedChunksConfig,
-    store: ArtifactStoreResource, catalog: CatalogResource,
-) -> dg.MaterializeResult:
+def _cc_upstream(raw: StoredVersion) -> dict[str, str]:
+    return {"raw_docs": raw.data_version}
+
+
+@dg.op(ins={"raw_docs": dg.In(dg.Nothing)}, out={"raw": dg.Out(), "todo": dg.DynamicOut()})
+def cleaned_chunks_plan(context: dg.OpExecutionContext, config: CleanedChunksConfig, store: ArtifactStoreResource):
+    """The raw_docs version read, and one unit per landing file unless the whole version is stored."""
     st = store.get()
     raw = upstream_version(context, st, "raw_docs")
+    yield dg.Output(raw.data_version, "raw")
+    key = dg.AssetKey("cleaned_chunks")
+    fp = compute_fingerprint("cleaned_chunks", context.assets_def.code_versions_by_key.get(key) or "unversioned",
+                             config.model_dump(), _cc_upstream(raw))
+    if st.lookup("cleaned_chunks", fp, verify=False) is not None:
+        context.log.info("cleaned_chunks: already a stored version for this raw_docs version; no unit to compute")
+        return
+    for i, unit in enumerate(curation_units.plan_units(raw)):
+        yield dg.DynamicOutput((raw.data_version, i, unit), output_name="todo", mapping_key=unit.name)
+
+
+@dg.op
+def cleaned_chunks_unit(context: dg.OpExecutionContext, config: CleanedChunksConfig, store: ArtifactStoreResource,
+                        todo: tuple) -> tuple:
+    """One unit's per-document work (clean, rules, exact key, MinHash, chunks), stored or found."""
+    raw_version, i, unit = todo
+    st = store.get()
+    done = curation_units.curate_unit(st, st.open("raw_docs", raw_version), unit, config.to_ml(), context.run.run_id)
+    context.log.info(f"unit {unit.name}: {done.data_version} ({'reused' if done.cache_hit else 'computed'})")
+    return i, done.data_version
+
+
+@dg.op
+def cleaned_chunks_merge(context: dg.OpExecutionContext, config: CleanedChunksConfig, store: ArtifactStoreResource,
+                         catalog: CatalogResource, raw: str, done: list) -> dg.MaterializeResult:
+    """The global dedup merge (only the units after the longest stored prefix) and the version."""
+    st = store.get()
+    raw_version = upstream_version(context, st, "raw_docs")
+    if raw_version.data_version != raw:
+        raise dg.Failure(f"raw_docs moved from {raw} to {raw_version.data_version} during this run; run it again")
     cfg = config.to_ml()
 
     def build(out: Path) -> BuildResult:
-        tmp_root = work_dir(st.home) / "cleaned_chunks"
-        tmp_root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
-            report = pipeline.curate(sorted((raw.path / "docs").glob("*.parquet")), out, Path(tmp), cfg)
-        return BuildResult(stats=report.stats(), rows=report.chunks)
+        found = [v for _, v in sorted(done)]
+        plan = curation_units.plan_units(raw_version)
+        if len(found) != len(plan):  # planned as a cache hit that is gone now: compute the units here
+            found = [curation_units.curate_unit(st, raw_version, u, cfg, context.run.run_id).data_version for u in plan]
+        report = curation_units.merge_and_assemble(st, found, cfg, out, context.run.run_id, context.log.info)
+        stats = report.stats()
+        facts = {k: stats.pop(k) for k in list(stats) if k.startswith("lsh.") and k not in ("lsh.bands", "lsh.rows")}
+        return BuildResult(stats=stats, rows=report.chunks, run_facts=facts)
 
     return materialize_versioned(
-        context, store=st, catalog=catalog.get(), config=config.model_dump(),
-        upstream={"raw_docs": raw.data_version}, build=build,
-        catalog_rows=_decision_rows, metadata=_chunks_metadata,
+        context, store=st, catalog=catalog.get(), config=config.model_dump(), upstream=_cc_upstream(raw_version),
+        build=build, catalog_rows=_decision_rows, metadata=_chunks_metadata,
     )
+
+
+def _each_cc_op(config: dict | None) -> dict:
+    return {name: {"config": config or {}}
+            for name in ("cleaned_chunks_plan", "cleaned_chunks_unit", "cleaned_chunks_merge")}
+
+
+@dg.graph_asset(
+    group_name="corpus",
+    ins={"raw_docs": dg.AssetIn(dagster_type=dg.Nothing)},
+    code_version=source_digest(*(m.__file__ for m in (clean, filters, minhash, chunking, pipeline, curation_units)),
+                               __file__),
+    kinds={"polars"},
+    config=dg.ConfigMapping(config_fn=_each_cc_op, config_schema=CleanedChunksConfig.to_config_schema()),
+    description="Cleaned (NFKC, markup, boilerplate), exact- and near-deduplicated (MinHash LSH), "
+    "quality-filtered (Gopher, C4) and chunked text, with one decision per raw document; one unit step "
+    "per landing file, then a small merge step (global dedup against the stored index).",
+)
+def cleaned_chunks(raw_docs):
+    raw, todo = cleaned_chunks_plan(raw_docs)
+    return cleaned_chunks_merge(raw, todo.map(cleaned_chunks_unit).collect())
 
 
 class RelationTriplesConfig(dg.Config):

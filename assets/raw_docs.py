@@ -1,4 +1,9 @@
-"""raw_docs: every line of the landing zone, validated into docs or quarantined with a reason."""
+"""raw_docs: every line of the landing zone, validated into docs or quarantined with a reason.
+
+A graph-backed asset: ``raw_docs_plan`` lists the landing files, one ``raw_docs_unit`` step per
+file validates it into a stored unit (found by fingerprint when that file was seen before), and
+``raw_docs_assemble`` (a small step) assembles the version from the units (ml/curation_units.py).
+With the multiprocess executor the unit steps run side by side; with Celery, on the workers."""
 
 
 from pathlib import Path
@@ -6,10 +11,11 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+import ml.curation_units as units
 import ml.raw_docs as engine
 from assets.versioned import materialize_versioned, preview_table
 from ml.fsutil import source_digest
-from ml.store import BuildResult, StoredVersion
+from ml.store import BuildResult, StoredVersion, compute_fingerprint
 from resources import ArtifactStoreResource, CatalogResource, LandingZone
 
 
@@ -20,6 +26,9 @@ class RawDocsConfig(dg.Config):
     """Characters of a rejected line kept in the quarantine excerpt."""
     batch_rows: int = 50_000
     """Rows per Parquet part (bounds memory)."""
+
+    def to_ml(self) -> engine.IngestConfig:
+        return engine.IngestConfig(self.max_doc_bytes, self.excerpt_chars, self.batch_rows)
 
 
 def _catalog_rows(version: StoredVersion) -> dict:
@@ -46,33 +55,71 @@ def _metadata(version: StoredVersion) -> dict:
     }
 
 
-@dg.asset(
-    group_name="data",
-    code_version=source_digest(engine.__file__, __file__),
-    kinds={"polars"},
-    description="Validated documents from every *.jsonl / *.jsonl.gz in the landing zone, "
-    "with a quarantine of rejected lines (source, line, reason, excerpt).",
-)
-def raw_docs(
-    context: dg.AssetExecutionContext,
-    config: RawDocsConfig,
-    store: ArtifactStoreResource,
-    catalog: CatalogResource,
-    landing: LandingZone,
-) -> dg.MaterializeResult:
+def _upstream(files: list[engine.LandingFile]) -> dict[str, str]:
+    return {f"landing:{f.relpath}": f.sha256[:16] for f in files}
+
+
+@dg.op(out={"files": dg.Out(), "todo": dg.DynamicOut()})
+def raw_docs_plan(context: dg.OpExecutionContext, config: RawDocsConfig, store: ArtifactStoreResource,
+                  landing: LandingZone):
+    """The landing files, and one unit per file unless the whole version is already stored."""
     files = engine.scan_landing(landing.dir())
     if not files:
         raise dg.Failure(f"no *.jsonl or *.jsonl.gz files in {landing.dir()} (try: lineage sample-corpus)")
-    cfg = engine.IngestConfig(config.max_doc_bytes, config.excerpt_chars, config.batch_rows)
+    yield dg.Output(files, "files")
+    key = dg.AssetKey("raw_docs")
+    fp = compute_fingerprint("raw_docs", context.assets_def.code_versions_by_key.get(key) or "unversioned",
+                             config.model_dump(), _upstream(files))
+    if store.get().lookup("raw_docs", fp, verify=False) is not None:
+        context.log.info("raw_docs: this landing state is already a stored version; no unit to compute")
+        return
+    for i, f in enumerate(files):
+        yield dg.DynamicOutput((i, f), output_name="todo", mapping_key=f"u{i:05d}")
+
+
+@dg.op
+def raw_docs_unit(context: dg.OpExecutionContext, config: RawDocsConfig, store: ArtifactStoreResource,
+                  todo: tuple) -> tuple:
+    """One landing file validated into a stored unit (or found by its fingerprint)."""
+    i, lf = todo
+    unit = units.ingest_unit(store.get(), lf, config.to_ml(), context.run.run_id)
+    context.log.info(f"{lf.relpath}: unit {unit.data_version} ({'reused' if unit.cache_hit else 'computed'})")
+    return i, unit.data_version
+
+
+@dg.op
+def raw_docs_assemble(context: dg.OpExecutionContext, config: RawDocsConfig, store: ArtifactStoreResource,
+                      catalog: CatalogResource, files: list, done: list) -> dg.MaterializeResult:
+    st = store.get()
+    cfg = config.to_ml()
 
     def build(out: Path) -> BuildResult:
-        report = engine.ingest(files, out, cfg)
+        found = [v for _, v in sorted(done)]
+        if len(found) != len(files):  # planned as a cache hit that is gone now: compute the units here
+            found = [units.ingest_unit(st, f, cfg, context.run.run_id).data_version for f in files]
+        report = units.assemble_raw(st, files, found, out)
         stats = report.stats()
         stats["per_source"] = {k: dict(v) for k, v in report.per_source.items()}
-        return BuildResult(stats=stats, rows=report.kept)
+        return BuildResult(stats=stats, rows=report.kept, run_facts={"units": len(files)})
 
     return materialize_versioned(
-        context, store=store.get(), catalog=catalog.get(), config=config.model_dump(),
-        upstream={f"landing:{f.relpath}": f.sha256[:16] for f in files},
+        context, store=st, catalog=catalog.get(), config=config.model_dump(), upstream=_upstream(files),
         build=build, catalog_rows=_catalog_rows, metadata=_metadata,
     )
+
+
+def _each_op(config: dict | None) -> dict:
+    return {name: {"config": config or {}} for name in ("raw_docs_plan", "raw_docs_unit", "raw_docs_assemble")}
+
+
+@dg.graph_asset(
+    group_name="data",
+    code_version=source_digest(engine.__file__, units.__file__, __file__),
+    kinds={"polars"},
+    config=dg.ConfigMapping(config_fn=_each_op, config_schema=RawDocsConfig.to_config_schema()),
+    description="Validated documents from every *.jsonl / *.jsonl.gz in the landing zone, "
+    "with a quarantine of rejected lines (source, line, reason, excerpt); one unit step per landing file.",
+)
+def raw_docs():
+    files, todo = raw_docs_plan()
+    return raw_docs_assemble(files, todo.map(raw_docs_unit).collect())
