@@ -146,6 +146,23 @@ def _checkpoint_refs(asset: str, loop: tc.LoopSettings, store, upstream: dict[st
     return out
 
 
+def track_training(context, home, version: StoredVersion, result: dg.MaterializeResult, settings: dict) -> dict:
+    """Log a newly built checkpoint to MLflow (ml/tracking.py); a cache hit logs nothing. Never raises:
+    a tracker that cannot be reached is a warning, and the metadata says so."""
+    md = result.metadata or {}
+    if getattr(md.get("cache_hit"), "value", md.get("cache_hit")):
+        return {"status": "skipped", "why": "cache hit: logged when this version was built"}
+    from ml.tracking import log_training
+
+    info = log_training(home, version.path, asset=version.asset, data_version=version.data_version,
+                        fingerprint=str(version.manifest.get("fingerprint", "")),
+                        code_version=str(version.manifest.get("code_version", "")), run_id=context.run.run_id,
+                        settings=settings)
+    if info["status"] == "failed":
+        context.log.warning(f"MLflow tracking failed, the materialization goes on: {info['error']}")
+    return info
+
+
 def train_checkpoint(
     context: dg.AssetExecutionContext, config: dg.Config, inputs: dict[str, StoredVersion],
     store: ArtifactStoreResource, catalog: CatalogResource, torch_device: TorchDevice,
@@ -179,6 +196,7 @@ def train_checkpoint(
         context, store=st, catalog=cat, config=fp_config, upstream=upstream, build=build,
         catalog_rows=_metric_rows(asset), metadata=lambda v: _metadata(v, torch_device))
     version = st.get(asset, result.data_version.value)
+    tracked = track_training(context, st.home, version, result, settings.model_dump(mode="json"))
     outcomes = checks.evaluate(version.path, settings.checks)
     cat.append({"check_results": check_result_rows(
         asset, version.data_version, context.run.run_id, [(o.name, o.passed, "ERROR", o.details) for o in outcomes])})
@@ -186,7 +204,7 @@ def train_checkpoint(
         (context.log.info if o.passed else context.log.error)(f"check {o.name}: {'passed' if o.passed else 'FAILED'} "
                                                               f"({o.details})")
     return dg.MaterializeResult(
-        data_version=result.data_version, metadata=result.metadata,
+        data_version=result.data_version, metadata={**result.metadata, "mlflow": dg.MetadataValue.json(tracked)},
         check_results=[dg.AssetCheckResult(check_name=o.name, passed=o.passed, severity=dg.AssetCheckSeverity.ERROR,
                                            metadata={"details": o.details, "values": dg.MetadataValue.json(o.values)})
                        for o in outcomes])

@@ -81,6 +81,17 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "component": S, "bundle_version": S, "model_version": S, "promoted_by": S, "promoted_at": TS,
         "note": S,
     },
+    # held-out evaluation (assets/evaluation.py, ml/evaluation/): one row per model version, metric and split of a
+    # model_evaluation version (asset, data_version); n = test items the metric was measured on
+    "eval_results": {
+        "asset": S, "data_version": S, "model_asset": S, "model_version": S, "dataset_asset": S,
+        "dataset_version": S, "split": S, "metric": S, "value": F, "n": I, "run_id": S, "created_at": TS,
+    },
+    # sweeps (ml/sweeps.py): one row per point of a sweep version, ranked by the sweep's validation metric
+    "sweep_results": {
+        "sweep": S, "data_version": S, "point": S, "params": S, "asset": S, "model_version": S, "metric": S,
+        "value": F, "rank": I, "best": B, "run_id": S, "created_at": TS,
+    },
     # runs that failed: written by the run-failure sensor
     "run_failures": {
         "run_id": S, "job_name": S, "step_key": S, "error": S, "failed_at": TS,
@@ -97,7 +108,7 @@ BATCHES = "batches"
 SCHEMA_BATCH = "_schema"
 STAGING = "_staging"
 # tables whose rows belong to one (asset, data_version) and are written once per version
-VERSION_OWNED = ("dataset_stats", "quarantine", "doc_decisions", "training_metrics")
+VERSION_OWNED = ("dataset_stats", "quarantine", "doc_decisions", "training_metrics", "eval_results")
 
 
 def own_batch_id(asset: str, data_version: str) -> str:

@@ -103,6 +103,11 @@ class LoopSettings(_Strict):
     best_mode: Optional[str] = Field(
         None, description="min | max: which end of best_metric is best (default: min for loss/perplexity, else max)")
     export: Literal["last", "best"] = Field("last", description="weights published: last step or best by metric")
+    early_stopping_patience: int = Field(
+        0, ge=0, description="stop when best_metric on val has not improved by more than early_stopping_min_delta "
+        "in N evaluations in a row (recorded in summary.json: stopped at step, best step); 0 disables")
+    early_stopping_min_delta: float = Field(0.0, ge=0, description="smallest change of best_metric that counts as "
+                                            "an improvement for early stopping")
     log_every: int = Field(10, gt=0, description="progress line every N steps")
     nproc_per_node: int = Field(1, ge=1, description=">1: run the loop under torchrun DDP with N processes")
     resume_from: Optional[str] = Field(

@@ -15,8 +15,13 @@ and an evaluation. The loop owns everything else:
   ``work/checkpoint-best`` always point at real step checkpoints;
 - DDP under torchrun (ddp.py): sharded batches, gradients synchronised once per optimizer step,
   only rank 0 writes;
-- throughput (tokens/s and samples/s, excluding evaluation and checkpoints), a progress line,
-  and every logged value as a metric row {step, split, metric, value}.
+- early stopping: ``early_stopping_patience`` evaluations in a row without an improvement of
+  ``best_metric`` by more than ``early_stopping_min_delta`` stop the run (summary: stopped at step,
+  best step); val only, the test split is never read here;
+- the gradient norm of every optimizer step (before clipping) as a metric row; throughput
+  (tokens/s and samples/s per step, excluding evaluation and checkpoints) and peak memory per
+  evaluation are run facts (``TrainResult.step_facts``), not content: they stay out of metrics.jsonl;
+- a progress line, and every logged value as a metric row {step, split, metric, value}.
 """
 
 from __future__ import annotations
@@ -63,6 +68,9 @@ class Task:
 class TrainResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)  # {step, split, metric, value}
     summary: dict[str, Any] = field(default_factory=dict)
+    # run facts of this process's steps: {step, seconds, tokens_per_s, samples_per_s} per optimizer step and
+    # {step, eval_seconds, peak_memory_mb} per evaluation; wall-clock dependent, so never part of the content
+    step_facts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
@@ -176,6 +184,7 @@ def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
                                       world_size=world)
         st = loaded.state
         step, micro, history, best = loaded.step, st["micro_step"], st["history"], st.get("best")
+        es_ref, es_bad = st.get("early_stopping", {}).get("ref"), st.get("early_stopping", {}).get("bad", 0)
         window = loaded.rank_state.get("window")
         scheduler.load_state_dict(st["scheduler"])
         if st.get("scaler"):
@@ -186,6 +195,7 @@ def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
     else:
         seed_everything(rt.settings.seed + rank)
         window = None
+        es_ref, es_bad = None, 0  # early stopping: the value that last counted as an improvement, evals since
         if init_from is not None:  # a new stage: the weights of another checkpoint, nothing else
             try:
                 ckpt.load_weights(init_from, model)
@@ -204,16 +214,20 @@ def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
     win_time = 0.0
     start_step = step
     diverged = None
+    stopped_early = None
+    step_facts: list[dict[str, Any]] = []
+    all_params = [p for p in model.parameters() if p.requires_grad]
 
     def snapshot_state() -> dict[str, Any]:
         return {"micro_step": micro, "epoch": sampler.epoch_of(micro), "history": history, "best": best,
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "early_stopping": {"ref": es_ref, "bad": es_bad}, "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 "task": task.name}
 
     while step < cfg.max_steps:
         if kill_at and step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         t0 = time.perf_counter()
+        step_count = [0, 0]  # samples, tokens of this optimizer step (this process)
         for k in range(cfg.grad_accum_steps):
             cpu_batch = task.collate([task.train_set[i] for i in sampler.batch(micro)])
             n_samples, n_tokens = task.count(cpu_batch)
@@ -225,10 +239,12 @@ def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
                 scaler.scale(loss / cfg.grad_accum_steps).backward()
             loss_acc += loss.detach().float()
             win_count += torch.tensor([1.0, n_samples, n_tokens], dtype=torch.float64)
+            step_count[0] += n_samples
+            step_count[1] += n_tokens
             micro += 1
-        if cfg.max_grad_norm > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        scaler.unscale_(optimizer)
+        # the total gradient norm before clipping (inf: measure only); synchronised gradients, same on every rank
+        grad_norm = torch.nn.utils.clip_grad_norm_(all_params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -239,6 +255,9 @@ def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
         dt = time.perf_counter() - t0
         train_time += dt
         win_time += dt
+        history.append({"step": step, "split": "train", "metric": "grad_norm", "value": float(grad_norm)})
+        step_facts.append({"step": step, "seconds": dt, "tokens_per_s": step_count[1] * world / max(dt, 1e-9),
+                           "samples_per_s": step_count[0] * world / max(dt, 1e-9)})
 
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             win = ddp.sum_(torch.cat([loss_acc.double().cpu().reshape(1), win_count]))
@@ -248,9 +267,7 @@ def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
             tok_s, smp_s = float(win[3]) / max(win_time, 1e-9), float(win[2]) / max(win_time, 1e-9)
             lr = scheduler.get_last_lr()[0]
             history += [{"step": step, "split": "train", "metric": "loss", "value": train_loss},
-                        {"step": step, "split": "train", "metric": "lr", "value": lr},
-                        {"step": step, "split": "train", "metric": "tokens_per_s", "value": tok_s},
-                        {"step": step, "split": "train", "metric": "samples_per_s", "value": smp_s}]
+                        {"step": step, "split": "train", "metric": "lr", "value": lr}]
             if main:
                 eta = (cfg.max_steps - step) * train_time / max(1, step - start_step)
                 log(f"[{task.name}] step {step}/{cfg.max_steps} ({100 * step // cfg.max_steps}%) "
@@ -263,7 +280,10 @@ def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
 
         improved = False
         if step % cfg.eval_every == 0 or step == cfg.max_steps or diverged:
+            t_eval = time.perf_counter()
             metrics = evaluate(task, model, cfg, rt)
+            step_facts.append({"step": step, "eval_seconds": time.perf_counter() - t_eval,
+                               "peak_memory_mb": round(rt.peak_memory_mb(), 1)})
             history += [{"step": step, "split": "val", "metric": k, "value": v} for k, v in metrics.items()]
             if best_metric not in metrics:
                 raise ValueError(f"train.best_metric: {task.name} reports {sorted(metrics)}, not {best_metric!r}")
@@ -272,10 +292,17 @@ def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
             improved = ddp.broadcast_flag(improved, rt.device)
             if improved:
                 best = {"metric": best_metric, "mode": mode, "value": value, "step": step}
+            if cfg.early_stopping_patience:  # every rank sees the same metrics, so they all stop together
+                if math.isfinite(value) and (es_ref is None or sign * value < sign * es_ref - cfg.early_stopping_min_delta):
+                    es_ref, es_bad = value, 0
+                else:
+                    es_bad += 1
+                if es_bad >= cfg.early_stopping_patience and step < cfg.max_steps:
+                    stopped_early = step
             if main:
                 log(f"[{task.name}] eval @ {step}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
                     + (" (best)" if improved else ""))
-        if work is not None and (step % cfg.save_every == 0 or step == cfg.max_steps or improved):
+        if work is not None and (step % cfg.save_every == 0 or step == cfg.max_steps or improved or stopped_early):
             ckpt.save_checkpoint(work, step, model=model, optimizer=optimizer, state=snapshot_state(),
                                  device=rt.device, rank=rank, world_size=world, barrier=ddp.barrier,
                                  rank_state={"window": [float(loss_acc), *win_count.tolist()]})
@@ -286,6 +313,11 @@ def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
         if diverged:
             if main:
                 log(f"[{task.name}] training diverged at step {step} (loss is not finite); stopping early")
+            break
+        if stopped_early:
+            if main:
+                log(f"[{task.name}] early stopping at step {step}: {best_metric} did not improve by more than "
+                    f"{cfg.early_stopping_min_delta} in {es_bad} evaluations (best step {best and best['step']})")
             break
 
     exported, val_step = "last", max((x["step"] for x in history if x["split"] == "val"), default=-1)
@@ -303,6 +335,9 @@ def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
     summary = {
         "task": task.name, "steps": step, "max_steps": cfg.max_steps, "resumed_from_step": resumed_from,
         "diverged_at_step": diverged, "exported_weights": exported,
+        "early_stopping": {"patience": cfg.early_stopping_patience, "min_delta": cfg.early_stopping_min_delta,
+                           "metric": best_metric, "stopped_at_step": stopped_early,
+                           "best_step": best["step"] if best else None},
         "final_train_loss": train_losses[-1] if train_losses else None,
         "first_train_loss": train_losses[0] if train_losses else None,
         "val": final_val, "best": best,
@@ -316,4 +351,4 @@ def train(task: Task, cfg: LoopSettings, rt: Runtime, work: Path | None = None,
         "effective_batch_size": cfg.batch_size * cfg.grad_accum_steps * world,
         "peak_memory_mb": round(rt.peak_memory_mb(), 1),
     }
-    return TrainResult(history, summary)
+    return TrainResult(history, summary, step_facts)
