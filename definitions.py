@@ -5,6 +5,7 @@ import dagster as dg
 from assets import ALL_ASSETS
 from assets.checks import ALL_CHECKS
 from jobs import ALL_JOBS
+from jobs.executor import lineage_executor
 from resources import ArtifactStoreResource, CatalogResource, LandingZone, TorchDevice
 from sensors import ALL_SENSORS
 
@@ -17,6 +18,8 @@ defs = dg.Definitions(
     asset_checks=ALL_CHECKS,
     jobs=ALL_JOBS,
     sensors=ALL_SENSORS,
+    # execution: in_process | multiprocess | celery, chosen by the run config (jobs/executor.py)
+    executor=lineage_executor,
     resources={
         "store": ArtifactStoreResource(),
         "catalog": CatalogResource(),

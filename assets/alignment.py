@@ -13,6 +13,7 @@ import ml.datasets as datasets_pkg
 import ml.datasets.preference as preference
 import ml.raw_docs as raw_docs_engine
 from assets.datasets import SHARED, DatasetConfig
+from assets.pools import GPU_STEP
 from assets.training import CODE_VERSION as TRAIN_CODE_VERSION
 from assets.training import _specs, dagster_config, train_checkpoint
 from assets.versioned import declared_inputs, materialize_versioned, preview_table, upstream_version
@@ -108,7 +109,7 @@ DpoAdapterConfig = dagster_config(tc.DpoAdapterSettings, "DpoAdapterConfig")
 
 
 @dg.asset(deps=["lora_adapter", "preference_dataset", "tokenizer"], check_specs=_specs("dpo_adapter"),
-          group_name="models", kinds={"torch"}, pool="gpu",
+          group_name="models", kinds={"torch"}, **GPU_STEP,
           code_version=TRAIN_CODE_VERSION + source_digest(preference.__file__, __file__, length=8),
           description="DPO (sigmoid loss, beta, label smoothing; prompt tokens masked) of the SFT model "
           "(lora_adapter merged into its lm_checkpoint) on preference_dataset, the SFT model as the frozen "

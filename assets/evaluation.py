@@ -20,6 +20,7 @@ import polars as pl
 import ml.evaluation as evaluation
 import ml.evaluation.metrics as eval_metrics
 import ml.evaluation.regression as regression
+from assets.pools import GPU_STEP
 from assets.versioned import materialize_versioned, preview_table, upstream_version
 from ml.catalog import check_result_rows, now_utc
 from ml.fsutil import source_digest
@@ -61,7 +62,7 @@ def _results_table(frame: pl.DataFrame) -> dg.TableMetadataValue:
     deps=list(MODELS),
     code_version=source_digest(evaluation.__file__, eval_metrics.__file__, regression.__file__, __file__),
     kinds={"torch"},
-    pool="gpu",
+    **GPU_STEP,  # pool gpu, Celery queue gpu (runs every model)
     check_specs=[dg.AssetCheckSpec(
         REGRESSION, asset="model_evaluation", blocking=True,
         description="no test metric is worse than the last promoted bundle's model by more than tolerance x "

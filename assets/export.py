@@ -15,6 +15,7 @@ import ml.export.metrics as M
 import ml.export.parity as P
 import ml.export.quantize as Q
 import ml.export.sources as S
+from assets.pools import GPU_STEP
 from assets.versioned import materialize_versioned, preview_table, upstream_version
 from ml.catalog import check_result_rows
 from ml.fsutil import source_digest
@@ -222,7 +223,7 @@ def _metadata(version: StoredVersion) -> dict:
                                *(_module_file(f"ml.gnn.{m}") for m in ("export", "data", "model")),
                                *(m.__file__ for m in (I4, M)), __file__),
     kinds={"onnx"},
-    pool="gpu",
+    **GPU_STEP,  # pool gpu, Celery queue gpu
     check_specs=[dg.AssetCheckSpec(check, asset="onnx_bundle", blocking=True,
                                    description=f"{name}: ORT fp32 and INT8 outputs match PyTorch on the stored samples")
                  for name, check in CHECKS.items()]

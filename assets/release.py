@@ -16,6 +16,7 @@ import polars as pl
 
 import ml.export.hf_release as H
 import ml.export.metrics as M
+from assets.pools import GPU_STEP
 from assets.versioned import materialize_versioned, preview_table, upstream_version
 from ml.catalog import check_result_rows
 from ml.export.bundle import BUNDLE_DIR, MANIFEST
@@ -58,7 +59,7 @@ def _metadata(version: StoredVersion) -> dict:
     deps=["onnx_bundle"],
     code_version=source_digest(H.__file__, M.__file__, __file__),
     kinds={"huggingface"},
-    pool="gpu",  # loads and runs every LM, like the export
+    **GPU_STEP,  # loads and runs every LM, like the export
     check_specs=[dg.AssetCheckSpec(CHECK, asset="hf_release", blocking=True,
                                    description="every released folder, loaded with AutoModelForCausalLM.from_pretrained "
                                    "offline, decodes the same greedy tokens as its checkpoint on the sample prompts")],

@@ -14,6 +14,7 @@ Each asset: read the upstream versions, train (in this process, or under torchru
 
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import dagster as dg
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 import ml.train as train_pkg
+from assets.pools import GPU_STEP
 from assets.versioned import declared_inputs, fingerprint_for, materialize_versioned
 from ml.catalog import check_result_rows
 from ml.fsutil import source_digest
@@ -146,6 +148,21 @@ def _checkpoint_refs(asset: str, loop: tc.LoopSettings, store, upstream: dict[st
     return out
 
 
+def _sweep_point(cat, store, asset: str, sweep: str) -> dict:
+    """The best point of the newest ``sweep`` version in sweep_results (train.from_sweep)."""
+    rows = cat.query("SELECT data_version, point, params, model_version, metric, value FROM sweep_results "
+                     "WHERE sweep = ? AND asset = ? AND best ORDER BY created_at DESC LIMIT 1", [sweep, asset])
+    if rows.height == 0:
+        raise dg.Failure(f"{asset} config train.from_sweep: no {asset} sweep named {sweep!r} in sweep_results; "
+                         "materialize model_sweep with that name first (sweep_job)")
+    r = rows.row(0, named=True)
+    if not store.has_version(asset, r["model_version"]):
+        raise dg.Failure(f"{asset} config train.from_sweep: the best point {asset}@{r['model_version']} of sweep "
+                         f"{sweep}@{r['data_version']} is not in the store")
+    return {"sweep": sweep, "sweep_version": r["data_version"], "point": r["point"], "params": r["params"],
+            "point_version": r["model_version"], "metric": r["metric"], "value": r["value"]}
+
+
 def track_training(context, home, version: StoredVersion, result: dg.MaterializeResult, settings: dict) -> dict:
     """Log a newly built checkpoint to MLflow (ml/tracking.py); a cache hit logs nothing. Never raises:
     a tracker that cannot be reached is a warning, and the metadata says so."""
@@ -184,9 +201,22 @@ def train_checkpoint(
     if refs:  # the exact checkpoint (its state.json digest) is part of what this version is made from
         fp_config["checkpoint_refs"] = {k: {"path": r["path"], "state_sha256": r["state_sha256"]} for k, r in refs.items()}
         upstream.update({r["asset"]: r["data_version"] for r in refs.values() if r["asset"]})
+    swept = _sweep_point(cat, st, asset, settings.train.from_sweep) if settings.train.from_sweep else None
+    if swept:  # the sweep's best point: its version and the sweep version are what this version is made from
+        fp_config["from_sweep"] = swept
+        upstream["model_sweep"] = swept["sweep_version"]
     work = work_dir(st.home) / asset / fingerprint_for(context, fp_config, upstream)
 
     def build(out: Path) -> BuildResult:
+        if swept:
+            src = st.open(asset, swept["point_version"])
+            for f in src.manifest["files"]:  # every file as it is: the content (and data version) stays the point's
+                dst = out / f["path"]
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src.file(f["path"]), dst)
+            context.log.info(f"{asset}: best point {swept['point']} of sweep {swept['sweep']}@{swept['sweep_version']} "
+                             f"({swept['metric']} {swept['value']:.4g}), {asset}@{swept['point_version']}")
+            return BuildResult(stats=dict(src.stats), rows=int(src.manifest.get("rows") or 0))
         spec = TrainSpec(asset=asset, settings=settings.model_dump(mode="json"), out_dir=str(out), work_dir=str(work),
                          inputs={name: str(v.path) for name, v in inputs.items()}, device=device, **refs)
         summary = launch(spec, log=context.log.info)
@@ -210,7 +240,7 @@ def train_checkpoint(
                        for o in outcomes])
 
 
-_COMMON = dict(group_name="models", kinds={"torch"}, pool="gpu", code_version=CODE_VERSION)
+_COMMON = dict(group_name="models", kinds={"torch"}, **GPU_STEP, code_version=CODE_VERSION)
 
 
 @dg.asset(deps=["tokenized_corpus", "tokenizer"], check_specs=_specs("lm_checkpoint"), **_COMMON,

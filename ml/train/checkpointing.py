@@ -171,6 +171,7 @@ def save_checkpoint(
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     barrier()
+    tmp.mkdir(parents=True, exist_ok=True)  # another machine's rank (nnodes > 1): its own work dir
     rt, rp = rng_state(device)
     save_file(rt, str(tmp / f"rng-rank{rank}.safetensors"))
     atomic_write_json(tmp / f"rng-rank{rank}.json", {**rp, "rank_state": rank_state or {}})

@@ -108,8 +108,18 @@ class LoopSettings(_Strict):
         "in N evaluations in a row (recorded in summary.json: stopped at step, best step); 0 disables")
     early_stopping_min_delta: float = Field(0.0, ge=0, description="smallest change of best_metric that counts as "
                                             "an improvement for early stopping")
+    from_sweep: Optional[str] = Field(
+        None, description="publish the best point of the newest version of this sweep (model_sweep, sweep_results) "
+        "instead of training: its files as they are, the sweep version as a lineage edge")
     log_every: int = Field(10, gt=0, description="progress line every N steps")
     nproc_per_node: int = Field(1, ge=1, description=">1: run the loop under torchrun DDP with N processes")
+    # torchrun across machines (static rendezvous at node 0): every node runs the same spec with its own
+    # node_rank; WORLD_SIZE = nnodes x nproc_per_node, node 0's rank 0 writes the version (README "Beyond one machine")
+    nnodes: int = Field(1, ge=1, description="machines taking part (torchrun --nnodes); 1 = standalone on this one")
+    node_rank: int = Field(0, ge=0, description="this machine's index, 0..nnodes-1 (torchrun --node_rank); node 0 "
+                           "hosts the rendezvous and writes the outputs")
+    rdzv_endpoint: Optional[str] = Field(None, description="HOST:PORT of node 0's rendezvous store (torchrun "
+                                         "--rdzv_endpoint, also the master address and port); required when nnodes > 1")
     resume_from: Optional[str] = Field(
         None, description="continue another run from one of its checkpoints (model, optimizer, schedule, RNG, data "
         "position): a step directory path, latest | best (of this asset's newest stored version), or "
@@ -130,6 +140,17 @@ class LoopSettings(_Strict):
         if v is not None and v not in ("min", "max"):
             raise ValueError(f"best_mode {v!r}: expected min or max")
         return v
+
+    @model_validator(mode="after")
+    def _nodes(self) -> "LoopSettings":
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} must be smaller than nnodes {self.nnodes}")
+        if self.nnodes > 1:
+            host, _, port = (self.rdzv_endpoint or "").rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"nnodes {self.nnodes} needs rdzv_endpoint HOST:PORT of node 0 "
+                                 f"(got {self.rdzv_endpoint!r})")
+        return self
 
     @model_validator(mode="after")
     def _warmup(self) -> "LoopSettings":

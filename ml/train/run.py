@@ -128,23 +128,34 @@ def run_training(spec: TrainSpec, log: Callable[[str], None] | None = None) -> d
 
 
 def launch(spec: TrainSpec, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run ``spec`` in this process, or under torchrun when train.nproc_per_node > 1 (standalone, one node).
+    """Run ``spec`` in this process, or under torchrun when train.nproc_per_node > 1 (standalone, one node)
+    or train.nnodes > 1 (this machine is node train.node_rank; each node calls ``launch`` with its own
+    node_rank and the same spec otherwise; node 0 returns the summary, the others their place).
 
     The workers' output is streamed to ``log``; a failed worker raises with the tail of the output."""
     import collections
     import subprocess
 
     log = log or (lambda msg: print(msg, flush=True))
-    n = spec.typed_settings().train.nproc_per_node
-    if n == 1:
+    train = spec.typed_settings().train
+    n, nodes = train.nproc_per_node, train.nnodes
+    if n == 1 and nodes == 1:
         return run_training(spec, log)
     if not spec.work_dir:
         raise ValueError("torchrun training needs a work_dir for its spec file")
     spec_path = Path(spec.work_dir) / "spec.json"
     atomic_write_json(spec_path, json.loads(spec.model_dump_json()))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+    if nodes == 1:
+        where = ["--standalone"]
+    else:  # static rendezvous: node 0 hosts the store at rdzv_endpoint, ranks follow node_rank
+        where = [f"--nnodes={nodes}", f"--node_rank={train.node_rank}", "--rdzv_backend=static",
+                 f"--rdzv_endpoint={train.rdzv_endpoint}"]
+        host, _, port = train.rdzv_endpoint.rpartition(":")
+        where += [f"--master_addr={host}", f"--master_port={port}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc_per_node={n}",
            "-m", "ml.train", str(spec_path)]
-    log(f"launching {n} processes: {' '.join(cmd)}")
+    log(f"launching {n} processes" + (f" (node {train.node_rank} of {nodes})" if nodes > 1 else "")
+        + f": {' '.join(cmd)}")
     tail: collections.deque[str] = collections.deque(maxlen=40)
     errors: list[str] = []  # the workers' exception lines, which torchrun's own report buries
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -162,6 +173,8 @@ def launch(spec: TrainSpec, log: Callable[[str], None] | None = None) -> dict[st
     if rc != 0:
         raise RuntimeError(f"torchrun with {n} processes failed (exit {rc}): " + " | ".join(errors[:4])
                            + "\n--- last output ---\n" + "\n".join(tail))
+    if train.node_rank != 0:  # node 0 wrote the outputs (on its machine)
+        return {"node_rank": train.node_rank, "nnodes": nodes, "world_size": nodes * n}
     return json.loads((Path(spec.out_dir) / "summary.json").read_text("utf-8"))
 
 

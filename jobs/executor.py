@@ -1,0 +1,61 @@
+"""The code location's executor: in one process, in a process per step, or on Celery workers, chosen
+by the run config's ``execution:`` section (a profile), not by the code.
+
+```yaml
+execution:
+  config:
+    in_process: {}                 # configs/debug.yaml: every step in the run's process
+    # multiprocess: {max_concurrent: 2}
+    # celery:                      # configs/cluster/debug.yaml: every step a Celery task
+    #   broker: {env: LINEAGE_CELERY_BROKER}    # redis://127.0.0.1:6379/0
+    #   backend: {env: LINEAGE_CELERY_BACKEND}
+```
+
+``in_process`` and ``multiprocess`` are Dagster's default executor (``multi_or_in_process_executor``),
+``celery`` is ``dagster_celery.celery_executor`` with its own config block: steps go to the queue
+named by their op tag ``dagster-celery/queue`` (training and export steps: ``gpu``; the rest:
+``dagster``), where ``dagster-celery worker start -q ...`` workers pick them up. A Celery worker
+shares nothing with the run but the Dagster instance (PostgreSQL), the broker and the object store
+(``LINEAGE_HOME=s3://...``): README "Beyond one machine".
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster._core.definitions.executor_definition import (
+    multi_or_in_process_executor,
+    multiple_process_executor_requirements,
+)
+from dagster._core.executor.init import InitExecutorContext
+from dagster_celery.executor import CELERY_CONFIG
+
+# Celery queue of the training and export steps (op tag), beside their Dagster pool "gpu":
+# `dagster-celery worker start -q gpu` on the machines with GPUs, `-q dagster` everywhere else.
+GPU_QUEUE = "gpu"
+CELERY_QUEUE_TAG = "dagster-celery/queue"  # dagster_celery.tags.DAGSTER_CELERY_QUEUE_TAG
+GPU_OP_TAGS = {CELERY_QUEUE_TAG: GPU_QUEUE}
+
+_DEFAULT_SCHEMA = multi_or_in_process_executor.config_schema.config_type.fields  # in_process, multiprocess
+
+
+def _requirements(config) -> list:
+    return list(multiple_process_executor_requirements()) if ("multiprocess" in config or "celery" in config) else []
+
+
+@dg.executor(
+    name="lineage_executor",
+    config_schema=dg.Field(
+        dg.Selector({**_DEFAULT_SCHEMA, "celery": CELERY_CONFIG}),
+        default_value={"multiprocess": {}},  # Dagster's default, as before
+    ),
+    requirements=_requirements,
+)
+def lineage_executor(init_context: InitExecutorContext) -> dg.Executor:
+    """``execution: config: {in_process | multiprocess | celery: ...}`` (Dagster's default executor
+    plus ``celery``); with no ``execution:`` section, Dagster's default (a process per step)."""
+    (kind, config), = init_context.executor_config.items()
+    if kind != "celery":
+        return multi_or_in_process_executor.executor_creation_fn(init_context)
+    from dagster_celery.executor import celery_executor
+
+    return celery_executor.executor_creation_fn(init_context._replace(executor_config=config))

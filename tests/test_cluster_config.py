@@ -1,0 +1,79 @@
+"""The cluster's configuration, without servers: the profile, the instance template, the executor
+choice and the Celery queue of the GPU steps (the servers: tests/test_cluster_e2e.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from ml.settings import validate_profile
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = REPO / "configs" / "cluster"
+
+
+def test_cluster_profile_is_the_debug_profile_on_celery():
+    debug = yaml.safe_load((REPO / "configs" / "debug.yaml").read_text())
+    cluster = yaml.safe_load((CLUSTER / "debug.yaml").read_text())
+    # the same ops and resources (copy configs/debug.yaml's sections when it changes), only the executor differs
+    assert {k: v for k, v in cluster.items() if k != "execution"} == {k: v for k, v in debug.items() if k != "execution"}
+    assert list(cluster["execution"]["config"]) == ["celery"]
+    assert validate_profile(cluster) == []
+    worker = yaml.safe_load((CLUSTER / "worker.yaml").read_text())["execution"]["config"]
+    assert worker == cluster["execution"]["config"]["celery"]  # runs and workers meet on one broker
+
+
+def test_instance_template_loads_postgres_and_s3_logs(monkeypatch):
+    from dagster._core.instance.config import dagster_instance_config
+
+    monkeypatch.setenv("LINEAGE_PG_URL", "postgresql+psycopg2://u@127.0.0.1:5432/db")
+    monkeypatch.setenv("LINEAGE_LOG_BUCKET", "lineage")
+    monkeypatch.setenv("LINEAGE_LOG_PREFIX", "logs")
+    config, _ = dagster_instance_config(str(CLUSTER))
+    assert config["storage"]["postgres"]["postgres_url"] == {"env": "LINEAGE_PG_URL"}
+    assert config["compute_logs"]["class"] == "S3ComputeLogManager"
+    embedded = yaml.safe_load((REPO / "configs" / "dagster.yaml").read_text())
+    assert config["concurrency"] == embedded["concurrency"]  # the same gpu pool limit and run queue size
+
+
+def test_executor_is_chosen_by_the_run_config():
+    from dagster._config import process_config
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.executor.init import InitExecutorContext
+    from dagster_celery.executor import CeleryExecutor
+
+    from definitions import defs
+    from jobs.executor import lineage_executor
+
+    job = defs.resolve_job_def("full_pipeline")
+    assert job.executor_def is lineage_executor
+
+    def build(execution: dict):
+        result = process_config(lineage_executor.config_schema.config_type, execution)
+        assert result.success, result.errors
+        ctx = InitExecutorContext(job=InMemoryJob(job),
+                                  executor_def=lineage_executor, executor_config=result.value,
+                                  instance=dg.DagsterInstance.ephemeral())
+        return lineage_executor.executor_creation_fn(ctx)
+
+    celery = build({"celery": {"broker": "redis://127.0.0.1:6379/0", "backend": "redis://127.0.0.1:6379/1"}})
+    assert isinstance(celery, CeleryExecutor) and celery.broker == "redis://127.0.0.1:6379/0"
+    assert type(build({"in_process": {}})).__name__ == "InProcessExecutor"
+    assert type(build({"multiprocess": {}})).__name__ == "MultiprocessExecutor"
+    with pytest.raises(AssertionError, match="kubernetes"):
+        build({"kubernetes": {}})
+
+
+def test_gpu_steps_carry_pool_and_celery_queue():
+    from definitions import defs
+
+    job = defs.resolve_job_def("full_pipeline")
+    queues = {name: (getattr(node.definition, "pool", None), node.definition.tags.get("dagster-celery/queue"))
+              for name, node in job.graph.node_dict.items()}
+    gpu = {n for n, (pool, _) in queues.items() if pool == "gpu"}
+    assert {"lm_checkpoint", "lora_adapter", "dpo_adapter", "onnx_bundle", "hf_release"} <= gpu
+    assert all(queues[n][1] == "gpu" for n in gpu)
+    assert queues["tokenizer"] == (None, None)  # the rest: the default queue "dagster"
