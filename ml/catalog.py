@@ -517,9 +517,10 @@ class ObjectCatalog(Catalog):
         """table -> s3:// URLs of its Parquet files in committed batches (the schema file first)."""
         from ml.storage import SCHEME
 
+        from ml.storage import objects
+
         self.init()
-        self.fs.invalidate_cache(self.batches.key)
-        keys = self.fs.find(self.batches.key)
+        keys = objects(self.batches)
         by_batch: dict[str, dict[str, list[str]]] = {}
         commits = []
         for key in keys:

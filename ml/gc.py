@@ -157,10 +157,9 @@ def find_object_leftovers(home, min_age_s: float, now: float) -> list[Leftover]:
     fs.invalidate_cache(home.key)
 
     def listing(url) -> dict[str, dict]:
-        try:
-            return fs.find(url.key, detail=True)
-        except FileNotFoundError:
-            return {}
+        from ml.storage import objects
+
+        return objects(url)
 
     def mtime(info: dict) -> float:
         m = info.get("LastModified") or info.get("mtime")

@@ -199,7 +199,9 @@ def open_landing(path: Path) -> IO[bytes]:
     if is_url(path):  # an object: a streamed read (there are no links on an object store)
         from ml.storage import filesystem
 
-        return filesystem().open(path.key, "rb")
+        import io
+
+        return io.BufferedReader(filesystem().open(path.key, "rb", block_size=1 << 22), buffer_size=1 << 20)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     return os.fdopen(fd, "rb")
 
@@ -238,20 +240,11 @@ def scan_landing(landing: Path) -> list[LandingFile]:
 # ---- landing zone on an object store (s3://bucket/prefix) ----------------------------------
 def _s3_listing(landing) -> list[tuple[str, dict]]:
     """(relpath, info) of every object under the landing prefix, sorted (directory markers left out)."""
-    from ml.storage import filesystem
+    from ml.storage import StorageUrl, objects
 
-    fs = filesystem()
-    fs.invalidate_cache(landing.key)
-    try:
-        found = fs.find(landing.key, detail=True)
-    except FileNotFoundError:
-        return []
-    out = []
-    for key, info in found.items():
-        rel = landing.relative(key) if key != landing.key else ""
-        if rel and not rel.endswith("/") and info.get("type", "file") == "file":
-            out.append((rel, info))
-    return sorted(out, key=lambda t: t[0])
+    landing = StorageUrl(landing)
+    out = [(landing.relative(key), info) for key, info in objects(landing).items()]
+    return sorted(((rel, info) for rel, info in out if rel and not rel.endswith("/")), key=lambda t: t[0])
 
 
 def _unsafe_key(rel: str) -> bool:
@@ -262,11 +255,17 @@ def _unsafe_key(rel: str) -> bool:
 
 def _s3_objects(landing) -> list[tuple[str, Any, dict]]:
     """(relpath, url, info) of the readable-named objects: safe keys, no hidden segment."""
+    from ml.storage import StorageUrl
+
+    landing = StorageUrl(landing)
     return [(rel, landing / rel, info) for rel, info in _s3_listing(landing)
             if not _unsafe_key(rel) and not any(part.startswith(".") for part in rel.split("/"))]
 
 
 def _s3_problems(landing) -> list[LandingFile]:
+    from ml.storage import StorageUrl
+
+    landing = StorageUrl(landing)
     out, prefixes = [], set()
     for rel, info in _s3_listing(landing):
         if rel.split("/", 1)[0] in RESERVED_DIRS:
@@ -289,6 +288,9 @@ def _s3_problems(landing) -> list[LandingFile]:
 
 
 def _s3_scan(landing) -> list[LandingFile]:
+    from ml.storage import StorageUrl
+
+    landing = StorageUrl(landing)
     out = []
     for rel, url, info in _s3_objects(landing):
         if not is_landing_file(rel):

@@ -165,3 +165,16 @@ def create_only(loc: StorageUrl, data: bytes) -> bool:
         if "pre-condition" in str(exc).lower() or "precondition" in str(exc).lower():
             return False
         raise
+
+
+def objects(url: StorageUrl) -> dict[str, dict]:
+    """key -> info of every object under ``url`` (recursively; directory entries left out), fresh
+    from the server (the listing cache is dropped first). {} when there is none."""
+    fs = filesystem()
+    fs.invalidate_cache(url.key)
+    try:
+        found = fs.find(url.key, detail=True)
+    except FileNotFoundError:
+        return {}
+    base = url.key + "/"
+    return {k: info for k, info in found.items() if info.get("type") == "file" and k.startswith(base)}

@@ -510,18 +510,18 @@ class ObjectArtifactStore(ArtifactStore):
         return self._version(asset, data_version, json.loads(raw))
 
     def assets(self) -> list[str]:
-        self.fs.invalidate_cache(self.root.key)
         try:
-            names = [k.rstrip("/").rsplit("/", 1)[-1] for k in self.fs.ls(self.root.key, detail=False)]
+            names = [k.rstrip("/").rsplit("/", 1)[-1] for k in self.fs.ls(self.root.key, detail=False, refresh=True)]
         except FileNotFoundError:
             return []
         return sorted(n for n in names if ASSET_NAME_RE.match(n))
 
     def versions(self, asset: str) -> list[StoredVersion]:
+        from ml.storage import objects
+
         adir = self.asset_dir(asset)
-        self.fs.invalidate_cache(adir.key)
-        keys = [k for k in self.fs.glob((adir / "*" / MANIFEST).key)
-                if HEX_OK(k.rsplit("/", 2)[-2])]
+        keys = [k for k in objects(adir) if k.count("/") - adir.key.count("/") == 2
+                and k.endswith("/" + MANIFEST) and HEX_OK(k.rsplit("/", 2)[-2])]
         if not keys:
             return []
         found = [self._version(asset, k.rsplit("/", 2)[-2], json.loads(raw))
@@ -612,17 +612,19 @@ class ObjectArtifactStore(ArtifactStore):
 
     def _remote_problems(self, asset: str, data_version: str, manifest: Mapping[str, Any]) -> list[str]:
         """Cheap check of stored objects against a manifest: every file there with its size."""
+        from ml.storage import objects
+
         vdir = self.version_dir(asset, data_version)
-        self.fs.invalidate_cache(vdir.key)
-        sizes = {vdir.relative(k): info["size"] for k, info in self.fs.find(vdir.key, detail=True).items()}
+        sizes = {vdir.relative(k): info["size"] for k, info in objects(vdir).items()}
         return [f["path"] for f in manifest.get("files") or [] if sizes.get(f["path"]) != f["bytes"]]
 
     def quarantine(self, asset: str, data_version: str):
         """Copy the version's objects to ``_corrupt/<asset>/<version>~<stamp>~<rand>/``, then delete
         its manifest (from that moment it is no version), then the rest. Returns the new URL."""
+        from ml.storage import objects
+
         vdir = self.version_dir(asset, data_version)
-        self.fs.invalidate_cache(vdir.key)
-        keys = sorted(self.fs.find(vdir.key))
+        keys = sorted(objects(vdir))
         if not keys or (vdir / MANIFEST).key not in keys:
             return None
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
@@ -636,10 +638,11 @@ class ObjectArtifactStore(ArtifactStore):
         return target
 
     def corrupt_versions(self) -> list:
+        from ml.storage import objects
+
         cdir = self.root / CORRUPT
-        self.fs.invalidate_cache(cdir.key)
         dirs = {(cdir / cdir.relative(k).split("/", 2)[0] / cdir.relative(k).split("/", 2)[1])
-                for k in self.fs.find(cdir.key) if cdir.relative(k).count("/") >= 2}
+                for k in objects(cdir) if cdir.relative(k).count("/") >= 2}
         return sorted(dirs)
 
     # ---- writes ----------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def wait_until(ok, timeout: float, what: str, proc: subprocess.Popen | None = No
     raise TimeoutError(f"{what} not ready after {timeout} s:\n{tail}")
 
 
-def stop_pid(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+def stop_pid(proc: subprocess.Popen, timeout: float = 5.0) -> None:
     """SIGTERM the process (its own process group), SIGKILL after ``timeout``; reaped."""
     if proc.poll() is not None:
         return
@@ -128,7 +128,7 @@ def start_seaweedfs(root: Path, bucket: str = "lineage", timeout: float = 60.0) 
            f"-master.port={m}", f"-master.port.grpc={mg}", f"-volume.port={v}", f"-volume.port.grpc={vg}",
            f"-filer.port={f}", f"-filer.port.grpc={fg}", "-s3", f"-s3.port={s}", f"-s3.port.grpc={sg}",
            f"-s3.config={root / 's3.json'}", f"-metricsPort={metrics}", "-master.volumeSizeLimitMB=64",
-           "-volume.max=20"]
+           "-volume.max=20", "-s3.port.iceberg=0", "-s3.port.lance=0"]
     log = root / "weed.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -166,6 +166,6 @@ def seaweedfs(bucket: str = "lineage", root: Path | None = None) -> Iterator[S3S
     try:
         yield server
     finally:
-        stop_pid(server.proc)
+        stop_pid(server.proc, timeout=3)  # its data is thrown away: no need to wait for a clean shutdown
         if root is None:
             shutil.rmtree(tmp, ignore_errors=True)
