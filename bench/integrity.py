@@ -81,7 +81,7 @@ def main() -> int:
     results = {}
     if args.mb:
         from assets import cleaned_chunks, raw_docs
-        from bench.curation import build_corpus  # the corpus of the 100 MB curation bench (distinct docs, near copies)
+        from bench.curation_corpus import build_corpus  # the corpus of the 100 MB curation bench (distinct docs, near copies)
         from resources import ArtifactStoreResource, CatalogResource, LandingZone
 
         info = build_corpus(home / "landing", args.mb)

@@ -269,7 +269,7 @@ def merge(units: list[Path], start: int, index: DedupIndex, cfg: CurationConfig 
     seen: dict[int, str] = dict(zip(index.exact_keys.tolist(), index.exact_ids)) if cfg.exact_dedup else {}
     new_keys: list[int] = []
     new_exact_ids: list[str] = []
-    frames, surv_ids, surv_unit, surv_row, sigs, has_parts = [], [], [], [], [], []
+    frames, surv_ids, surv_unit, surv_row, sigs, has_parts = [], [], [], [], [], []  # sigs: band hashes
     for u in range(start, len(units)):
         local = pl.read_parquet(units[u] / "local" / "*.parquet")
         ids = local["doc_id"].to_list()
@@ -293,8 +293,8 @@ def merge(units: list[Path], start: int, index: DedupIndex, cfg: CurationConfig 
         surv_ids.extend(ids[i] for i in passed[mine])
         surv_unit.append(np.full(len(mine), u, np.int32))
         surv_row.append(mine.astype(np.int32))
-        if cfg.near_dedup:
-            sigs.append(np.load(units[u] / "signatures.npy")[mine])
+        if cfg.near_dedup:  # band hashes only: 8 bytes a band instead of 4 a permutation
+            sigs.append(_band_hashes(np.load(units[u] / "signatures.npy", mmap_mode="r")[mine], bands, rows))
             has_parts.append(np.load(units[u] / "has.npy")[mine])
         frames.append(pl.DataFrame({"doc_id": ids, "decision": decision.tolist(), "reason": reason.tolist(),
                                     "duplicate_of": dup_of.tolist(), "similarity": similarity.tolist()},
@@ -308,9 +308,8 @@ def merge(units: list[Path], start: int, index: DedupIndex, cfg: CurationConfig 
     has = np.zeros(n_new, bool)
     lsh: dict = {}
     if cfg.near_dedup:
-        sig = np.concatenate(sigs) if sigs else np.empty((0, cfg.num_perm), np.uint32)
+        new_bands = np.concatenate(sigs) if sigs else np.empty((0, bands), np.uint64)
         has = np.concatenate(has_parts) if has_parts else np.empty(0, bool)
-        new_bands = _band_hashes(sig, bands, rows)
         new_idx = np.flatnonzero(has)  # documents without shingles are kept without a comparison
         docs_out, buckets_out = [], []
         for b in range(bands):
