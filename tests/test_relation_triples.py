@@ -1,6 +1,7 @@
-import importlib.util
 import re
+import sys
 import threading
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -346,9 +347,9 @@ def test_cache_concurrent_writers_and_compaction(tmp_path):
 
 
 def test_registry(monkeypatch):
-    from ml.relation_triples import base
+    from ml.relation_triples import registry
 
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))  # registrations stay local
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # registrations stay local
     assert {"simple", "spacy"} <= set(available())
     with pytest.raises(ValueError, match="simple"):
         get_extractor("nope")
@@ -368,12 +369,99 @@ def test_registry(monkeypatch):
         register("Bad Name", Bad)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("spacy") is not None, reason="spaCy is installed")
-def test_spacy_missing_gives_install_hint():
+def test_spacy_missing_gives_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "spacy", None)  # import spacy -> ImportError
     with pytest.raises(RuntimeError) as info:
         get_extractor("spacy")
     assert str(info.value) == SPACY_HINT
     assert "pip install spacy" in str(info.value) and "en_core_web_sm" in str(info.value)
+
+
+def test_spacy_model_missing_or_without_parser_gives_install_hint():
+    spacy = pytest.importorskip("spacy")
+    with pytest.raises(RuntimeError, match="en_core_web_sm"):
+        get_extractor("spacy", model="no_such_model_xyz")
+    with pytest.raises(RuntimeError, match="no dependency parser"):
+        get_extractor("spacy", nlp=spacy.blank("en"))
+
+
+# Gold dependency parses (words, heads, deps, POS, tags, lemmas), in the scheme of spaCy's English models.
+GOLD_PARSES = {
+    "Python was created by Guido van Rossum.": (
+        ["Python", "was", "created", "by", "Guido", "van", "Rossum", "."], [2, 2, 2, 2, 6, 6, 3, 2],
+        ["nsubjpass", "auxpass", "ROOT", "agent", "compound", "compound", "pobj", "punct"],
+        ["PROPN", "AUX", "VERB", "ADP", "PROPN", "PROPN", "PROPN", "PUNCT"],
+        ["NNP", "VBD", "VBN", "IN", "NNP", "NNP", "NNP", "."],
+        ["Python", "be", "create", "by", "Guido", "van", "Rossum", "."]),
+    "The json module provides a JSON encoder.": (
+        ["The", "json", "module", "provides", "a", "JSON", "encoder", "."], [2, 2, 3, 3, 6, 6, 3, 3],
+        ["det", "compound", "nsubj", "ROOT", "det", "compound", "dobj", "punct"],
+        ["DET", "NOUN", "NOUN", "VERB", "DET", "PROPN", "NOUN", "PUNCT"],
+        ["DT", "NN", "NN", "VBZ", "DT", "NNP", "NN", "."],
+        ["the", "json", "module", "provide", "a", "JSON", "encoder", "."]),
+    "A tuple is an immutable sequence.": (
+        ["A", "tuple", "is", "an", "immutable", "sequence", "."], [1, 2, 2, 5, 5, 2, 2],
+        ["det", "nsubj", "ROOT", "det", "amod", "attr", "punct"],
+        ["DET", "NOUN", "AUX", "DET", "ADJ", "NOUN", "PUNCT"],
+        ["DT", "NN", "VBZ", "DT", "JJ", "NN", "."],
+        ["a", "tuple", "be", "an", "immutable", "sequence", "."]),
+    "The parser does not raise errors.": (
+        ["The", "parser", "does", "not", "raise", "errors", "."], [1, 4, 4, 4, 4, 4, 4],
+        ["det", "nsubj", "aux", "neg", "ROOT", "dobj", "punct"],
+        ["DET", "NOUN", "AUX", "PART", "VERB", "NOUN", "PUNCT"],
+        ["DT", "NN", "VBZ", "RB", "VB", "NNS", "."],
+        ["the", "parser", "do", "not", "raise", "error", "."]),
+}
+
+
+@pytest.fixture(scope="module")
+def gold_nlp():
+    """spacy.blank("en") plus a component that sets the gold parse above: the backend's own code
+    runs over real spaCy Docs, without a model download."""
+    spacy = pytest.importorskip("spacy")
+    from spacy.language import Language
+    from spacy.tokens import Doc
+
+    name = "test_gold_parser"
+    if name not in Language.factories:
+        @Language.component(name, assigns=["token.dep", "token.head", "token.pos", "token.tag", "token.lemma"])
+        def gold_parser(doc):
+            words, heads, deps, pos, tags, lemmas = GOLD_PARSES[doc.text]
+            assert [t.text for t in doc] == words, [t.text for t in doc]
+            return Doc(doc.vocab, words=words, spaces=[bool(t.whitespace_) for t in doc],
+                       heads=heads, deps=deps, pos=pos, tags=tags, lemmas=lemmas)
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe(name)
+    return nlp
+
+
+def test_spacy_backend_reads_dependency_parses(gold_nlp):
+    extractor = get_extractor("spacy", nlp=gold_nlp)
+    text = " ".join(GOLD_PARSES)
+    got = {(t.subject, t.relation, t.object): text[t.start:t.end] for t in extractor.extract(text)}
+    assert got == {
+        ("Python", "created_by", "Guido van Rossum"): "Python was created by Guido van Rossum.",
+        ("json module", "provides", "JSON encoder"): "The json module provides a JSON encoder.",
+        ("tuple", "is_a", "immutable sequence"): "A tuple is an immutable sequence.",
+    }  # the negated sentence gives nothing
+    df, stats = extract_triples(pl.DataFrame({"chunk_id": ["c"], "text": [text]}), extractor)
+    assert stats["triples"] == 3 and df["extractor"].unique().to_list() == [f"spacy@{extractor.version}"]
+
+
+def test_extractor_version_follows_the_rule_sources(tmp_path, monkeypatch):
+    from ml.relation_triples import simple
+
+    before = SimpleExtractor().version
+    assert before == SimpleExtractor().version and SimpleExtractor(max_arg_words=5).version != before
+    edited = []
+    for src in simple.RULES_SOURCES:  # the same sources with one table entry changed
+        copy = tmp_path / Path(src).name
+        copy.write_text(Path(src).read_text().replace('"provide": ("provides", False, 0.65)',
+                                                      '"provide": ("provides", False, 0.66)'))
+        edited.append(str(copy))
+    monkeypatch.setattr(simple, "RULES_SOURCES", tuple(edited))
+    assert SimpleExtractor().version != before  # the per-chunk cache misses after a rule edit
 
 
 def test_sample_corpus():

@@ -6,24 +6,21 @@
     cache = TripleCache(root, extractor.name, extractor.version)
     triples, stats = extract_triples(chunks, extractor, min_confidence=0.3, cache=cache)
 
-``base`` holds the label set (``RELATIONS``), ``Triple``, the ``Extractor`` protocol and
-the backend registry; ``lexicon`` the phrase -> label tables and the confidence formula
-shared by the backends; ``simple`` and ``spacy_backend`` the backends; ``cache`` the
-per-chunk parquet cache; ``extract`` the frame-level driver.
+``base``: the label set (``RELATIONS``), ``Triple``, the ``Extractor`` protocol;
+``registry``: backends by name; ``sentences``: prose sentence spans; ``lexicon``: phrase ->
+label tables and the confidence formula shared by the backends; ``tokens`` and ``rules``: the
+``simple`` rule engine; ``simple`` and ``spacy_backend``: the backends; ``cache``: the
+per-chunk parquet cache; ``extract``: the frame-level driver; ``parts``: the stage's
+``triples/part-*.parquet`` output (write and read).
 """
 
-from ml.relation_triples.base import (
-    RELATIONS,
-    SPACY_HINT,
-    Extractor,
-    Triple,
-    available,
-    get_extractor,
-    register,
-)
+from ml.relation_triples.base import RELATIONS, Extractor, Triple
 from ml.relation_triples.cache import TripleCache, default_cache_root
 from ml.relation_triples.extract import TRIPLE_SCHEMA, chunk_digest, extract_triples
-from ml.relation_triples.simple import SimpleExtractor, sentence_spans
+from ml.relation_triples.registry import available, get_extractor, register
+from ml.relation_triples.sentences import sentence_spans
+from ml.relation_triples.simple import SimpleExtractor
+from ml.relation_triples.spacy_backend import SPACY_HINT, SpacyExtractor
 
 __all__ = [
     "RELATIONS",
@@ -31,6 +28,7 @@ __all__ = [
     "TRIPLE_SCHEMA",
     "Extractor",
     "SimpleExtractor",
+    "SpacyExtractor",
     "Triple",
     "TripleCache",
     "available",

@@ -1,16 +1,10 @@
-"""Core types of relation extraction: the label set, ``Triple``, the ``Extractor`` protocol
-and the registry of backends.
+"""Core types of relation extraction: the label set ``RELATIONS``, ``Triple`` and the
+``Extractor`` protocol.
 
-A backend turns the text of one chunk into ``Triple`` objects. Every triple carries one
-label of ``RELATIONS`` (the documented, closed label set: backends map each verb phrase
-they recognise onto it through the shared tables of ``lexicon.py``), a confidence in
-[0, 1] and the character span ``[start, end)`` of the sentence that supports it, as
-offsets into the chunk text.
-
-Backends are looked up by name. Two are built in: ``simple`` (rules over sentences, no
-dependency, always available) and ``spacy`` (dependency parses, needs spaCy and an
-English model; its factory fails with an install hint when they are missing). Both are
-imported lazily, so importing this module costs nothing and never needs spaCy.
+A backend turns the text of one chunk into ``Triple`` objects, each with one label of
+``RELATIONS`` (the closed label set), a confidence in [0, 1] and the character span
+``[start, end)`` of the supporting sentence in the chunk text. Backends are looked up by
+name in ``registry``.
 """
 
 from __future__ import annotations
@@ -18,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 # label -> one-line description. Direction matters: read "<subject> <label> <object>".
 RELATIONS: dict[str, str] = {
@@ -43,7 +37,7 @@ RELATIONS: dict[str, str] = {
     "accepts": "subject (callable, interface) takes or accepts object as input: 'X accepts Y'",
 }
 
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 # Versions end up in cache paths: keep them to a safe alphabet.
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,79}$")
 
@@ -87,67 +81,13 @@ class Extractor(Protocol):
     def extract(self, text: str) -> list[Triple]: ...
 
 
-SPACY_HINT = ("parser 'spacy' needs spaCy and an English model: "
-              "pip install spacy && python -m spacy download en_core_web_sm")
-
-_REGISTRY: dict[str, Callable[..., Extractor]] = {}
-
-
-def register(name: str, factory: Callable[..., Extractor]) -> None:
-    """Register (or replace) the backend ``name``; ``factory(**options)`` builds one.
-
-    Names are short lowercase identifiers because they become cache directory names.
-    """
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(f"invalid extractor name {name!r}: expected [a-z][a-z0-9_-]*, at most 32 chars")
-    if not callable(factory):
-        raise TypeError(f"factory for {name!r} is not callable")
-    _REGISTRY[name] = factory
-
-
-def available() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get_extractor(name: str, **options) -> Extractor:
-    """Build the backend ``name`` with ``options``.
-
-    Unknown names raise ``ValueError`` listing the registered ones; a backend whose
-    dependencies are missing raises ``RuntimeError`` from its factory.
-    """
-    try:
-        factory = _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown extractor {name!r}; available: {', '.join(available())}") from None
-    extractor = factory(**options)
-    check_extractor(extractor)
-    return extractor
-
-
 def check_extractor(extractor: object) -> None:
     """Raise unless extractor has a safe name and version and an extract method."""
     name = getattr(extractor, "name", None)
     version = getattr(extractor, "version", None)
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise ValueError(f"extractor has an invalid name {name!r}")
     if not isinstance(version, str) or not VERSION_RE.match(version) or ".." in version:
         raise ValueError(f"extractor {name!r} has an invalid version {version!r}")
     if not callable(getattr(extractor, "extract", None)):
         raise TypeError(f"extractor {name!r} has no extract(text) method")
-
-
-def _simple_factory(**options) -> Extractor:
-    from ml.relation_triples.simple import SimpleExtractor
-
-    return SimpleExtractor(**options)
-
-
-def _spacy_factory(**options) -> Extractor:
-    # spacy_backend imports spaCy itself and turns its absence into RuntimeError(SPACY_HINT).
-    from ml.relation_triples.spacy_backend import SpacyExtractor
-
-    return SpacyExtractor(**options)
-
-
-register("simple", _simple_factory)
-register("spacy", _spacy_factory)

@@ -1,42 +1,26 @@
 """``spacy``: relation extraction from spaCy dependency parses.
 
-Needs spaCy and an English pipeline with a parser (``en_core_web_sm`` by default); the
-factory raises ``RuntimeError(SPACY_HINT)`` when either is missing. Nothing here is
-imported unless the ``spacy`` backend is asked for.
-
-The text is cut into prose sentences by the ``simple`` backend's ``sentence_spans`` (code,
-doctest and tables dropped), which are parsed with ``nlp.pipe``. Per sentence
-(``doc.sents``; questions skipped), per verb with an explicit subject
-(``nsubj``/``nsubjpass``; imperatives have none and give nothing):
-
-* copula "be" + ``attr``: relational nouns ("a subclass of Y", "an instance of Y",
-  "one of the Y"), taxonomic nouns ("a kind of Y"), "the same as Y", a subject modified
-  by "default" (defaults_to), otherwise is_a when the attribute has an article;
-  copula + ``acomp`` ("equivalent to Y", "identical to Y") -> equivalent_to;
-* passive (``auxpass``): (lemma, preposition of the ``agent``/``prep`` child) looked up in
-  ``lexicon.PASSIVE`` ("written by", "founded in", "known as"); "also called Y"
-  (``oprd``) -> alias_of;
-* active: lemma + ``dobj`` in ``lexicon.ACTIVE``, lemma + preposition ("default to",
-  "inherit from"), past-tense creation verbs ("created", "wrote") -> created_by;
-* appositions: "X, a Y," (``appos`` with an article) -> is_a; "X, also known as Y"
-  (``acl`` "known" + "as") -> alias_of; acronyms "Simple API for XML (SAX)" use the
-  rule of the ``simple`` backend.
-
-Subjects and objects are the head's subtree minus relative clauses, appositions and
-coordination (objects also lose prepositional phrases other than "of"), cleaned and checked exactly as
-in ``simple`` (``lexicon.clean_arg`` / ``arg_ok``: no pronoun or demonstrative subject,
-at most ``max_arg_words`` words). Negation (a ``neg`` child, "no" determiner) gives no
-triple; hedges (modal ``aux``, ``advmod``) and subordinate clauses (``advcl`` with a
-``mark``) lower the confidence through ``lexicon.score``, as in ``simple``. Coordinated
-objects ("raises TypeError or ValueError") give one triple each.
+Needs spaCy and a pipeline that assigns dependency labels (``en_core_web_sm`` by default, or
+any ``nlp`` passed in); building one raises ``RuntimeError(SPACY_HINT)`` when either is
+missing, and spaCy is imported only then. The prose sentences of ``sentences`` are parsed
+(so evidence spans agree with ``simple``); per verb with an explicit subject, copulas,
+passives (``lexicon.PASSIVE``), active verbs (``lexicon.ACTIVE``), appositions and aliases
+map onto ``RELATIONS``; acronyms use the ``simple`` rule. Arguments are cleaned and checked
+as in ``simple`` (``lexicon.clean_arg``/``arg_ok``); negation gives no triple; hedges and
+subordinate clauses lower the confidence through ``lexicon.score``. The version is a digest
+of this module's and the shared modules' source plus the model name and spaCy version.
 """
 
 from __future__ import annotations
 
+from ml.fsutil import source_digest
 from ml.relation_triples import lexicon as lx
-from ml.relation_triples.base import SPACY_HINT, Triple
+from ml.relation_triples import rules, sentences, tokens
+from ml.relation_triples.base import Triple
 
-BACKEND_VERSION = "1"
+SPACY_HINT = ("parser 'spacy' needs spaCy and an English model: "
+              "pip install spacy && python -m spacy download en_core_web_sm")
+SOURCES = tuple(m.__file__ for m in (lx, sentences, tokens, rules)) + (__file__,)
 SUBJ_DEPS = ("nsubj", "nsubjpass")
 _DROP_DEPS = frozenset({"relcl", "acl", "advcl", "appos", "punct", "cc", "conj", "prep",
                         "parataxis", "mark", "dep", "ccomp", "xcomp"})
@@ -45,31 +29,33 @@ _SPLITTABLE = frozenset({"raises", "created_by", "uses", "contains", "provides",
                          "member_of", "accepts"})
 
 
-def _load(model: str):
+def _load(model: str, nlp=None):
     try:
         import spacy
     except ImportError as exc:
         raise RuntimeError(SPACY_HINT) from exc
-    try:
-        nlp = spacy.load(model, exclude=["ner"])
-    except OSError as exc:  # model not installed
-        raise RuntimeError(SPACY_HINT) from exc
-    if "parser" not in nlp.pipe_names:
-        raise RuntimeError(f"spaCy pipeline {model!r} has no dependency parser; {SPACY_HINT}")
+    if nlp is None:
+        try:
+            nlp = spacy.load(model, exclude=["ner"])
+        except OSError as exc:  # model not installed
+            raise RuntimeError(SPACY_HINT) from exc
+    if not any("token.dep" in nlp.get_pipe_meta(name).assigns for name in nlp.pipe_names):
+        raise RuntimeError(f"spaCy pipeline {nlp.meta.get('name', model)!r} has no dependency parser; {SPACY_HINT}")
     return spacy, nlp
 
 
 class SpacyExtractor:
     name = "spacy"
 
-    def __init__(self, model: str = "en_core_web_sm", max_arg_words: int = 8):
+    def __init__(self, model: str = "en_core_web_sm", max_arg_words: int = 8, nlp=None):
+        """``nlp``: a loaded pipeline to use instead of ``spacy.load(model)``."""
         if not isinstance(max_arg_words, int) or not 1 <= max_arg_words <= 32:
             raise ValueError(f"max_arg_words must be an int in [1, 32], got {max_arg_words!r}")
-        spacy, self.nlp = _load(model)
+        spacy, self.nlp = _load(model, nlp)
         self.max_arg_words = max_arg_words
         meta = self.nlp.meta
         model_id = f"{meta.get('lang', 'en')}_{meta.get('name', model)}-{meta.get('version', '0')}"
-        version = f"{BACKEND_VERSION}+{model_id}+spacy{spacy.__version__}"
+        version = f"{source_digest(*SOURCES)}+{model_id}+spacy{spacy.__version__}"
         if max_arg_words != 8:
             version += f"+w{max_arg_words}"
         self.version = "".join(c if c.isalnum() or c in "._+-" else "_" for c in version)
@@ -247,9 +233,7 @@ class SpacyExtractor:
         # The prose sentences of the simple backend are what gets parsed: the same code and
         # doctest filtering, evidence spans that agree across backends, and no text over
         # spaCy's max_length. Markup characters become spaces, so offsets do not move.
-        from ml.relation_triples.simple import MAX_SENTENCE_CHARS, _Sentence, sentence_spans
-
-        spans = [(a, b) for a, b in sentence_spans(text) if b - a <= MAX_SENTENCE_CHARS]
+        spans = [(a, b) for a, b in sentences.sentence_spans(text) if b - a <= sentences.MAX_SENTENCE_CHARS]
         pieces = (text[a:b].translate(_MARKUP_TO_SPACE) for a, b in spans)
         best: dict[tuple[str, str, str, int], Triple] = {}
         for (a, _b), doc in zip(spans, self.nlp.pipe(pieces, batch_size=64)):
@@ -261,7 +245,7 @@ class SpacyExtractor:
                 start = a + sent.start_char + lead
                 end = a + sent.start_char + len(raw.rstrip())
                 found = self._sentence(sent)
-                acro = _Sentence(text[start:end], self.max_arg_words)
+                acro = rules.SentenceRules(text[start:end], self.max_arg_words)
                 for i, tok in enumerate(acro.low):
                     if tok == "(" and i + 2 < acro.n and acro.low[i + 2] == ")":
                         acro.acronym(i)
