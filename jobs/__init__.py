@@ -5,7 +5,8 @@
 | ingest_job | groups data, corpus, datasets: raw_docs ... tokenized_corpus and the *_dataset assets | - |
 | train_job | group models: lm_checkpoint, lora_adapter, embedding_checkpoint, relation_checkpoint | gpu |
 | export_job | group export: onnx_bundle | gpu |
-| full_pipeline | everything | training/export ops: gpu |
+| full_pipeline | everything but the sweeps | training/export/evaluation ops: gpu |
+| sweep_job | group experiments: model_sweep (configs/sweep_debug.yaml) | sweep_train ops: gpu |
 
 Each job includes the asset checks of its assets. The landing sensor requests ingest_job;
 the retrain sensor requests train_job (only the models whose inputs changed) and then
@@ -87,13 +88,23 @@ export_job = dg.define_asset_job(
     description="The ONNX bundle (group export) from the current checkpoints.",
 )
 
-ALL_GROUPS = tuple(sorted({g for a in ALL_ASSETS for g in a.group_names_by_key.values()}))
+EXPERIMENT_GROUPS = ("experiments",)  # sweeps: run on demand (sweep_job), never part of full_pipeline
+ALL_GROUPS = tuple(sorted({g for a in ALL_ASSETS for g in a.group_names_by_key.values()} - set(EXPERIMENT_GROUPS)))
 
 full_pipeline = dg.define_asset_job(
     "full_pipeline",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(*EXPERIMENT_GROUPS),
     config=profile_mapping(*ALL_GROUPS),
-    description="Every asset, from the landing zone to the exported bundle.",
+    description="Every asset, from the landing zone to the exported bundle and the held-out evaluation "
+    "(sweeps excepted: sweep_job).",
 )
 
-ALL_JOBS = [ingest_job, train_job, export_job, full_pipeline]
+sweep_job = dg.define_asset_job(
+    "sweep_job",
+    selection=dg.AssetSelection.groups(*EXPERIMENT_GROUPS),
+    config=profile_mapping(*EXPERIMENT_GROUPS),
+    description="model_sweep: one training per point of the profile's sweep (ops.model_sweep.ops.sweep_points), "
+    "in parallel as the executor and the gpu pool allow, ranked into sweep_results.",
+)
+
+ALL_JOBS = [ingest_job, train_job, export_job, full_pipeline, sweep_job]
