@@ -26,7 +26,7 @@ from assets.pools import GPU_STEP
 from assets.versioned import declared_inputs, fingerprint_for, materialize_versioned
 from ml.catalog import check_result_rows
 from ml.fsutil import source_digest
-from ml.paths import work_dir
+from ml.storage_work import WorkState
 from ml.store import BuildResult, StoredVersion
 from ml.train import config as tc
 from resources import ArtifactStoreResource, CatalogResource, TorchDevice
@@ -205,7 +205,8 @@ def train_checkpoint(
     if swept:  # the sweep's best point: its version and the sweep version are what this version is made from
         fp_config["from_sweep"] = swept
         upstream["model_sweep"] = swept["sweep_version"]
-    work = work_dir(st.home) / asset / fingerprint_for(context, fp_config, upstream)
+    work_state = WorkState(st.home, asset, fingerprint_for(context, fp_config, upstream))  # local, or mirrored to s3
+    work = work_state.local
 
     def build(out: Path) -> BuildResult:
         if swept:
@@ -219,7 +220,8 @@ def train_checkpoint(
             return BuildResult(stats=dict(src.stats), rows=int(src.manifest.get("rows") or 0))
         spec = TrainSpec(asset=asset, settings=settings.model_dump(mode="json"), out_dir=str(out), work_dir=str(work),
                          inputs={name: str(v.path) for name, v in inputs.items()}, device=device, **refs)
-        summary = launch(spec, log=context.log.info)
+        with work_state.syncing():  # resume state: pulled first, pushed while training and at the end
+            summary = launch(spec, log=context.log.info)
         return BuildResult(stats=_build_stats(summary), rows=int(summary["steps"]))
 
     result = materialize_versioned(

@@ -264,3 +264,59 @@ def test_landing_zone_on_the_bucket_lists_objects_with_the_same_rules(s3, tmp_pa
     assert reasons["broken.jsonl.gz"] == "unreadable_file" and reasons["dir.jsonl"] == "not_regular_file"
     assert reasons["bad\x07name.jsonl"] == "unreadable_file"
     assert read_docs(tmp_path / "out").collect().height == 3
+
+
+def _checkpoint(work, step: int, text: str):
+    d = work / "checkpoints" / f"step-{step:08d}"
+    d.mkdir(parents=True)
+    (d / "model.safetensors").write_bytes(text.encode() * 1000)
+    (d / "state.json").write_text(json.dumps({"step": step, "best": {"step": step}}))
+    return d
+
+
+def test_training_resume_state_is_pushed_to_the_bucket_and_pulled_by_another_worker(s3, tmp_path, monkeypatch):
+    from ml.storage_work import WorkState
+
+    home = s3.url("work")
+    monkeypatch.setenv("LINEAGE_SCRATCH", str(tmp_path / "worker-a"))
+    a = WorkState(home, "lm_checkpoint", "f" * 16)
+    assert a.remote and a.local.is_relative_to(tmp_path / "worker-a")
+    with a.syncing(interval_s=0.05) as work:
+        _checkpoint(work, 10, "ten")
+        _checkpoint(work, 20, "twenty")
+        (work / "checkpoints" / ".tmp-step-00000030").mkdir()  # a save in progress: never pushed
+    stored = _objects(s3, a.url)
+    assert f"{a.url.key}/checkpoints/step-00000020/state.json" in stored
+    assert not any("tmp-step" in k for k in stored)
+    # a worker killed mid-push leaves a checkpoint without state.json: it is never pulled
+    s3.client().pipe_file(f"{a.url.key}/checkpoints/step-00000040/model.safetensors", b"half")
+
+    monkeypatch.setenv("LINEAGE_SCRATCH", str(tmp_path / "worker-b"))
+    b = WorkState(home, "lm_checkpoint", "f" * 16)
+    assert b.pull() == ["step-00000010", "step-00000020"]
+    assert (b.local / "checkpoints" / "step-00000020" / "model.safetensors").read_bytes() == b"twenty" * 1000
+    # pruning on b (keep the last) removes the dropped checkpoint from the bucket too
+    import shutil
+
+    shutil.rmtree(b.local / "checkpoints" / "step-00000010")
+    b.push()
+    assert not any("step-00000010" in k for k in _objects(s3, b.url))
+
+    # a local home is the work directory itself, as before
+    local = WorkState(tmp_path / "lh", "lm_checkpoint", "f" * 16)
+    assert local.local == tmp_path / "lh" / "work" / "lm_checkpoint" / ("f" * 16) and local.push() == []
+
+
+def test_parse_cache_shards_live_in_the_bucket(s3):
+    from ml.relation_triples.base import Triple
+    from ml.relation_triples.cache import TripleCache
+
+    root = s3.url("parse-cache") + "/work/relation_triples/cache"
+    cache = TripleCache(root, "simple", "1.0")
+    cache.put_many({"a" * 16: [Triple("Ada", "born_in", "London", 0.9, 0, 20)], "b" * 16: []})
+    cache.put_many({"c" * 16: [Triple("Bob", "works_for", "Acme", 0.8, 3, 9)]})
+    other = TripleCache(root, "simple", "1.0")  # another worker
+    got = other.get_many(["a" * 16, "b" * 16, "c" * 16, "d" * 16])
+    assert got == {"a" * 16: [Triple("Ada", "born_in", "London", 0.9, 0, 20)], "b" * 16: [],
+                   "c" * 16: [Triple("Bob", "works_for", "Acme", 0.8, 3, 9)]}
+    assert len(other.shards()) == 2 and other.compact() == 2 and len(other.shards()) == 1 and len(other) == 3

@@ -14,6 +14,9 @@ the first shard (by name, i.e. by write time) that has it, so a chunk never come
 twice. Outputs are deterministic for a given extractor version, so either copy is right.
 ``compact()`` folds every shard into one; it only deletes shards it has merged, so it is
 safe against concurrent writers, and readers retry when a shard vanishes under them.
+
+The root may be an ``s3://bucket/prefix`` URL (ml/storage.py): a shard is then one object PUT
+(whole or absent, no temporary name needed), listed and read the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import polars as pl
 
 from ml.fsutil import atomic_write_bytes
 from ml.paths import lineage_home, work_dir
+from ml.storage import is_url
 from ml.relation_triples.base import VERSION_RE, Triple
 
 SHARD_SCHEMA = {
@@ -52,7 +56,13 @@ class TripleCache:
         if (not isinstance(extractor_version, str) or not VERSION_RE.match(extractor_version)
                 or ".." in extractor_version):
             raise ValueError(f"invalid extractor version {extractor_version!r}")
-        self.root = Path(root)
+        self.remote = is_url(root)
+        if self.remote:
+            from ml.storage import StorageUrl
+
+            self.root = StorageUrl(root)
+        else:
+            self.root = Path(root)
         self.extractor_name = extractor_name
         self.extractor_version = extractor_version
         self.dir = self.root / extractor_name / extractor_version
@@ -61,12 +71,24 @@ class TripleCache:
         return f"TripleCache({str(self.dir)!r})"
 
     def shards(self) -> list[Path]:
+        if self.remote:
+            from ml.storage import SCHEME, objects
+
+            return sorted(SCHEME + k for k in objects(self.dir)
+                          if re.fullmatch(r"shard-[^/]*\.parquet", k.rsplit("/", 1)[-1]))
         if not self.dir.is_dir():
             return []
         return sorted(self.dir.glob("shard-*.parquet"))
 
     def _scan(self, shards: list[Path], digests: list[str] | None) -> pl.DataFrame:
-        lf = pl.scan_parquet(shards, schema=SHARD_SCHEMA, include_file_paths="_shard")
+        if self.remote:  # shards are small: fetched together, read from memory
+            from ml.storage import filesystem
+
+            got = filesystem().cat([s[len("s3://"):] for s in shards])
+            lf = pl.concat([pl.read_parquet(io.BytesIO(got[s[len("s3://"):]]), schema=SHARD_SCHEMA)
+                            .with_columns(_shard=pl.lit(s)) for s in shards]).lazy()
+        else:
+            lf = pl.scan_parquet(shards, schema=SHARD_SCHEMA, include_file_paths="_shard")
         if digests is not None:
             lf = lf.filter(pl.col("digest").is_in(digests))
         # One copy per digest: the rows of the first shard holding it.
@@ -82,7 +104,7 @@ class TripleCache:
                 return self._scan(shards, digests)
             except (FileNotFoundError, OSError, pl.exceptions.ComputeError):
                 # a concurrent compact() removed a shard between listing and reading
-                if attempt == _READ_RETRIES - 1 or all(p.exists() for p in shards):
+                if attempt == _READ_RETRIES - 1 or all(self._exists(p) for p in shards):
                     raise
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
@@ -116,11 +138,23 @@ class TripleCache:
                     cols[name].append(value)
         self._write(pl.DataFrame(cols, schema=SHARD_SCHEMA))
 
+    def _exists(self, shard) -> bool:
+        if self.remote:
+            from ml.storage import filesystem
+
+            return filesystem().exists(shard[len("s3://"):])
+        return Path(shard).exists()
+
     def _write(self, df: pl.DataFrame) -> Path:
         buf = io.BytesIO()
         df.write_parquet(buf, compression="zstd", statistics=True)
         path = self.dir / f"shard-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:12]}.parquet"
-        atomic_write_bytes(path, buf.getvalue())
+        if self.remote:
+            from ml.storage import write_bytes_atomic
+
+            write_bytes_atomic(path, buf.getvalue())  # one PUT: the shard appears whole or not at all
+        else:
+            atomic_write_bytes(path, buf.getvalue())
         return path
 
     def compact(self) -> int:
@@ -131,7 +165,15 @@ class TripleCache:
         df = self._scan(shards, None).drop("_shard")
         self._write(df)
         for p in shards:
-            p.unlink(missing_ok=True)
+            if self.remote:
+                from ml.storage import filesystem
+
+                try:
+                    filesystem().rm_file(p[len("s3://"):])
+                except FileNotFoundError:
+                    pass
+            else:
+                p.unlink(missing_ok=True)
         return len(shards)
 
     def __len__(self) -> int:

@@ -1,0 +1,155 @@
+"""Training work / resume state at a storage location (ml/storage.py).
+
+Training writes its resumable state into a local directory (``ml/train/checkpointing.py``:
+``<work>/checkpoints/step-<N>/`` renamed into place, ``state.json`` listing the sha256 of every
+other file). ``WorkState`` gives that directory for a (home, asset, fingerprint):
+
+- local home: ``<home>/work/<asset>/<fingerprint>/`` itself; nothing to sync (unchanged behaviour);
+- ``s3://`` home: a local mirror in scratch space, ``<scratch>/work/<home digest>/<asset>/<fp>/``.
+  ``pull()`` brings the complete checkpoints stored under ``<home>/work/<asset>/<fp>/`` into it
+  before training (a run resumed on another machine continues from there); ``push()`` uploads every
+  complete local checkpoint the bucket does not have, its ``state.json`` LAST (the commit marker:
+  a checkpoint without it is never pulled, whatever a kill left behind), and removes the ones
+  ``prune`` dropped (``state.json`` first). ``syncing()`` pushes every ``interval_s`` seconds from a
+  background thread while training runs, and once more at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from ml.fsutil import digest_json
+from ml.paths import work_dir
+from ml.storage import StorageUrl, is_url, objects, scratch_dir
+
+STATE = "state.json"  # ml/train/checkpointing.py: STATE
+CHECKPOINTS = "checkpoints"
+
+
+class WorkState:
+    def __init__(self, home, asset: str, fingerprint: str):
+        self.remote = is_url(home)
+        if self.remote:
+            self.url: StorageUrl | None = work_dir(StorageUrl(str(home))) / asset / fingerprint
+            self.local = scratch_dir() / "work" / digest_json(str(home), 12) / asset / fingerprint
+        else:
+            self.url = None
+            self.local = work_dir(Path(home)) / asset / fingerprint
+
+    def __repr__(self) -> str:
+        return f"WorkState({str(self.url or self.local)!r})"
+
+    # ---- remote checkpoints ----------------------------------------------------------------
+    def _remote(self) -> dict[str, dict[str, int]]:
+        """step dir name -> {relpath in it: size}, for checkpoints whose state.json is in the bucket."""
+        found: dict[str, dict[str, int]] = {}
+        for key, info in objects(self.url / CHECKPOINTS).items():
+            parts = (self.url / CHECKPOINTS).relative(key).split("/")
+            if len(parts) >= 2 and parts[0].startswith("step-"):
+                found.setdefault(parts[0], {})["/".join(parts[1:])] = int(info["size"])
+        return {step: files for step, files in found.items() if STATE in files}
+
+    def _local(self) -> list[Path]:
+        root = self.local / CHECKPOINTS
+        return sorted(p for p in root.iterdir() if p.name.startswith("step-") and (p / STATE).is_file()) \
+            if root.is_dir() else []
+
+    def pull(self) -> list[str]:
+        """Download the complete stored checkpoints missing locally (each into a temporary sibling,
+        renamed into place). Returns the step dir names fetched."""
+        if not self.remote:
+            return []
+        from ml.storage import filesystem
+
+        fs, got = filesystem(), []
+        root = self.local / CHECKPOINTS
+        for step, files in sorted(self._remote().items()):
+            if (root / step / STATE).is_file():
+                continue
+            tmp = root / f".pull-{step}-{os.getpid()}"
+            tmp.mkdir(parents=True, exist_ok=True)
+            names = sorted(files)
+            fs.get([(self.url / CHECKPOINTS / step / n).key for n in names], [str(tmp / n) for n in names])
+            if (root / step).exists():  # a broken local copy without state.json: replaced
+                import shutil
+
+                shutil.rmtree(root / step)
+            os.replace(tmp, root / step)
+            got.append(step)
+        if got:
+            _renew_names(self.local)
+        return got
+
+    def push(self) -> list[str]:
+        """Upload the complete local checkpoints the bucket lacks (state.json last); delete the
+        stored ones no longer kept locally (state.json first). Returns the step dir names uploaded."""
+        if not self.remote:
+            return []
+        from ml.storage import filesystem
+
+        fs, sent = filesystem(), []
+        stored = self._remote()
+        local = {p.name: p for p in self._local()}
+        for name, path in local.items():
+            if name in stored:
+                continue
+            try:
+                files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+                body = [f for f in files if f != STATE]
+                if body:
+                    fs.put([str(path / f) for f in body], [(self.url / CHECKPOINTS / name / f).key for f in body])
+                fs.put_file(str(path / STATE), (self.url / CHECKPOINTS / name / STATE).key)
+                sent.append(name)
+            except FileNotFoundError:  # pruned while uploaded: the next push deletes what was sent
+                continue
+        for name in stored:
+            if name not in local and self._local():  # pruned here; never empty the bucket from an empty mirror
+                fs.rm_file((self.url / CHECKPOINTS / name / STATE).key)
+                fs.rm((self.url / CHECKPOINTS / name).key, recursive=True)
+        return sent
+
+    @contextlib.contextmanager
+    def syncing(self, interval_s: float = 30.0) -> Iterator[Path]:
+        """``pull()``, then the local work directory while a background thread pushes every
+        ``interval_s``; a last ``push()`` when the block ends (also when it raises)."""
+        self.local.mkdir(parents=True, exist_ok=True)
+        if not self.remote:
+            yield self.local
+            return
+        self.pull()
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(interval_s):
+                try:
+                    self.push()
+                except Exception:  # a failed round is retried next time; the final push reports
+                    pass
+
+        thread = threading.Thread(target=loop, name="work-state-push", daemon=True)
+        thread.start()
+        try:
+            yield self.local
+        finally:
+            stop.set()
+            thread.join()
+            self.push()
+
+
+def _renew_names(work: Path) -> None:
+    """checkpoint-latest / checkpoint-best links after a pull (checkpointing's own rule)."""
+    try:
+        from ml.train import checkpointing as ckpt
+    except ImportError:  # torch missing: training cannot run here anyway
+        return
+    steps = ckpt.step_dirs(work)
+    if steps:
+        import json
+
+        best = json.loads((steps[-1][1] / STATE).read_text("utf-8")).get("best") or {}
+        ckpt.update_names(work, best.get("step") if isinstance(best, dict) else None)
+
