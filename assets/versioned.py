@@ -4,7 +4,9 @@
 2. fingerprint = digest(asset, code version, resolved config, upstream data versions).
 3. The store has a version for that fingerprint: reuse it (cache hit), compute nothing.
 4. Otherwise ``build`` computes into a staging directory; the content digest becomes
-   the data version; the directory is renamed into place.
+   the data version; the directory is renamed into place. The build's run facts (its
+   ``BuildResult.run_facts`` and wall time) go to the run record ``_run/facts.json``, outside
+   the data version (ml/run_record.py), to the catalog's ``run_facts`` and to the metadata.
 5. Catalog rows in one atomic batch: asset_versions, lineage_edges, and (the first
    time the catalog sees this version) the asset's own stats/decisions/quarantine, in the
    version's deterministic own batch, so two racing runs record them exactly once.
@@ -19,6 +21,8 @@ rebuilds it. A version the store has but the catalog missed is recorded on its n
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -26,7 +30,9 @@ import dagster as dg
 import polars as pl
 
 from ml.catalog import Catalog, corrupt_rows, now_utc, own_batch_id, repair_batch_id, stat_rows
+from ml import run_record
 from ml.faults import fault_point
+from ml.run_record import flat_numbers
 from ml.store import ArtifactStore, BuildResult, CorruptVersionError, StoredVersion, compute_fingerprint
 
 CatalogRows = Mapping[str, pl.DataFrame | list[dict[str, Any]]]
@@ -104,13 +110,14 @@ def materialize_versioned(
     asset = context.asset_key.to_user_string()
     code_version = context.assets_def.code_versions_by_key.get(context.asset_key) or "unversioned"
     fingerprint = fingerprint_for(context, config, upstream)
+    facts: dict[str, float] = {}  # this run's facts (filled by the build; none on a cache hit)
     try:
         version = store.lookup(asset, fingerprint)  # verified against its manifest
         if version is not None:
             context.log.info(f"cache hit: {asset}@{version.data_version} already built for fingerprint {fingerprint}")
         else:
             version = store.put(
-                asset, build, fingerprint=fingerprint, code_version=code_version, config=config,
+                asset, _recording_run(build, context.run.run_id, facts), fingerprint=fingerprint, code_version=code_version, config=config,
                 upstream=upstream, run_id=context.run.run_id,
             )
             how = "identical content existed" if version.reused_content else "new version"
@@ -144,6 +151,9 @@ def materialize_versioned(
     else:  # no batch of this version: unknown, or recorded before own batches existed
         write_own = not catalog.query("SELECT 1 FROM asset_versions WHERE asset = ? AND data_version = ? LIMIT 1",
                                       [asset, version.data_version]).height
+    if facts:
+        rows["run_facts"] = [{"asset": asset, "data_version": version.data_version, "run_id": context.run.run_id,
+                              "fact": k, "value": v, "recorded_at": created} for k, v in sorted(facts.items())]
     written = None
     if write_own:
         fault_point("catalog.before_own_batch")
@@ -168,9 +178,26 @@ def materialize_versioned(
             "rows": dg.MetadataValue.int(version.manifest.get("rows") or 0),
             "bytes": dg.MetadataValue.int(version.bytes),
             "upstream": dg.MetadataValue.json(dict(upstream)),
+            **{f"run.{k}": v for k, v in sorted(facts.items())},
             **metadata(version),
         },
     )
+
+
+def _recording_run(build: Callable[[Path], BuildResult], run_id: str, facts: dict[str, float]):
+    """``build``, timed, with its run facts written to the run record (``_run/facts.json``, outside the
+    data version) and collected into ``facts`` for the catalog and the Dagster metadata."""
+
+    def run(out: Path) -> BuildResult:
+        started, t0 = now_utc(), time.perf_counter()
+        result = build(out) or BuildResult()
+        facts.update(flat_numbers({**result.run_facts, "build_seconds": round(time.perf_counter() - t0, 3)}))
+        run_record.write_json(out, run_record.FACTS, {
+            "run_id": run_id, "host": socket.gethostname(), "started_at": started.isoformat(),
+            **result.run_facts, "build_seconds": facts["build_seconds"]})
+        return result
+
+    return run
 
 
 def preview_table(df: pl.DataFrame, max_chars: int = 80) -> dg.TableMetadataValue:

@@ -96,6 +96,12 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "run_failures": {
         "run_id": S, "job_name": S, "step_key": S, "error": S, "failed_at": TS,
     },
+    # run facts (ml/run_record.py): numbers of one run that built a version, outside its content; one row
+    # per run and fact (a rebuild landing on an existing version adds its own rows)
+    "run_facts": {"asset": S, "data_version": S, "run_id": S, "fact": S, "value": F, "recorded_at": TS},
+    # `lineage rebuild` (ml/rebuild.py): a version rebuilt from its manifest and compared file by file
+    "rebuilds": {"asset": S, "data_version": S, "rebuilt_at": TS, "identical": B, "detail": S,
+                 "rebuilt_version": S, "seconds": F},
     # stored versions whose files no longer match their manifest (ml/store.py: verify_tree), one row per file
     "corrupt_versions": {
         "asset": S, "data_version": S, "path": S, "expected_sha256": S, "actual_sha256": S,
