@@ -101,6 +101,26 @@ def _refuse_failed_inputs(catalog, store, upstream: dict[str, str]) -> None:
         raise dg.Failure(f"refusing to export checkpoints whose blocking checks failed: {'; '.join(bad)}")
 
 
+def _evaluation(context: dg.AssetExecutionContext, store, upstream: dict[str, str]) -> dict | None:
+    """The held-out test figures of exactly these checkpoints (the latest model_evaluation version, when it
+    measured the same model versions), for the bundle manifest; None when there is none."""
+    if context.instance.get_latest_materialization_event(dg.AssetKey("model_evaluation")) is None:
+        return None
+    ev = upstream_version(context, store, "model_evaluation")
+    measured = ev.manifest.get("upstream") or {}
+    stale = {a: v for a, v in upstream.items() if a in measured and measured[a] != v}
+    if stale or not set(measured) & set(upstream):
+        context.log.warning(f"model_evaluation@{ev.data_version} measured other model versions ({stale}); the "
+                            "bundle manifest carries no evaluation")
+        return None
+    frame = pl.read_parquet(ev.path / "results.parquet")
+    models: dict[str, dict] = {}
+    for r in frame.iter_rows(named=True):
+        models.setdefault(r["asset"], {"dataset": r["dataset"], "split": "test", "metrics": {}})["metrics"][
+            r["metric"]] = {"value": r["value"], "n": r["n"]}
+    return {"asset": "model_evaluation", "data_version": ev.data_version, "models": models}
+
+
 def _parity(version: StoredVersion) -> dict:
     return json.loads((version.path / B.BUNDLE_DIR / B.PARITY).read_text("utf-8"))
 
@@ -218,7 +238,7 @@ def _metadata(version: StoredVersion) -> dict:
 
 @dg.asset(
     group_name="export",
-    deps=list(S.CHECKPOINT_ASSETS),
+    deps=[*S.CHECKPOINT_ASSETS, "model_evaluation"],  # the manifest carries the test figures of its models
     code_version=source_digest(*(m.__file__ for m in (E, Q, P, S, B)),
                                *(_module_file(f"ml.gnn.{m}") for m in ("export", "data", "model")),
                                *(m.__file__ for m in (I4, M)), __file__),
@@ -242,6 +262,7 @@ def onnx_bundle(
 ) -> dg.MaterializeResult:
     st, cat = store.get(), catalog.get()
     upstream = {a: upstream_version(context, st, a).data_version for a in S.CHECKPOINT_ASSETS}
+    evaluation = _evaluation(context, st, upstream)
     _refuse_failed_inputs(cat, st, upstream)
     cfg = config.to_ml()
     code_version = context.assets_def.code_versions_by_key.get(context.asset_key)
@@ -255,12 +276,14 @@ def onnx_bundle(
         manifest = B.build_bundle(
             models, out, cfg, lineage=S.walk_lineage(st, upstream),
             producer={"asset": "onnx_bundle", "code_version": code_version, "upstream": upstream},
+            evaluation=evaluation,
             log=context.log.info,
         )
         return BuildResult(stats=B.bundle_stats(manifest), rows=len(models))
 
     result = materialize_versioned(
-        context, store=st, catalog=cat, config=config.model_dump(), upstream=upstream, build=build,
+        context, store=st, catalog=cat, config=config.model_dump(), build=build,
+        upstream={**upstream, **({"model_evaluation": evaluation["data_version"]} if evaluation else {})},
         catalog_rows=lambda v: _check_rows(v, context.run.run_id), metadata=_metadata,
     )
     version = st.get("onnx_bundle", result.data_version.value)

@@ -39,6 +39,8 @@ q "doc decisions of the latest cleaned_chunks version" \
   "select decision, reason, count(*) as docs from doc_decisions where data_version = (select data_version from asset_versions where asset = 'cleaned_chunks' order by created_at desc limit 1) group by all order by docs desc"
 q "final validation metrics of the latest version of each model" \
   "select asset, data_version, metric, round(value, 4) as value, step from (select *, row_number() over (partition by asset, data_version, metric order by step desc) rn from training_metrics where split = 'val') join (select asset, data_version from (select *, row_number() over (partition by asset order by created_at desc) r from asset_versions) where r = 1) using (asset, data_version) where rn = 1 order by asset, metric"
+q "held-out test metrics of each model (model_evaluation, eval_results)" \
+  "select model_asset, metric, round(value, 4) as value, n from eval_results where data_version = (select data_version from asset_versions where asset = 'model_evaluation' order by created_at desc limit 1) order by model_asset, metric" 60
 q "parity of the bundle (ORT vs PyTorch)" \
   "select regexp_extract(stat, 'parity\.(\w+)\.(\w+)\.(\w+)', 1) as model, regexp_extract(stat, 'parity\.(\w+)\.(\w+)\.(\w+)', 2) as precision, regexp_extract(stat, 'parity\.(\w+)\.(\w+)\.(\w+)', 3) as metric, round(value, 5) as value from dataset_stats where asset = 'onnx_bundle' and data_version = (select data_version from asset_versions where asset = 'onnx_bundle' order by created_at desc limit 1) and regexp_matches(stat, '^parity\.\w+\.\w+\.(max_abs_diff|argmax_agreement|cosine_mean|passed)$') order by 1, 2, 3"
 q "blocking checks that did not pass (empty: all clear)" \

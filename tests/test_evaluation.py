@@ -263,3 +263,22 @@ def test_unreachable_tracker_warns_and_the_materialization_succeeds(evaluated):
     assert result.success
     info = _mat(result, "relation_checkpoint").metadata["mlflow"].value
     assert info["status"] == "failed" and f"127.0.0.1:{port}" in info["uri"] and info["error"]
+
+
+def test_promote_refuses_a_bundle_whose_evaluation_regressed(tmp_path):
+    from ml.catalog import Catalog, check_result_rows
+    from ml.export.promote import PromotionRefused, refuse_regressed
+
+    cat = Catalog(tmp_path / "home")
+    manifest = {"evaluation": {"asset": "model_evaluation", "data_version": "e" * 16, "models": {}}}
+    cat.append({"check_results": check_result_rows("model_evaluation", "e" * 16, "r1",
+                                                   [("no_regression", True, "ERROR", "none regressed")])})
+    refuse_regressed(cat, "b" * 16, manifest)  # passed: promotion goes on
+    refuse_regressed(cat, "b" * 16, {"evaluation": None})  # a bundle without evaluation figures
+    import time
+
+    time.sleep(0.01)  # the later result is the one that counts
+    cat.append({"check_results": check_result_rows("model_evaluation", "e" * 16, "r2", [
+        ("no_regression", False, "ERROR", "1 of 9 compared metrics regressed: relation_checkpoint.accuracy")])})
+    with pytest.raises(PromotionRefused, match="regressed.*relation_checkpoint.accuracy"):
+        refuse_regressed(cat, "b" * 16, manifest)

@@ -5,7 +5,8 @@ model_version, promoted_by, promoted_at, note); the latest row per component is 
 one, earlier rows are the history. A bundle is verified first (its files against the store
 manifest, then its package as ``lineage verify`` does) and refused when that fails, when any of its blocking checks failed
 (``ml/quality/gate.py``), when no parity result was ever recorded for it, or when the
-component's own parity in the bundle's report did not pass.
+component's own parity in the bundle's report did not pass, or when the held-out evaluation the
+manifest carries (``evaluation``: model_evaluation) failed its ``no_regression`` check.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def promote(catalog: Catalog, store: ArtifactStore, component: str, version: str
     if failed:
         names = ", ".join(f"{f['check_name']} ({_short(f['details'])})" for f in failed)
         raise PromotionRefused(f"{ASSET}@{data_version}: blocking checks failed: {names}")
+    refuse_regressed(catalog, data_version, manifest)
     report = json.loads((root / PARITY).read_text("utf-8"))["models"][component]
     bad = [prec for prec, r in report.items() if not r["passed"]]
     if bad:
@@ -102,6 +104,19 @@ def promote(catalog: Catalog, store: ArtifactStore, component: str, version: str
     }
     catalog.append({"promotions": [row]})
     return row
+
+
+def refuse_regressed(catalog: Catalog, data_version: str, manifest: dict[str, Any]) -> None:
+    """A bundle whose manifest names a model_evaluation version is refused when that evaluation's blocking
+    checks (no_regression against the promoted models) failed, as last recorded."""
+    ev = manifest.get("evaluation") or {}
+    if not ev.get("data_version"):
+        return
+    failed = failed_blocking_checks(catalog, ev.get("asset", "model_evaluation"), ev["data_version"])
+    if failed:
+        names = ", ".join(f"{f['check_name']} ({_short(f['details'])})" for f in failed)
+        raise PromotionRefused(f"{ASSET}@{data_version}: its evaluation {ev.get('asset', 'model_evaluation')}@"
+                               f"{ev['data_version']} regressed: {names}")
 
 
 def _user() -> str:
