@@ -7,7 +7,8 @@ they are made of:
 ==========================  =================================================================
 raw_docs__unit              ``ingest_file`` of one file; fingerprint: (relpath, sha256, config, code)
 cleaned_chunks__unit        ``curate_unit`` of one raw unit; fingerprint: (sha256 of its raw parts,
-                            config, code) -- so a moved or renamed file is not recomputed
+                            config, code): the same documents from the same source, whatever
+                            position the file has now
 cleaned_chunks__part        a unit's share of a version (kept docs, chunks, decisions); fingerprint:
                             the chain digest of every unit up to and including it (its decisions
                             depend on those and nothing else)
