@@ -1,14 +1,14 @@
 """Asset checks (Great Expectations suites and model gates), registered in definitions.py.
 
 One multi-asset check per data asset, ``<asset>_quality``, runs that asset's suite
-(``ml/quality/suites.py``) on the version the asset last materialized and reports one Dagster
+(beside its stage in ml/, listed in ``ml/quality/suites.py``) on the version the asset last materialized and reports one Dagster
 check per expectation: blocking ones (``blocking=True``, severity ERROR) stop the asset's
 downstream in the same run when they fail; warnings (severity WARN) never block. Every result
 also goes to the catalog's ``check_results``, where ``ml/quality/gate.py`` lets the retrain
 sensor and the export refuse a version whose latest blocking checks failed, in later runs.
 
 A result belongs to a data version and a check version (``ml.quality.validate.check_version``:
-the code of ml/quality/, the GX version, the thresholds). When the catalog already holds results
+the code of ml/quality/ and the suites, the GX version, the thresholds). When the catalog already holds results
 of every selected check for the version being checked under the same check version (a cache hit
 upstream, or identical content made again), the check reports those (metadata ``reused: true``,
 ``validated_in_run``) and neither imports nor runs Great Expectations.
@@ -20,7 +20,8 @@ import dagster as dg
 import polars as pl
 
 from assets.versioned import preview_table, upstream_version
-from ml.quality.suites import SUITES, Thresholds
+from ml.quality.suite import Thresholds
+from ml.quality.suites import SUITES
 from ml.quality.validate import check_version, record_results, recorded_results, validate_version
 from resources import ArtifactStoreResource, CatalogResource
 
@@ -101,7 +102,7 @@ def _quality_check(asset: str) -> dg.AssetChecksDefinition:
 
     @dg.multi_asset_check(
         name=f"{asset}_quality", specs=specs, can_subset=True, compute_kind="great_expectations",
-        description=f"Great Expectations suite of {asset} (ml/quality/suites.py) on its latest materialized version.",
+        description=f"Great Expectations suite of {asset} ({suite.prepare.__module__}) on its latest materialized version.",
     )
     def _check(context: dg.AssetCheckExecutionContext, config: config_cls, store: ArtifactStoreResource,
                catalog: CatalogResource) -> Iterator[dg.AssetCheckResult]:

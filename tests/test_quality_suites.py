@@ -21,7 +21,8 @@ from ml.catalog import Catalog
 from ml.cleaned_chunks.chunking import CHUNK_SCHEMA
 from ml.cleaned_chunks.pipeline import DECISION_SCHEMA
 from ml.quality.gate import failed_blocking_checks
-from ml.quality.suites import SUITES, Thresholds
+from ml.quality.suite import Thresholds
+from ml.quality.suites import SUITES
 from ml.quality.validate import record_results, validate_version
 from ml.raw_docs import DOC_SCHEMA, QUARANTINE_SCHEMA
 from ml.relation_triples.extract import TRIPLE_SCHEMA

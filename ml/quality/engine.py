@@ -1,7 +1,7 @@
 """The one Great Expectations integration: run GX 1.x expectations over polars frames.
 
-A suite (``ml/quality/suites.py``) turns an asset version into a few small polars frames plus a
-list of ``Expectation`` (a GX expectation type and its kwargs, with the check name and severity it
+A suite (``ml/quality/suite.py``; each stage's lives beside it in ml/) turns an asset version into a
+few small polars frames plus a list of ``Expectation`` (a GX expectation type and its kwargs, with the check name and severity it
 reports as). ``run_expectations`` hands each frame to GX as a pandas frame (only the columns the
 expectations read: ``polars -> pandas -> GX``, measured against a DuckDB SQL datasource in
 ``bench/checks.py``) and returns one plain result dict per expectation:

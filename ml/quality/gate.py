@@ -31,7 +31,7 @@ def failed_blocking_checks(catalog: Catalog, asset: str, data_version: str) -> l
 
 
 def unchecked_blocking_checks(catalog: Catalog, asset: str, data_version: str) -> list[str]:
-    """Blocking checks of asset's suite (ml/quality/suites.py) with no result at all on that version.
+    """Blocking checks of asset's suite (ml/quality/suites.py: SUITES) with no result at all on that version.
 
     ``failed_blocking_checks`` only sees checks that ran; a caller that must not accept a version
     nobody checked (e.g. one materialized by a run that excluded its checks) asks this too.

@@ -27,12 +27,14 @@ from typing import Any, Iterable
 from ml.catalog import Catalog, check_result_rows
 from ml.fsutil import digest_json, source_digest
 from ml.quality.engine import run_expectations
-from ml.quality.suites import SUITES, Prepared, Suite, Thresholds
+from ml.quality.suite import Prepared, Suite, Thresholds
+from ml.quality.suites import SUITE_MODULES, SUITES
 from ml.store import ArtifactStore
 
 
-# every module of ml/quality/ (suites, the GX integration, this file): a change to any is a new check version
-CODE_VERSION = source_digest(*sorted(Path(__file__).parent.glob("*.py")))
+# every module of ml/quality/ (the GX integration, this file) and every stage's suite module: a change to
+# any is a new check version
+CODE_VERSION = source_digest(*sorted(Path(__file__).parent.glob("*.py")), *(m.__file__ for m in SUITE_MODULES))
 
 
 def _gx_version() -> str:
