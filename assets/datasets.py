@@ -17,6 +17,7 @@ import ml.datasets.splits as splits
 from assets.versioned import materialize_versioned, preview_table, upstream_version
 from ml.cleaned_chunks.pipeline import read_chunks, read_clean_docs
 from ml.fsutil import source_digest
+from ml.relation_triples.parts import read_triples
 from ml.store import BuildResult, StoredVersion
 import ml.tokenizer as tokenization
 from resources import ArtifactStoreResource, CatalogResource
@@ -32,10 +33,6 @@ class DatasetConfig(dg.Config):
     """Share of documents in the held-out test split (model_evaluation); keep it equal across stages."""
     mix_weights: dict[str, float] = {}
     """source (landing path or file stem) -> weight of the train split; empty: natural shares."""
-
-
-def _read_triples(version: StoredVersion) -> pl.DataFrame:
-    return pl.scan_parquet(version.path / "triples" / "*.parquet").collect()
 
 
 def _read_doc_sources(chunks: StoredVersion) -> pl.DataFrame:
@@ -133,7 +130,7 @@ def relation_dataset(context: dg.AssetExecutionContext, config: RelationDatasetC
         min_confidence=config.min_confidence, max_chars=config.max_chars,
         mix_weights=tuple(sorted(config.mix_weights.items())))
     build = _build(lambda: relation.build_relation(
-        _read_triples(triples), read_chunks(chunks.path).select("chunk_id", "doc_id", "text").collect(),
+        read_triples(triples.path).collect(), read_chunks(chunks.path).select("chunk_id", "doc_id", "text").collect(),
         _read_doc_sources(chunks), cfg), extra=relation.write_labels)
     return materialize_versioned(
         context, store=st, catalog=catalog.get(), config=config.model_dump(),
@@ -169,7 +166,7 @@ def sft_dataset(context: dg.AssetExecutionContext, config: SftDatasetConfig,
         max_objects=config.max_objects, max_len=config.max_len, min_confidence=config.min_confidence,
         mix_weights=tuple(sorted(config.mix_weights.items())))
     build = _build(lambda: sft.build_sft(
-        _read_triples(triples), read_chunks(chunks.path).select("chunk_id", "doc_id").collect(),
+        read_triples(triples.path).collect(), read_chunks(chunks.path).select("chunk_id", "doc_id").collect(),
         _read_doc_sources(chunks), cfg, tokenizer=tokenization.load_tokenizer(tok.path)))
     return materialize_versioned(
         context, store=st, catalog=catalog.get(), config=config.model_dump(),
@@ -206,7 +203,7 @@ def gnn_dataset(context: dg.AssetExecutionContext, config: GnnDatasetConfig,
 
     def build(out: Path) -> BuildResult:
         parts, nodes, edges, stats = gnn.build_gnn(
-            _read_triples(triples), read_chunks(chunks.path).select("chunk_id", "doc_id", "text").collect(),
+            read_triples(triples.path).collect(), read_chunks(chunks.path).select("chunk_id", "doc_id", "text").collect(),
             _read_doc_sources(chunks), cfg)
         gnn.write_graph(out, nodes, edges)
         return BuildResult(stats=stats, rows=datasets_pkg.write_splits(out, parts))
@@ -249,7 +246,7 @@ def ner_dataset(context: dg.AssetExecutionContext, config: NerDatasetConfig,
     cfg = ner.NerConfig(seed=config.seed, val_ratio=config.val_ratio, test_ratio=config.test_ratio, max_len=config.max_len,
                         min_confidence=config.min_confidence, mix_weights=tuple(sorted(config.mix_weights.items())))
     build = _build(lambda: ner.build_ner(
-        _read_triples(triples), read_chunks(chunks.path).select("chunk_id", "doc_id").collect(),
+        read_triples(triples.path).collect(), read_chunks(chunks.path).select("chunk_id", "doc_id").collect(),
         _read_doc_sources(chunks), cfg, tokenization.load_tokenizer(tok.path)), extra=ner.write_labels)
     return materialize_versioned(
         context, store=st, catalog=catalog.get(), config=config.model_dump(),

@@ -117,13 +117,10 @@ def tokenized_corpus(context: dg.AssetExecutionContext, config: TokenizedCorpusC
     st = store.get()
     chunks = upstream_version(context, st, "cleaned_chunks")
     tok = upstream_version(context, st, "tokenizer")
-    tok_cfg = tok.manifest.get("config", {})
-    if (tok_cfg.get("seed"), tok_cfg.get("val_ratio"), tok_cfg.get("test_ratio", 0.0)) != \
-            (config.seed, config.val_ratio, config.test_ratio):
-        raise dg.Failure(f"tokenized_corpus splits with seed={config.seed}, val_ratio={config.val_ratio}, "
-                         f"test_ratio={config.test_ratio} but tokenizer@{tok.data_version} was trained with "
-                         f"seed={tok_cfg.get('seed')}, val_ratio={tok_cfg.get('val_ratio')}, test_ratio="
-                         f"{tok_cfg.get('test_ratio', 0.0)}: its training text would leak into val or test")
+    leak = corpus.split_leak(tok.manifest.get("config", {}), tok.data_version, config.seed, config.val_ratio,
+                             config.test_ratio)
+    if leak:
+        raise dg.Failure(leak)
 
     def build(out: Path) -> BuildResult:
         docs = read_clean_docs(chunks.path).select("doc_id", "source", "text").collect()

@@ -107,6 +107,18 @@ def corpus_splits(docs: pl.DataFrame, seed: int, val_ratio: float, mix_weights: 
     return {k: parts[k] for k in SPLITS}, plan.stats
 
 
+def split_leak(tokenizer_config: dict, tokenizer_version: str, seed: int, val_ratio: float,
+               test_ratio: float) -> str | None:
+    """Why encoding with these split settings would leak the tokenizer's training text into val or test
+    (the tokenizer was trained on the train split of its own settings, recorded in its ``config``), or None."""
+    trained = (tokenizer_config.get("seed"), tokenizer_config.get("val_ratio"), tokenizer_config.get("test_ratio", 0.0))
+    if trained == (seed, val_ratio, test_ratio):
+        return None
+    return (f"tokenized_corpus splits with seed={seed}, val_ratio={val_ratio}, test_ratio={test_ratio} but "
+            f"tokenizer@{tokenizer_version} was trained with seed={trained[0]}, val_ratio={trained[1]}, "
+            f"test_ratio={trained[2]}: its training text would leak into val or test")
+
+
 def build_tokenized_corpus(splits: dict[str, pl.DataFrame], tokenizer_dir: Path, out: Path,
                            cfg: CorpusConfig = CorpusConfig(), mixed_out_docs: int = 0) -> dict[str, float]:
     """Encode ``splits`` (split -> frame with doc_id, source, text, in stream order) into ``out``.

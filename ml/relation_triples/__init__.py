@@ -17,6 +17,7 @@ per-chunk parquet cache; ``extract``: the frame-level driver; ``parts``: the sta
 from ml.relation_triples.base import RELATIONS, Extractor, Triple
 from ml.relation_triples.cache import TripleCache, default_cache_root
 from ml.relation_triples.extract import TRIPLE_SCHEMA, chunk_digest, extract_triples
+from ml.relation_triples.parts import read_triples, triples_files, write_triples
 from ml.relation_triples.registry import available, get_extractor, register
 from ml.relation_triples.sentences import sentence_spans
 from ml.relation_triples.simple import SimpleExtractor
@@ -36,6 +37,9 @@ __all__ = [
     "default_cache_root",
     "extract_triples",
     "get_extractor",
+    "read_triples",
     "register",
     "sentence_spans",
+    "triples_files",
+    "write_triples",
 ]

@@ -24,6 +24,7 @@ from ml.quality.suite import (
 )
 from ml.relation_triples.base import RELATIONS
 from ml.relation_triples.extract import TRIPLE_SCHEMA
+from ml.relation_triples.parts import triples_files
 from ml.store import ArtifactStore, StoredVersion
 
 RELATION_TRIPLES_CHECKS = (
@@ -41,7 +42,7 @@ RELATION_TRIPLES_CHECKS = (
 def _relation_triples(store: ArtifactStore, v: StoredVersion, t: Thresholds) -> Prepared:
     errors: dict[str, str] = {}
     inputs: dict[str, str] = {}
-    files = parquet_parts(v.path / "triples")
+    files = triples_files(v.path)
     schema = schema_frame({"triples": (TRIPLE_SCHEMA, files)})
     lf = scan_parts(files, list(TRIPLE_SCHEMA), TRIPLE_SCHEMA)
     have = column_names(lf)
