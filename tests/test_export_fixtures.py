@@ -236,7 +236,7 @@ def sources(dirs: dict[str, Path]):
     The LM's samples are the texts it learned, each cut at four different points (a next token
     inside text it knows); the encoders get the texts and word windows of them.
     """
-    from ml.export.export import ModelSource
+    from ml.export.to_onnx import ModelSource
 
     words = " ".join(TEXTS).split()
     texts = list(TEXTS) + [" ".join(words[i: i + 8 + i % 13]) for i in range(0, 18 * 9, 9)]

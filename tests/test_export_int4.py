@@ -13,7 +13,8 @@ import onnx
 import pytest
 
 from ml.cli import main as lineage
-from ml.export import bundle as B
+from ml.export import build as bundle_build
+from ml.export import bundle, tarball, verify
 from ml.export import int4 as I4
 from ml.export import parity as P
 from tests.test_export_fixtures import build_checkpoints, sources
@@ -29,14 +30,14 @@ def built(tmp_path_factory):
     lm, emb = sources(dirs)[:2]
     lm.metrics = METRICS
     out = tmp_path_factory.mktemp("int4") / "out"
-    manifest = B.build_bundle([lm, emb], out, B.BundleConfig(**FAST), lineage={"nodes": [], "raw_docs": [],
-                                                                               "landing": {}}, log=lambda m: None)
+    manifest = bundle_build.build_bundle([lm, emb], out, bundle_build.BundleConfig(**FAST),
+                                         lineage={"nodes": [], "raw_docs": [], "landing": {}}, log=lambda m: None)
     return out, manifest
 
 
 def test_lm_gets_an_int4_model_with_figures_and_a_passing_gate(built):
     out, manifest = built
-    root = out / B.BUNDLE_DIR
+    root = out / bundle.BUNDLE_DIR
     lm = manifest["models"]["lm"]
     q = lm["quantization_int4"]
     assert q["status"] == "quantized" and q["block_size"] == 32 and q["symmetric"] is False
@@ -45,11 +46,13 @@ def test_lm_gets_an_int4_model_with_figures_and_a_passing_gate(built):
     # 2 layers x 7 projections + the LM head: every MatMul with a constant weight is 4-bit now
     assert ops.count("MatMulNBits") == q["quantized"] == 15
     assert lm["bytes"]["int4"] < 0.6 * lm["bytes"]["fp32"] and lm["bytes"]["int4_ratio"] < 0.6
-    assert lm["latency_ms"]["b1s128"][I4.ENGINE] > 0 and lm["latency_setup"]["engines"][I4.ENGINE]
+    timing = bundle_build.read_latency(out)["models"]["lm"]  # latency is a run fact: the run record, not the bundle
+    assert timing["latency_ms"]["b1s128"][I4.ENGINE] > 0 and timing["latency_setup"]["engines"][I4.ENGINE]
+    assert "latency_ms" not in lm and "seconds" not in lm["export"]
     assert lm["parity"]["int4"]["passed"] and lm["parity"]["int4"]["argmax_agreement"] >= 0.9
-    report = json.loads((root / B.PARITY).read_text())["models"]["lm"]["int4"]
+    report = json.loads((root / bundle.PARITY).read_text())["models"]["lm"]["int4"]
     assert [c["metric"] for c in report["criteria"]] == ["argmax_agreement", "max_abs_diff"]
-    assert B.bundle_stats(manifest)["bytes.lm.int4"] == lm["bytes"]["int4"]
+    assert bundle_build.bundle_stats(manifest)["bytes.lm.int4"] == lm["bytes"]["int4"]
 
 
 def test_operators_left_unquantized_are_listed_with_the_reason(built):
@@ -73,8 +76,8 @@ def test_operators_left_unquantized_are_listed_with_the_reason(built):
 
 def test_int4_gate_holds_at_its_thresholds_and_fails_just_past_them(built):
     out, manifest = built
-    root = out / B.BUNDLE_DIR
-    samples = P.load_samples(root / "lm" / B.SAMPLES)
+    root = out / bundle.BUNDLE_DIR
+    samples = P.load_samples(root / "lm" / bundle.SAMPLES)
     m = manifest["models"]["lm"]["parity"]["int4"]
     top1, diff = m["argmax_agreement"], m["max_abs_diff"]
     assert diff > 0  # 4-bit weights do move the logits
@@ -93,8 +96,8 @@ def test_embedding_table_mode_fp32_keeps_the_table_and_says_why(built, tmp_path)
     out, manifest = built
     mdir = tmp_path / "lm"
     mdir.mkdir()
-    (mdir / B.FP32).write_bytes((out / B.BUNDLE_DIR / "lm" / B.FP32).read_bytes())
-    samples = P.load_samples(out / B.BUNDLE_DIR / "lm" / B.SAMPLES)
+    (mdir / bundle.FP32).write_bytes((out / bundle.BUNDLE_DIR / "lm" / bundle.FP32).read_bytes())
+    samples = P.load_samples(out / bundle.BUNDLE_DIR / "lm" / bundle.SAMPLES)
     cfg = SimpleNamespace(int4=True, int4_block_size=32, int4_symmetric=False, int4_accuracy_level=0,
                           int4_embeddings="fp32", thresholds=P.Thresholds())
     q, res = I4.build("causal_lm", mdir, samples, cfg, 1, lambda m: None, name="lm")
@@ -103,18 +106,18 @@ def test_embedding_table_mode_fp32_keeps_the_table_and_says_why(built, tmp_path)
     assert len(gather) == 1 and "stays fp32" in gather[0]["reason"] and "opset 21" in gather[0]["reason"]
     # the INT8 table makes the int4 file smaller than with the fp32 table
     assert manifest["models"]["lm"]["bytes"]["int4"] < (mdir / I4.FILE).stat().st_size
-    with pytest.raises(B.BundleError, match="int4_embeddings"):
-        B.BundleConfig(int4_embeddings="int4")
+    with pytest.raises(bundle.BundleError, match="int4_embeddings"):
+        bundle_build.BundleConfig(int4_embeddings="int4")
 
 
 def test_block_size_is_configurable_and_checked(built, tmp_path):
     out, manifest = built
-    fp32 = out / B.BUNDLE_DIR / "lm" / B.FP32
+    fp32 = out / bundle.BUNDLE_DIR / "lm" / bundle.FP32
     info = I4.quantize_int4(fp32, tmp_path / "b16.onnx", block_size=16, symmetric=True)
     node = next(n for n in onnx.load(str(tmp_path / "b16.onnx")).graph.node if n.op_type == "MatMulNBits")
     assert {a.name: a.i for a in node.attribute}["block_size"] == 16 and info["symmetric"] is True
-    with pytest.raises(B.BundleError, match="power of two >= 16"):
-        B.BundleConfig(int4_block_size=24)
+    with pytest.raises(bundle.BundleError, match="power of two >= 16"):
+        bundle_build.BundleConfig(int4_block_size=24)
 
 
 def test_a_model_that_cannot_be_quantized_is_reported_and_fails_its_gate(built, tmp_path):
@@ -122,7 +125,7 @@ def test_a_model_that_cannot_be_quantized_is_reported_and_fails_its_gate(built, 
     mdir = tmp_path / "lm"
     mdir.mkdir()
     (mdir / "model.onnx").write_bytes(b"not an onnx graph")  # the quantizer cannot read it
-    samples = P.load_samples(out / B.BUNDLE_DIR / "lm" / B.SAMPLES)
+    samples = P.load_samples(out / bundle.BUNDLE_DIR / "lm" / bundle.SAMPLES)
     cfg = SimpleNamespace(int4=True, int4_block_size=32, int4_symmetric=False, int4_accuracy_level=0,
                           thresholds=P.Thresholds())
     q, res = I4.build("causal_lm", mdir, samples, cfg, 1, lambda m: None, name="lm")
@@ -138,7 +141,7 @@ def test_a_model_that_cannot_be_quantized_is_reported_and_fails_its_gate(built, 
 
 def test_verify_reruns_the_int4_parity(built, capsys):
     out, _ = built
-    assert lineage(["verify", str(out / B.TARBALL), "--threads", "1"]) == 0
+    assert lineage(["verify", str(out / bundle.TARBALL), "--threads", "1"]) == 0
     text = capsys.readouterr().out
     assert "lm int4: parity on" in text and "max_abs_diff=" in text
 

@@ -102,7 +102,7 @@ def test_equal_active_parameters_by_default():
 def test_moe_exports_through_the_one_path_with_parity(moe_version, tmp_path):
     import onnxruntime as ort
 
-    import ml.export.export as E
+    import ml.export.to_onnx as E
 
     src = E.ModelSource(name="lm", kind="causal_lm", model_dir=moe_version / "model",
                         tokenizer_dir=moe_version / "tokenizer")

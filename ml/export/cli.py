@@ -93,7 +93,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not args.target:
         print("lineage verify: give ASSET@VERSION, a version directory, a package file, or --all", file=sys.stderr)
         return 2
-    from ml.export.bundle import verify_bundle
+    from ml.export.verify import verify_bundle
 
     path = Path(args.target)
     report = verify_bundle(path, threads=args.threads, keep=Path(args.keep) if args.keep else None)

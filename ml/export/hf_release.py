@@ -112,7 +112,7 @@ def pick_prompts(store: ArtifactStore, src: ReleaseSource, n: int) -> None:
     for text, cut in zip(texts, cuts):
         if cut:  # running text: its first tokens
             if tok is None:
-                from ml.export.export import load_tokenizer
+                from ml.export.to_onnx import load_tokenizer
 
                 tok = load_tokenizer(src.version_dir / "tokenizer")
             text = tok.decode(tok(text)["input_ids"][:LM_PROMPT_TOKENS])
@@ -191,7 +191,7 @@ def model_card(src: ReleaseSource, store: ArtifactStore, *, metrics: dict[str, A
                          "results": [r for r in results if r["metrics"]]}],
         "lineage_forge": {
             "asset": src.asset, "data_version": src.data_version, "code_version": manifest.get("code_version"),
-            "run_id": manifest.get("run_id"), "upstream": upstream,
+            "upstream": upstream,
             **({"merged_into": f"{src.base['asset']}@{src.base['data_version']}"} if src.base else {}),
             "raw_docs": lineage.get("raw_docs", []), "landing": lineage.get("landing", {}),
             "greedy_parity_passed": parity["passed"],
@@ -273,8 +273,7 @@ def model_card(src: ReleaseSource, store: ArtifactStore, *, metrics: dict[str, A
               if src.name in CHAT_MODELS else "- It is not instruction-tuned: prompt it with text to continue.",
               "", "## Lineage", ""]
     for node in lineage.get("nodes", [])[:40]:
-        lines.append(f"- `{node['asset']}@{node['data_version']}` (code {node.get('code_version')}, run "
-                     f"{node.get('run_id')})")
+        lines.append(f"- `{node['asset']}@{node['data_version']}` (code {node.get('code_version')})")
     for k, v in sorted((lineage.get("landing") or {}).items()):
         lines.append(f"- `{k}` sha256 {v}")
     return "\n".join(lines) + "\n"

@@ -19,7 +19,8 @@ from typing import Any
 import polars as pl
 
 from ml.catalog import Catalog, corrupt_rows, now_utc
-from ml.export.bundle import BUNDLE_DIR, MANIFEST, PARITY, TARBALL, verify_bundle
+from ml.export.bundle import BUNDLE_DIR, MANIFEST, PARITY, TARBALL
+from ml.export.verify import verify_bundle
 from ml.quality.gate import failed_blocking_checks, latest_check_results
 from ml.store import ArtifactStore, CorruptVersionError
 

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import polars as pl
 
-from ml.export.export import ModelSource, read_pooling
+from ml.export.to_onnx import ModelSource, read_pooling
 from ml.paths import ASSET_NAME_RE
 from ml.store import ArtifactStore, StoredVersion
 
@@ -93,6 +93,19 @@ def resolve_models(store: ArtifactStore, versions: Mapping[str, str]) -> list[Mo
     return out
 
 
+def bundle_sources(store: ArtifactStore, versions: Mapping[str, str], samples: int) -> list[ModelSource]:
+    """``resolve_models`` with each model's sample texts and its checkpoint metrics filled in."""
+    from ml.export.metrics import checkpoint_metrics
+
+    models = resolve_models(store, versions)
+    for m in models:
+        asset, version = m.provenance["asset"], m.provenance["data_version"]
+        m.texts, m.cut_samples, m.provenance["samples"] = sample_texts(store, asset, version, m.kind, samples,
+                                                                       m.tokenizer_dir)
+        m.metrics = checkpoint_metrics(store, asset, version)
+    return models
+
+
 def _graph_inputs(store: ArtifactStore, ver: StoredVersion, versions: Mapping[str, str]) -> dict[str, Any]:
     """The gnn_dataset and embedding_checkpoint versions a gnn_checkpoint was trained on (its node
     features come from that embedding model, so the bundle's embedding must be the same version)."""
@@ -147,7 +160,7 @@ def _read_texts(version_dir: Path, pattern: str, columns: tuple[str, ...], n: in
     # a tokenized_corpus split: documents decoded with the model's tokenizer
     if tokenizer_dir is None or not (version_dir / pattern).is_dir():
         return []
-    from ml.export.export import load_tokenizer
+    from ml.export.to_onnx import load_tokenizer
     from ml.tokenized_corpus import TokenShards
 
     shards = TokenShards(version_dir, pattern)
@@ -188,9 +201,10 @@ def sample_texts(store: ArtifactStore, asset: str, version: str, kind: str, n: i
 def walk_lineage(store: ArtifactStore, upstream: Mapping[str, str]) -> dict[str, Any]:
     """Every version upstream of ``upstream`` (asset -> version), from the store manifests.
 
-    Returns {"nodes": [{asset, data_version, code_version, run_id, created_at, fingerprint, upstream}],
-    "raw_docs": [versions], "landing": {"landing:<file>": sha256 prefix}}. A version missing from the
-    store is an error: the bundle would claim a lineage it cannot show.
+    Returns {"nodes": [{asset, data_version, code_version, fingerprint, upstream}], "raw_docs": [versions],
+    "landing": {"landing:<file>": sha256 prefix}}. A version missing from the store is an error: the bundle
+    would claim a lineage it cannot show. Run ids and timestamps are run facts, not lineage content: the
+    catalog (``lineage trace``) has them.
     """
     nodes: dict[tuple[str, str], dict[str, Any]] = {}
     landing: dict[str, str] = {}
@@ -207,7 +221,7 @@ def walk_lineage(store: ArtifactStore, upstream: Mapping[str, str]) -> dict[str,
         m = store.get(asset, version).manifest
         nodes[(asset, version)] = {
             "asset": asset, "data_version": version, "code_version": m.get("code_version"),
-            "run_id": m.get("run_id"), "created_at": m.get("created_at"), "fingerprint": m.get("fingerprint"),
+            "fingerprint": m.get("fingerprint"),
             "upstream": dict(sorted(m.get("upstream", {}).items())),
         }
         stack.extend(sorted(m.get("upstream", {}).items()))
