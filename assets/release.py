@@ -14,8 +14,8 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-import ml.export.hf_release as H
-import ml.export.metrics as M
+import ml.export.hf_release as hf_export
+import ml.export.metrics as export_metrics
 from assets.pools import GPU_STEP
 from assets.versioned import materialize_versioned, preview_table, upstream_version
 from ml.catalog import check_result_rows
@@ -36,7 +36,7 @@ class HfReleaseConfig(dg.Config):
 
 
 def _index(version: StoredVersion) -> dict:
-    return json.loads((version.path / H.RELEASE_DIR / H.INDEX).read_text("utf-8"))
+    return json.loads((version.path / hf_export.RELEASE_DIR / hf_export.INDEX).read_text("utf-8"))
 
 
 def _details(index: dict) -> dict:
@@ -51,13 +51,13 @@ def _metadata(version: StoredVersion) -> dict:
              "val": json.dumps(m["metrics"].get("val") or {}, sort_keys=True)[:120]}
             for n, m in index["models"].items()]
     return {"models": preview_table(pl.DataFrame(rows)), "release": dg.MetadataValue.path(
-        str(version.path / H.RELEASE_DIR)), "greedy_parity_passed": index["passed"]}
+        str(version.path / hf_export.RELEASE_DIR)), "greedy_parity_passed": index["passed"]}
 
 
 @dg.asset(
     group_name="export",
     deps=["onnx_bundle"],
-    code_version=source_digest(H.__file__, M.__file__, __file__),
+    code_version=source_digest(hf_export.__file__, export_metrics.__file__, __file__),
     kinds={"huggingface"},
     **GPU_STEP,  # loads and runs every LM, like the export
     check_specs=[dg.AssetCheckSpec(CHECK, asset="hf_release", blocking=True,
@@ -85,7 +85,7 @@ def hf_release(context: dg.AssetExecutionContext, config: HfReleaseConfig, store
     upstream = {"onnx_bundle": bundle.data_version, **versions}
 
     def build(out: Path) -> BuildResult:
-        index = H.build_release(st, versions, out / H.RELEASE_DIR, prompts=config.prompts,
+        index = hf_export.build_release(st, versions, out / hf_export.RELEASE_DIR, prompts=config.prompts,
                                 max_new_tokens=config.max_new_tokens,
                                 bundle={**manifest, "data_version": bundle.data_version}, log=context.log.info)
         stats = {f"{n}.greedy_identical": m["greedy_parity"]["identical"] for n, m in index["models"].items()}

@@ -43,10 +43,10 @@ def lm_settings(arch: str, args, aux: float, z: float) -> dict:
 
 
 def run(name: str, settings: dict, inputs: dict, out: Path, skew: float = 0.0) -> dict:
-    from ml.train import run as R
+    from ml.train import run as train_run
     from ml.train.config import DeviceSettings
 
-    spec = R.TrainSpec(asset="lm_checkpoint", settings=settings, inputs=inputs, out_dir=str(out),
+    spec = train_run.TrainSpec(asset="lm_checkpoint", settings=settings, inputs=inputs, out_dir=str(out),
                        device=DeviceSettings(device="cpu", seed=0, threads=1))
     if skew:
         from ml.train import models
@@ -61,11 +61,11 @@ def run(name: str, settings: dict, inputs: dict, out: Path, skew: float = 0.0) -
             return m
         models.build_lm = build
         try:
-            summary = R.run_training(spec, log=lambda m: None)
+            summary = train_run.run_training(spec, log=lambda m: None)
         finally:
             models.build_lm = real
     else:
-        summary = R.run_training(spec, log=lambda m: None)
+        summary = train_run.run_training(spec, log=lambda m: None)
     return summary
 
 

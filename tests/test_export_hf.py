@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from ml.cli import main as lineage
-from ml.export import hf_release as H
+from ml.export import hf_release
 from ml.store import ArtifactStore, BuildResult
 from tests.test_export_fixtures import TEXTS, build_checkpoints
 
@@ -60,7 +60,7 @@ def store(tmp_path_factory):
 def release(store, tmp_path_factory):
     st, versions = store
     out = tmp_path_factory.mktemp("release") / "release"
-    index = H.build_release(st, {"lora_adapter": versions["lora_adapter"], "dpo_adapter": versions["dpo_adapter"]},
+    index = hf_release.build_release(st, {"lora_adapter": versions["lora_adapter"], "dpo_adapter": versions["dpo_adapter"]},
                             out, prompts=4, max_new_tokens=12, log=lambda m: None)
     return out, index
 
@@ -107,7 +107,7 @@ def test_release_loads_offline_in_a_fresh_process_and_matches_the_checkpoint(rel
     st, _ = store
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "empty_hf_home"))
-    sources = {s.name: s for s in H.release_sources(st, {"lora_adapter": index["models"]["sft"]["data_version"],
+    sources = {s.name: s for s in hf_release.release_sources(st, {"lora_adapter": index["models"]["sft"]["data_version"],
                                                          "dpo_adapter": index["models"]["dpo"]["data_version"]})}
     prompts = TEXTS[0][:60], TEXTS[4][:50], "<|system|><|end|><|user|>What is Python?<|end|><|assistant|>"
     for name in ("lm", "sft"):
@@ -115,18 +115,18 @@ def test_release_loads_offline_in_a_fresh_process_and_matches_the_checkpoint(rel
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         got = json.loads(proc.stdout.strip().splitlines()[-1])
-        model, tok = H.load_source(sources[name])  # the checkpoint through the project's loaders
-        gen = H.generation_config(tok, name in H.CHAT_MODELS, 12)
-        assert got == H.greedy_tokens(model, tok, list(prompts), gen), name
+        model, tok = hf_release.load_source(sources[name])  # the checkpoint through the project's loaders
+        gen = hf_release.generation_config(tok, name in hf_release.CHAT_MODELS, 12)
+        assert got == hf_release.greedy_tokens(model, tok, list(prompts), gen), name
         assert all(len(t) > 0 for t in got)
 
 
 def test_greedy_parity_reports_a_mismatch(release):
     out, index = release
-    gen = H.generation_config(__import__("transformers").AutoTokenizer.from_pretrained(str(out / "lm")), False, 12)
+    gen = hf_release.generation_config(__import__("transformers").AutoTokenizer.from_pretrained(str(out / "lm")), False, 12)
     prompts = [TEXTS[1][:40]]
     wrong = [[5, 6, 7]]
-    res = H.greedy_parity(out / "lm", wrong, prompts, gen)
+    res = hf_release.greedy_parity(out / "lm", wrong, prompts, gen)
     assert res["passed"] is False and res["identical"] == 0 and res["first_mismatch"]["checkpoint"] == [5, 6, 7]
 
 
@@ -137,20 +137,20 @@ def test_lineage_export_hf_from_a_checkpoint_and_from_a_release_version(release,
     monkeypatch.setenv("LINEAGE_HOME", str(st.home))
     dest = tmp_path / "from_ckpt"
     assert lineage(["export-hf", f"lm_checkpoint@{versions['lm_checkpoint'][:8]}", str(dest)]) == 0
-    assert (dest / "lm" / "model.safetensors").is_file() and (dest / H.INDEX).is_file()
+    assert (dest / "lm" / "model.safetensors").is_file() and (dest / hf_release.INDEX).is_file()
     assert lineage(["export-hf", f"lm_checkpoint@{versions['lm_checkpoint'][:8]}", str(dest)]) == 1  # not empty
     assert "not an empty directory" in capsys.readouterr().err
 
     def build(o: Path) -> BuildResult:
-        shutil.copytree(out, o / H.RELEASE_DIR)
+        shutil.copytree(out, o / hf_release.RELEASE_DIR)
         return BuildResult()
 
-    rel = st.put(H.ASSET, build, fingerprint="f" * 16, code_version="test", config={}, upstream={})
+    rel = st.put(hf_release.ASSET, build, fingerprint="f" * 16, code_version="test", config={}, upstream={})
     one = tmp_path / "sft_only"
     assert lineage(["export-hf", rel.data_version[:10], str(one), "--model", "sft"]) == 0
     assert (one / "config.json").is_file() and (one / "README.md").is_file()
     assert lineage(["export-hf", "latest", str(tmp_path / "all")]) == 0
-    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["dpo", "lm", H.INDEX, "sft"]
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["dpo", "lm", hf_release.INDEX, "sft"]
     assert lineage(["export-hf", "0000", str(tmp_path / "none")]) == 1
     assert lineage(["export-hf", "relation_checkpoint@00", str(tmp_path / "none")]) == 1
     assert "not a language-model checkpoint" in capsys.readouterr().err

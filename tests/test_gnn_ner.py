@@ -11,7 +11,7 @@ import torch
 from ml.datasets.gnn import GnnConfig, MENTIONS, build_gnn, entity_key, query_text
 from ml.datasets.mixing import plan_docs
 from ml.datasets.ner import NerConfig, bio_tags, build_ner, decode_entities, entity_type
-from ml.export import parity as P
+from ml.export import parity
 from ml.gnn.data import baseline_scores, ranking_metrics, ranks
 from ml.train.tasks import entity_prf
 
@@ -139,15 +139,15 @@ def test_ner_dataset_is_aligned_to_the_tokenizer_and_split_by_document(tmp_path)
 
 
 def test_ranker_and_token_parity_criteria_at_their_thresholds():
-    t = P.Thresholds()
+    t = parity.Thresholds()
     ref = np.array([[3.0, 2.0, 1.0, 0.0]] * 20, dtype=np.float32)
     swapped = ref.copy()
     swapped[0] = [2.0, 3.0, 1.0, 0.0]  # one query of 20 changes its top candidate: 0.95 agreement
-    r = P.compare("ranker", "int8", ref, swapped, t)
+    r = parity.compare("ranker", "int8", ref, swapped, t)
     assert r["passed"] and r["metrics"]["argmax_agreement"] == pytest.approx(0.95)
     swapped[1] = [2.0, 3.0, 1.0, 0.0]
-    assert not P.compare("ranker", "int8", ref, swapped, t)["passed"]  # 0.90
-    assert P.rank_correlation(ref, -ref) == pytest.approx(-1.0) and P.rank_correlation(ref, ref) == pytest.approx(1.0)
+    assert not parity.compare("ranker", "int8", ref, swapped, t)["passed"]  # 0.90
+    assert parity.rank_correlation(ref, -ref) == pytest.approx(-1.0) and parity.rank_correlation(ref, ref) == pytest.approx(1.0)
     assert r["metrics"]["rank_correlation_mean"] == pytest.approx((19 + 0.8) / 20)  # one adjacent swap of 4: 0.8
     assert [c[0] for c in t.criteria("token_classifier", "int8")] == ["argmax_agreement"]
 
@@ -159,12 +159,12 @@ def test_token_classifier_parity_ignores_padding(tmp_path, monkeypatch):
     out[1, 2] = [0.0, 1.0]  # the padded position of row 1 disagrees: not counted
     samples = {"input_ids": np.ones((2, 3), dtype=np.int64), "attention_mask": np.array([[1, 1, 1], [1, 1, 0]]),
                "reference": ref}
-    monkeypatch.setattr(P, "ort_session", lambda path, threads=0: None)
-    monkeypatch.setattr(P, "ort_outputs", lambda session, ids, mask: out)
-    res = P.check_onnx(tmp_path / "m.onnx", "token_classifier", "int8", samples, P.Thresholds())
+    monkeypatch.setattr(parity, "ort_session", lambda path, threads=0: None)
+    monkeypatch.setattr(parity, "ort_outputs", lambda session, ids, mask: out)
+    res = parity.check_onnx(tmp_path / "m.onnx", "token_classifier", "int8", samples, parity.Thresholds())
     assert res["passed"] and res["samples"] == 5 and res["metrics"]["argmax_agreement"] == 1.0
     out[0, 1] = [0.0, 1.0]  # a real token disagrees: 4/5
-    assert not P.check_onnx(tmp_path / "m.onnx", "token_classifier", "int8", samples, P.Thresholds())["passed"]
+    assert not parity.check_onnx(tmp_path / "m.onnx", "token_classifier", "int8", samples, parity.Thresholds())["passed"]
 
 
 @pytest.mark.parametrize("asset", ["gnn_checkpoint", "ner_checkpoint"])

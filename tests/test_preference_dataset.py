@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from ml import raw_docs
-from ml.datasets import preference as P
+from ml.datasets import preference
 from ml.datasets.sft import SftConfig, build_sft
 from ml.datasets.splits import doc_split
 from ml.tokenizer import ASSISTANT, END, USER
@@ -45,9 +45,9 @@ def _landing(tmp_path):
 
 def test_landing_pairs_validated_with_raw_docs_quarantine_and_exact_accounting(tmp_path):
     landing = _landing(tmp_path)
-    files = P.scan_preferences(landing)
+    files = preference.scan_preferences(landing)
     assert [f.relpath for f in files] == ["preferences/a.jsonl", "preferences/b.jsonl.gz"]
-    kept, report = P.read_pairs(files, tmp_path / "q")
+    kept, report = preference.read_pairs(files, tmp_path / "q")
     q = pl.read_parquet(tmp_path / "q" / "*.parquet")
     assert report.lines_read == report.kept + report.quarantined == kept.height + q.height
     reasons = dict(zip(*q.group_by("reason").len().sort("reason").to_dict(as_series=False).values()))
@@ -74,7 +74,7 @@ def test_raw_docs_leaves_preferences_alone_and_the_landing_sensor_watches_both(t
     assert set(files) == {"docs.jsonl", "preferences/a.jsonl", "preferences/b.jsonl.gz"} and partial == []
     # a file *named* preferences.jsonl at the top, or a preferences/ directory deeper down, is a document file
     assert raw_docs.is_landing_file("preferences.jsonl") and raw_docs.is_landing_file("a/preferences/x.jsonl")
-    assert not raw_docs.is_landing_file("preferences/x.jsonl") and P.is_preference_file("preferences/x.jsonl.gz")
+    assert not raw_docs.is_landing_file("preferences/x.jsonl") and preference.is_preference_file("preferences/x.jsonl.gz")
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,8 @@ def sft_rows():
 
 def test_derived_pairs_negatives_from_the_same_split_no_leakage_and_accounting(sft_rows):
     docs, sft = sft_rows
-    cfg = P.PreferenceConfig(val_ratio=0.2)
-    out, s = P.build_preference(pl.DataFrame(schema=P.PAIR_SCHEMA), sft, docs, cfg)
+    cfg = preference.PreferenceConfig(val_ratio=0.2)
+    out, s = preference.build_preference(pl.DataFrame(schema=preference.PAIR_SCHEMA), sft, docs, cfg)
     train, val = out["train"], out["val"]
     assert train.height > 50 and val.height > 5 and s["derived.used"] == 1
     assert s["examples_in"] == s["derived.made"] == train.height + val.height + s["skipped.mixed_out"] + \
@@ -108,28 +108,28 @@ def test_derived_pairs_negatives_from_the_same_split_no_leakage_and_accounting(s
     assert sum(same_rel) / len(same_rel) > 0.9
     assert all(by_response[r]["object"] != by_prompt[p]["object"] for p, r in zip(train["prompt"], train["rejected"]))
     # deterministic
-    again, _ = P.build_preference(pl.DataFrame(schema=P.PAIR_SCHEMA), sft, docs, cfg)
+    again, _ = preference.build_preference(pl.DataFrame(schema=preference.PAIR_SCHEMA), sft, docs, cfg)
     assert again["train"].equals(train)
 
 
 def _supplied(n: int, source: str) -> pl.DataFrame:
     rows = [{"prompt": f"{USER}q{i % (n // 2)}{END}{ASSISTANT}", "chosen": f"good {i}{END}", "rejected": f"bad {i}{END}",
-             "origin": "landing", "doc_id": P.pair_doc_id(f"{USER}q{i % (n // 2)}{END}{ASSISTANT}"), "source": source,
+             "origin": "landing", "doc_id": preference.pair_doc_id(f"{USER}q{i % (n // 2)}{END}{ASSISTANT}"), "source": source,
              "rejected_doc_id": None, "line": i + 1, "meta": None} for i in range(n)]
-    return pl.DataFrame(rows, schema=P.PAIR_SCHEMA).with_columns(rejected_doc_id=pl.col("doc_id"))
+    return pl.DataFrame(rows, schema=preference.PAIR_SCHEMA).with_columns(rejected_doc_id=pl.col("doc_id"))
 
 
 def test_supplied_pairs_split_by_prompt_and_mixed_by_the_same_rules(sft_rows):
     docs, sft = sft_rows
     supplied = _supplied(400, "preferences/mine.jsonl")
-    out, s = P.build_preference(supplied, sft, docs, P.PreferenceConfig(val_ratio=0.2))  # derive: auto
+    out, s = preference.build_preference(supplied, sft, docs, preference.PreferenceConfig(val_ratio=0.2))  # derive: auto
     assert s["derived.used"] == 0 and set(out["train"]["origin"]) == {"landing"}
     # every pair of one prompt is in one split
     assert not set(out["train"]["prompt"]) & set(out["val"]["prompt"])
     assert s["examples_in"] == 400 == out["train"].height + out["val"].height + s["skipped.mixed_out"] + \
         s["skipped.prompt_in_train"]
 
-    both, s2 = P.build_preference(supplied, sft, docs, P.PreferenceConfig(
+    both, s2 = preference.build_preference(supplied, sft, docs, preference.PreferenceConfig(
         val_ratio=0.2, derive="always",
         mix_weights=(("alpha", 0.25), ("beta", 0.25), ("gamma", 0.25), ("mine", 0.25))))
     shares = {k.rsplit(".", 1)[-1]: v for k, v in s2.items() if k.startswith("mix.share.")}
@@ -138,7 +138,7 @@ def test_supplied_pairs_split_by_prompt_and_mixed_by_the_same_rules(sft_rows):
     assert s2["examples_in"] == both["train"].height + both["val"].height + s2["skipped.mixed_out"] + \
         s2["skipped.prompt_in_train"]
     with pytest.raises(ValueError, match="preferences/mine.jsonl"):  # a source without a weight is named
-        P.build_preference(supplied, sft, docs, P.PreferenceConfig(
+        preference.build_preference(supplied, sft, docs, preference.PreferenceConfig(
             derive="always", mix_weights=(("alpha", 1.0), ("beta", 1.0), ("gamma", 1.0))))
     with pytest.raises(ValueError, match="derive"):
-        P.PreferenceConfig(derive="sometimes")
+        preference.PreferenceConfig(derive="sometimes")
