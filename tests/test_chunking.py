@@ -452,27 +452,3 @@ def test_chunk_frame_schema_and_order():
     no_docs = pl.DataFrame({"doc_id": [], "text": []}, schema={"doc_id": pl.String, "text": pl.String})
     empty = chunk_frame(no_docs, cfg)
     assert empty.height == 0 and empty.schema == pl.Schema(CHUNK_SCHEMA)
-
-
-if __name__ == "__main__":  # throughput: python -m tests.test_chunking [MB]
-    import sys
-    import time
-
-    target = float(sys.argv[1]) if len(sys.argv) > 1 else 20.0
-    rng = random.Random(0)
-    docs, size = [], 0
-    while size < target * 1e6:
-        d = make_prose(rng.randint(500, 30000), seed=len(docs))
-        docs.append(d)
-        size += len(d.encode("utf-8"))
-    cfg = ChunkConfig()
-    t0 = time.perf_counter()
-    n = sum(len(chunk_text(str(i), d, cfg)) for i, d in enumerate(docs))
-    dt = time.perf_counter() - t0
-    mb = size / 1e6
-    print(f"chunk_text: {mb:.1f} MB, {len(docs)} docs, {n} chunks in {dt:.2f}s = {mb / dt:.1f} MB/s")
-    frame = pl.DataFrame({"doc_id": [str(i) for i in range(len(docs))], "text": docs})
-    t0 = time.perf_counter()
-    out = chunk_frame(frame, cfg)
-    dt = time.perf_counter() - t0
-    print(f"chunk_frame: {out.height} chunks in {dt:.2f}s = {mb / dt:.1f} MB/s")
