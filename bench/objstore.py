@@ -8,7 +8,8 @@ The "version" is what the store moves: many small files (Parquet parts, JSON) an
 ones (weights). Per library and round, into a fresh prefix: put (upload every file), list (one
 recursive listing of the prefix), get (download every file into a temp dir, bytes checked). Each
 library is used the way it is meant to be used concurrently: s3fs's batched put/get (asyncio),
-obstore's async put/get gathered, pyarrow's ``copy_files`` with threads. Prints the median seconds,
+obstore's async put/get gathered (and obstore through its fsspec filesystem, batched put/get: the
+interface ml/storage.py uses), pyarrow's ``copy_files`` with threads. Prints the median seconds,
 MB/s and files/s, and every figure as a ratio to s3fs measured in the same run.
 """
 
@@ -46,7 +47,10 @@ class S3fs:
     name = "s3fs"
 
     def __init__(self, server):
-        self.fs = server.client()
+        import s3fs
+
+        self.fs = s3fs.S3FileSystem(key=server.access_key, secret=server.secret_key, skip_instance_cache=True,
+                                    endpoint_url=server.endpoint, client_kwargs={"region_name": server.region})
         self.bucket = server.bucket
 
     def put(self, src: Path, files: list[Path], prefix: str) -> None:
@@ -105,6 +109,16 @@ class Obstore:
         asyncio.run(run())
 
 
+class ObstoreFsspec(S3fs):
+    """obstore through its fsspec filesystem, batched put/get: what ml/storage.py uses."""
+
+    name = "obstore.fsspec"
+
+    def __init__(self, server):
+        self.fs = server.client()
+        self.bucket = server.bucket
+
+
 class Arrow:
     name = "pyarrow.fs"
 
@@ -144,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         files = make_version(src, args.small, args.big_mb)
         rels = sorted(f.relative_to(src).as_posix() for f in files)
         total = sum(f.stat().st_size for f in files)
-        clients = [S3fs(server), Obstore(server), Arrow(server)]
+        clients = [S3fs(server), Obstore(server), ObstoreFsspec(server), Arrow(server)]
         times: dict[str, dict[str, list[float]]] = {c.name: {"put": [], "list": [], "get": []} for c in clients}
         for rnd in range(args.rounds):
             for c in clients:  # interleaved: load on the machine hits every library alike
@@ -169,11 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"version: {len(files)} files ({args.small} x 4 kB + 1 x {args.big_mb} MB), {mb:.1f} MB; "
           f"SeaweedFS on 127.0.0.1; median of {args.rounds} rounds; ratio = time / s3fs time (lower is faster)")
     base = {op: statistics.median(times["s3fs"][op]) for op in ("put", "list", "get")}
-    print(f"{'library':<12} {'put s':>7} {'MB/s':>7} {'files/s':>8} {'ratio':>6} | {'list s':>7} {'ratio':>6} | "
+    print(f"{'library':<15} {'put s':>7} {'MB/s':>7} {'files/s':>8} {'ratio':>6} | {'list s':>7} {'ratio':>6} | "
           f"{'get s':>7} {'MB/s':>7} {'files/s':>8} {'ratio':>6}")
     for name, t in times.items():
         put, lst, get = (statistics.median(t[op]) for op in ("put", "list", "get"))
-        print(f"{name:<12} {put:7.3f} {mb / put:7.1f} {len(files) / put:8.0f} {put / base['put']:6.2f} | "
+        print(f"{name:<15} {put:7.3f} {mb / put:7.1f} {len(files) / put:8.0f} {put / base['put']:6.2f} | "
               f"{lst:7.3f} {lst / base['list']:6.2f} | {get:7.3f} {mb / get:7.1f} {len(files) / get:8.0f} "
               f"{get / base['get']:6.2f}")
     return 0

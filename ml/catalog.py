@@ -438,7 +438,7 @@ class ObjectCatalog(Catalog):
     so a batch's rows appear in every table at once or not at all, and of two writers racing on a
     deterministic batch id (``own_batch_id``) exactly one wins; the loser's files are deleted (or,
     if it dies first, found by ``lineage gc``). Readers list the committed batches and hand DuckDB
-    the committed writers' files through the registered s3fs filesystem (no DuckDB extension is
+    the committed writers' files through the registered fsspec filesystem (obstore's; no DuckDB extension is
     installed or loaded: no network).
     """
 
@@ -467,11 +467,9 @@ class ObjectCatalog(Catalog):
 
         want = {table: self._schema_url(table) for table in SCHEMAS}
         sdir = self.batches / SCHEMA_BATCH
-        self.fs.invalidate_cache(sdir.key)
-        try:
-            have = set(self.fs.ls(sdir.key, detail=False))
-        except FileNotFoundError:
-            have = set()
+        from ml.storage import objects
+
+        have = set(objects(sdir))
         for table, url in want.items():
             if url.key not in have:
                 buf = io.BytesIO()
@@ -581,7 +579,7 @@ class ObjectCatalog(Catalog):
         return self.root
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB that reads the batches through s3fs (extension autoload off: no network)."""
+        """An in-memory DuckDB that reads the batches through obstore's fsspec filesystem (extension autoload off: no network)."""
         from ml.storage import filesystem
 
         self.init()

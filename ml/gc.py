@@ -154,7 +154,6 @@ def find_object_leftovers(home, min_age_s: float, now: float) -> list[Leftover]:
     fs = filesystem()
     out: list[Leftover] = []
     art, cat = artifacts_dir(home), catalog_dir(home)
-    fs.invalidate_cache(home.key)
 
     def listing(url) -> dict[str, dict]:
         from ml.storage import objects
@@ -162,7 +161,7 @@ def find_object_leftovers(home, min_age_s: float, now: float) -> list[Leftover]:
         return objects(url)
 
     def mtime(info: dict) -> float:
-        m = info.get("LastModified") or info.get("mtime")
+        m = info.get("mtime") or info.get("last_modified")
         return m.timestamp() if hasattr(m, "timestamp") else float(m or now)
 
     objects = listing(art)
@@ -236,7 +235,6 @@ def remove(leftover: Leftover) -> None:
 
         fs = filesystem()
         if leftover.kind == "partial upload":
-            fs.invalidate_cache(path.key)
             if fs.exists((path / MANIFEST).key):  # published meanwhile by a live writer: a version now
                 return
         fs.rm(path.key, recursive=True)

@@ -248,9 +248,10 @@ def _s3_listing(landing) -> list[tuple[str, dict]]:
 
 
 def _unsafe_key(rel: str) -> bool:
-    """An object key that is no safe relative path: an empty, '.' or '..' segment, a backslash, a control char."""
+    """An object key that is no safe relative path: an empty, '.' or '..' segment, a backslash, a control
+    character, or bytes the client could not decode (listed with U+FFFD)."""
     return (any(part in ("", ".", "..") for part in rel.split("/")) or "\\" in rel
-            or any(ord(c) < 32 or ord(c) == 127 for c in rel))
+            or any(ord(c) < 32 or ord(c) == 127 or c == "\ufffd" for c in rel))  # U+FFFD: a key not decodable
 
 
 def _s3_objects(landing) -> list[tuple[str, Any, dict]]:
@@ -304,9 +305,9 @@ def _s3_scan(landing) -> list[LandingFile]:
             out.append(LandingFile(rel, url, n, h.hexdigest()))
         except FileNotFoundError:  # removed while scanned
             continue
-        except OSError as exc:  # access denied, or any other refusal to read the object
+        except Exception as exc:  # access denied (obstore's PermissionDeniedError), any refusal to read it
             out.append(LandingFile(rel, url, 0, MARKERS["unreadable_file"], "unreadable_file",
-                                   f"{type(exc).__name__}: {exc.strerror or exc}"))
+                                   f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"))
     out += _s3_problems(landing)
     return sorted(out, key=lambda f: f.relpath)
 
@@ -321,7 +322,7 @@ def stat_landing(path) -> os.stat_result | Any:
     from ml.storage import filesystem
 
     info = filesystem().info(path.key)
-    m = info.get("LastModified")
+    m = info.get("last_modified")
     return SimpleNamespace(st_size=int(info["size"]), st_mtime_ns=int(m.timestamp() * 1e9) if m else 0)
 
 

@@ -3,8 +3,10 @@
 Every place that keeps state (the artifact store, the catalog, the parse cache, training
 resume state, the landing zone) takes a *location*: ``location("/srv/lineage")`` is a
 ``pathlib.Path``; ``location("s3://bucket/prefix")`` is a ``StorageUrl``, a ``str`` that joins
-with ``/`` like a path. ``filesystem()`` is the object-store client (s3fs, an fsspec
-filesystem: DuckDB reads through it too), configured from the usual variables:
+with ``/`` like a path. The object-store client is obstore (Rust ``object_store``; chosen by
+``bench/objstore.py``): ``filesystem()`` is its fsspec filesystem (DuckDB reads the catalog
+through it, the landing zone streams through it), ``native_store(bucket)`` its native store
+(create-only PUTs, listings with modification times). Both are configured from the usual variables:
 
     AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3)   the S3 endpoint (SeaweedFS, MinIO, ...); unset: AWS
     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY    credentials (or any other botocore credential source)
@@ -20,6 +22,7 @@ It is never under the LINEAGE_HOME of an s3 home, which has no local part.
 
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
 import threading
@@ -107,23 +110,63 @@ def settings() -> dict[str, str]:
     }
 
 
-def filesystem():
-    """The s3fs filesystem for the current settings (one per process and settings)."""
-    import s3fs
-
+def _config() -> tuple[dict[str, Any], dict[str, Any]]:
+    """obstore S3 config and client options for the current settings."""
     s = settings()
-    ident = (os.getpid(), tuple(sorted(s.items())))
+    config: dict[str, Any] = {"region": s["region"]}
+    if s["endpoint_url"]:
+        config["endpoint"] = s["endpoint_url"]
+    if s["key"]:
+        config["access_key_id"], config["secret_access_key"] = s["key"], s["secret"]
+    client = {"allow_http": s["endpoint_url"].startswith("http://")}
+    return config, client
+
+
+def _release() -> None:
+    """Drop the clients before the interpreter finalizes: an obstore client still alive then (its
+    Rust runtime tearing down after Python's) aborted about one process exit in four here."""
+    import gc
+
     with _lock:
+        _fs_cache.clear()
+    gc.collect()
+    from fsspec import asyn  # then stop fsspec's IO loop thread, which ran the filesystem's coroutines
+
+    loop, thread = asyn.loop[0], asyn.iothread[0]
+    if loop is not None and thread is not None and loop.is_running():
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+def filesystem():
+    """obstore's fsspec filesystem for the current settings (one per process and settings: a forked
+    worker makes its own)."""
+    from obstore.fsspec import FsspecStore
+
+    ident = ("fs", os.getpid(), tuple(sorted(settings().items())))
+    with _lock:
+        if not _fs_cache:
+            atexit.register(_release)
         fs = _fs_cache.get(ident)
         if fs is None:
-            kwargs: dict[str, Any] = {"skip_instance_cache": True, "client_kwargs": {"region_name": s["region"]},
-                                      "config_kwargs": {"retries": {"max_attempts": 5, "mode": "standard"}}}
-            if s["endpoint_url"]:
-                kwargs["endpoint_url"] = s["endpoint_url"]
-            if s["key"]:
-                kwargs["key"], kwargs["secret"] = s["key"], s["secret"]
-            fs = _fs_cache[ident] = s3fs.S3FileSystem(**kwargs)
+            config, client = _config()
+            fs = _fs_cache[ident] = FsspecStore("s3", config=config, client_options=client, skip_instance_cache=True)
     return fs
+
+
+def native_store(bucket: str):
+    """obstore's native S3 store of one bucket (create-only PUTs, listings with modification times)."""
+    from obstore.store import S3Store
+
+    ident = ("store", os.getpid(), bucket, tuple(sorted(settings().items())))
+    with _lock:
+        if not _fs_cache:
+            atexit.register(_release)
+        store = _fs_cache.get(ident)
+        if store is None:
+            config, client = _config()
+            store = _fs_cache[ident] = S3Store(bucket, config=config, client_options=client)
+    return store
 
 
 def scratch_dir() -> Path:
@@ -155,26 +198,25 @@ def write_bytes_atomic(loc: Path | StorageUrl, data: bytes) -> None:
 def create_only(loc: StorageUrl, data: bytes) -> bool:
     """PUT ``data`` unless the object exists (``If-None-Match: *``). True: this call created it;
     False: it existed already (another writer came first)."""
-    fs = filesystem()
+    import obstore
+    from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+    bucket, _, key = loc.key.partition("/")
     try:
-        fs.pipe_file(loc.key, data, mode="create")
+        obstore.put(native_store(bucket), key, data, mode="create")
         return True
-    except FileExistsError:
+    except (AlreadyExistsError, PreconditionError):
         return False
-    except OSError as exc:
-        if "pre-condition" in str(exc).lower() or "precondition" in str(exc).lower():
-            return False
-        raise
 
 
 def objects(url: StorageUrl) -> dict[str, dict]:
-    """key -> info of every object under ``url`` (recursively; directory entries left out), fresh
-    from the server (the listing cache is dropped first). {} when there is none."""
-    fs = filesystem()
-    fs.invalidate_cache(url.key)
-    try:
-        found = fs.find(url.key, detail=True)
-    except FileNotFoundError:
-        return {}
-    base = url.key + "/"
-    return {k: info for k, info in found.items() if info.get("type") == "file" and k.startswith(base)}
+    """``bucket/key`` -> {size, mtime (datetime), type: file} of every object under ``url``
+    (recursively), from one fresh listing. {} when there is none."""
+    import obstore
+
+    bucket, _, prefix = url.key.partition("/")
+    out = {}
+    for batch in obstore.list(native_store(bucket), prefix + "/" if prefix else None):
+        for meta in batch:
+            out[f"{bucket}/{meta['path']}"] = {"size": int(meta["size"]), "mtime": meta["last_modified"], "type": "file"}
+    return out

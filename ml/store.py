@@ -510,10 +510,9 @@ class ObjectArtifactStore(ArtifactStore):
         return self._version(asset, data_version, json.loads(raw))
 
     def assets(self) -> list[str]:
-        try:
-            names = [k.rstrip("/").rsplit("/", 1)[-1] for k in self.fs.ls(self.root.key, detail=False, refresh=True)]
-        except FileNotFoundError:
-            return []
+        from ml.storage import objects
+
+        names = {self.root.relative(k).split("/", 1)[0] for k in objects(self.root)}
         return sorted(n for n in names if ASSET_NAME_RE.match(n))
 
     def versions(self, asset: str) -> list[StoredVersion]:

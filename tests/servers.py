@@ -107,11 +107,12 @@ class S3Server:
         return f"s3://{self.bucket}/{prefix.strip('/')}".rstrip("/")
 
     def client(self):
-        """A fresh s3fs filesystem for this server (for assertions in tests)."""
-        import s3fs
+        """A fresh fsspec filesystem (obstore's) for this server, for assertions in tests."""
+        from obstore.fsspec import FsspecStore
 
-        return s3fs.S3FileSystem(key=self.access_key, secret=self.secret_key, skip_instance_cache=True,
-                                 endpoint_url=self.endpoint, client_kwargs={"region_name": self.region})
+        return FsspecStore("s3", config={"endpoint": self.endpoint, "access_key_id": self.access_key,
+                                         "secret_access_key": self.secret_key, "region": self.region},
+                           client_options={"allow_http": True}, skip_instance_cache=True)
 
 
 def start_seaweedfs(root: Path, bucket: str = "lineage", timeout: float = 60.0) -> S3Server:
@@ -145,8 +146,7 @@ def start_seaweedfs(root: Path, bucket: str = "lineage", timeout: float = 60.0) 
         wait_until(s3_up, timeout, "SeaweedFS S3 gateway", proc, log)
         fs = server.client()
 
-        def bucket_made() -> bool:
-            fs.mkdir(bucket)
+        def bucket_made() -> bool:  # the gateway creates a bucket on its first upload (admin identity)
             fs.pipe_file(f"{bucket}/.ready", b"1")  # volumes are assigned: writes work
             fs.rm_file(f"{bucket}/.ready")
             return True
