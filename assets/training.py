@@ -94,7 +94,9 @@ def _metric_rows(asset: str):
 def _metadata(version: StoredVersion, torch_device: TorchDevice) -> dict[str, Any]:
     from ml.train.plots import data_uri_markdown
 
-    summary = json.loads((version.path / "summary.json").read_text("utf-8"))
+    from ml.train.run import read_summary
+
+    summary = read_summary(version.path)  # with its run facts (_run/train_run.json)
     png = version.path / "loss_curve.png"
     md: dict[str, Any] = {
         "loss_curve": dg.MetadataValue.md(data_uri_markdown(png.read_bytes(), f"{version.asset} loss curve")),
@@ -120,7 +122,7 @@ def _metadata(version: StoredVersion, torch_device: TorchDevice) -> dict[str, An
 def _build_stats(summary: dict[str, Any]) -> dict[str, float]:
     stats = {"steps": summary["steps"], "parameters": summary["parameters"],
              "trainable_parameters": summary["trainable_parameters"]}
-    for k in ("first_train_loss", "final_train_loss", "tokens_per_s", "samples_per_s"):
+    for k in ("first_train_loss", "final_train_loss"):  # throughput is a run fact (catalog run_facts)
         if summary.get(k) is not None:
             stats[k] = summary[k]
     stats.update({f"val.{k}": v for k, v in (summary.get("val") or {}).items()})
@@ -186,7 +188,7 @@ def train_checkpoint(
 ) -> dg.MaterializeResult:
     """Shared body of the four assets: fingerprint, train or reuse, publish, checks."""
     from ml.train import checks
-    from ml.train.run import TrainSpec, launch
+    from ml.train.run import TrainSpec, launch, split_run_facts
 
     asset = context.asset_key.to_user_string()
     try:
@@ -222,7 +224,8 @@ def train_checkpoint(
                          inputs={name: str(v.path) for name, v in inputs.items()}, device=device, **refs)
         with work_state.syncing():  # resume state: pulled first, pushed while training and at the end
             summary = launch(spec, log=context.log.info)
-        return BuildResult(stats=_build_stats(summary), rows=int(summary["steps"]))
+        return BuildResult(stats=_build_stats(summary), rows=int(summary["steps"]),
+                           run_facts=split_run_facts(summary)[1])
 
     result = materialize_versioned(
         context, store=st, catalog=cat, config=fp_config, upstream=upstream, build=build,

@@ -32,6 +32,7 @@ import polars as pl
 from ml.catalog import Catalog, corrupt_rows, now_utc, own_batch_id, repair_batch_id, stat_rows
 from ml import run_record
 from ml.faults import fault_point
+from ml.fsutil import source_files
 from ml.run_record import flat_numbers
 from ml.store import ArtifactStore, BuildResult, CorruptVersionError, StoredVersion, compute_fingerprint
 
@@ -119,6 +120,7 @@ def materialize_versioned(
             version = store.put(
                 asset, _recording_run(build, context.run.run_id, facts), fingerprint=fingerprint, code_version=code_version, config=config,
                 upstream=upstream, run_id=context.run.run_id,
+                extra={"code_files": source_files(code_version)},  # lets `lineage rebuild` name changed files
             )
             how = "identical content existed" if version.reused_content else "new version"
             context.log.info(f"built {asset}@{version.data_version} ({how})")

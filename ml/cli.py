@@ -30,7 +30,7 @@ from ml.catalog import SCHEMAS, Catalog, CatalogError
 from ml.paths import landing_dir, lineage_home
 
 # modules with ``add_commands(subparsers)``: validate-config (training), verify/promote (export), gc
-PLUGIN_MODULES = ("ml.train.cli", "ml.export.cli", "ml.gc")
+PLUGIN_MODULES = ("ml.train.cli", "ml.export.cli", "ml.gc", "ml.rebuild")
 
 
 def _terminal_width() -> int:

@@ -89,10 +89,32 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+SOURCE_FILES: dict[str, dict[str, str]] = {}  # code version -> {source file: sha256 prefix} (source_digest)
+_REPO = Path(__file__).resolve().parents[1]
+
+
 def source_digest(*paths: str | os.PathLike, length: int = 12) -> str:
-    """Digest of source files: a code version that changes whenever their text changes."""
+    """Digest of source files: a code version that changes whenever their text changes. The files
+    and their own digests are remembered (``source_files``), so a changed code version can name them."""
     h = hashlib.sha256()
+    files = {}
     for p in paths:
         p = Path(p)
-        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()[:length]
+        text = p.read_bytes()
+        h.update(p.name.encode() + b"\0" + text + b"\0")
+        rp = p.resolve()
+        files[rp.relative_to(_REPO).as_posix() if rp.is_relative_to(_REPO) else p.name] = \
+            hashlib.sha256(text).hexdigest()[:16]
+    digest = h.hexdigest()[:length]
+    SOURCE_FILES[digest] = files
+    return digest
+
+
+def source_files(code_version: str) -> dict[str, str]:
+    """{source file: sha256 prefix} behind a code version made of one or more ``source_digest`` values
+    (some assets concatenate two); {} for one this process never computed."""
+    out: dict[str, str] = {}
+    for digest, files in SOURCE_FILES.items():
+        if digest and digest in (code_version or ""):
+            out.update(files)
+    return dict(sorted(out.items()))

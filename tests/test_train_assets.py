@@ -78,7 +78,7 @@ def test_checkpoint_assets_version_metrics_checks_and_cache(home, tmp_path):
         assert {"model", "tokenizer", "metrics.jsonl", "loss_curve.png", "summary.json"} <= \
             {p.name for p in version.path.iterdir()}
         assert version.manifest["config"]["torch_device"] == {"device_type": "cpu", "precision": "fp32", "seed": 0,
-                                                              "deterministic": False}
+                                                              "deterministic": False, "threads": 1}
         work = home / "work" / "lm_checkpoint" / version.manifest["fingerprint"] / "checkpoints"
         assert sorted(p.name for p in work.iterdir()) == ["step-00000020", "step-00000030"]
 

@@ -76,8 +76,11 @@ class DeviceSettings(_Strict):
 
     def fingerprint(self) -> dict[str, Any]:
         """What changes the trained weights (a device index does not)."""
-        return {"device_type": "cuda" if self.device.startswith("cuda") else self.device,
-                "precision": self.precision, "seed": self.seed, "deterministic": self.deterministic}
+        out = {"device_type": "cuda" if self.device.startswith("cuda") else self.device,
+               "precision": self.precision, "seed": self.seed, "deterministic": self.deterministic}
+        if self.threads:  # CPU reductions split by thread: a fixed count is part of what gives the same bytes
+            out["threads"] = self.threads
+        return out
 
 
 # ---- the loop ---------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ writes, into ``spec.out_dir`` (the store's staging directory)::
     model/ or adapter/, tokenizer/, [pooling.json]   (tasks.py, FORMATS.md "Checkpoints")
     metrics.jsonl      one {step, split, metric, value} per line
     loss_curve.png     train/val loss and the headline validation metric
-    summary.json       final metrics, best, early stopping, throughput, device, data counts
+    summary.json       final metrics, best, early stopping, device, data counts (content only)
+    _run/train_run.json   run facts of the summary: throughput, seconds, peak memory, resumed_from_step
     _run/train_steps.jsonl   run facts, not content (ml/run_record.py's ``_run/``): seconds and
                        tokens/s, samples/s per optimizer step; eval seconds and peak memory per evaluation
 """
@@ -78,6 +79,23 @@ def write_outputs(out: Path, asset: str, metrics: list[dict[str, Any]], summary:
 
 RUN_FACTS_DIR = "_run"  # the run record beside the content (ml/run_record.py RUN_DIR; outside the data version)
 STEP_FACTS = "train_steps.jsonl"
+TRAIN_RUN = "train_run.json"  # the summary's run facts: the same inputs would not give them again
+RUN_FACT_KEYS = ("resumed_from_step", "train_seconds_this_run", "tokens_this_run", "samples_this_run",
+                 "tokens_per_s", "samples_per_s", "peak_memory_mb")
+
+
+def split_run_facts(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(content: summary.json, run facts: ``_run/train_run.json``) of the loop's summary."""
+    return ({k: v for k, v in summary.items() if k not in RUN_FACT_KEYS},
+            {k: summary[k] for k in RUN_FACT_KEYS if k in summary})
+
+
+def read_summary(version_dir: Path) -> dict[str, Any]:
+    """summary.json with the run's facts (``_run/train_run.json``) merged back in."""
+    from ml.run_record import read_json
+
+    summary = json.loads((Path(version_dir) / "summary.json").read_text("utf-8"))
+    return {**summary, **(read_json(version_dir, TRAIN_RUN) or {})}
 
 
 def write_step_facts(out: Path, rows: list[dict[str, Any]]) -> Path:
@@ -119,8 +137,10 @@ def run_training(spec: TrainSpec, log: Callable[[str], None] | None = None) -> d
             out = Path(spec.out_dir)
             out.mkdir(parents=True, exist_ok=True)
             built.save(out)
-            write_outputs(out, spec.asset, result.metrics, summary, headline=built.task.best_metric)
+            content, facts = split_run_facts(summary)
+            write_outputs(out, spec.asset, result.metrics, content, headline=built.task.best_metric)
             write_step_facts(out, result.step_facts)
+            atomic_write_json(Path(out) / RUN_FACTS_DIR / TRAIN_RUN, facts)
         ddp.barrier()
         return summary
     finally:
@@ -175,7 +195,7 @@ def launch(spec: TrainSpec, log: Callable[[str], None] | None = None) -> dict[st
                            + "\n--- last output ---\n" + "\n".join(tail))
     if train.node_rank != 0:  # node 0 wrote the outputs (on its machine)
         return {"node_rank": train.node_rank, "nnodes": nodes, "world_size": nodes * n}
-    return json.loads((Path(spec.out_dir) / "summary.json").read_text("utf-8"))
+    return read_summary(Path(spec.out_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
