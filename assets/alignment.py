@@ -91,7 +91,8 @@ def preference_dataset(context: dg.AssetExecutionContext, config: PreferenceData
 
     def build(out: Path) -> BuildResult:
         supplied, report = preference.read_pairs(files, out / "quarantine", config.system_prompt, ingest)
-        sft_rows = pl.concat([pl.read_parquet(sft.path / f"{s}.parquet") for s in ("train", "val")])
+        sft_rows = pl.concat([pl.read_parquet(sft.path / f"{s}.parquet") for s in ("train", "val", "test")
+                              if (sft.path / f"{s}.parquet").is_file()])  # versions before test splits: no test
         docs = read_clean_docs(chunks.path).select("doc_id", "source").collect()
         parts, stats = preference.build_preference(supplied, sft_rows, docs, cfg)
         stats.update(report.stats())  # no pair at all: the blocking train_split_non_empty check fails
