@@ -95,7 +95,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             print(f"catalog at {catalog.root} is empty: materialize something first")
             return 0
         if args.format == "table":
-            print(f"latest version of each asset (catalog: {catalog.db_path})")
+            print(f"latest version of each asset (catalog: {catalog.db_path or catalog.root})")
             df = _latest_summary(df)
     _print_frame(df, args.format, args.max_rows)
     return 0
@@ -118,8 +118,23 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_sample_corpus(args: argparse.Namespace) -> int:
     from ml.sample_corpus import write_sample_corpus
 
-    landing = Path(args.landing) if args.landing else landing_dir(lineage_home(args.home))
-    written = write_sample_corpus(landing, limit=args.limit, min_words=args.min_words)
+    from ml.storage import is_url, location
+
+    landing = location(args.landing) if args.landing else landing_dir(lineage_home(args.home))
+    if is_url(landing):  # an object-store landing zone: written locally, each file uploaded in one PUT
+        import tempfile
+
+        from ml.storage import write_bytes_atomic
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = write_sample_corpus(Path(tmp), limit=args.limit, min_words=args.min_words)
+            written = {}
+            for source, (path, n) in local.items():
+                url = landing / Path(path).relative_to(tmp).as_posix()
+                write_bytes_atomic(url, Path(path).read_bytes())
+                written[source] = (url, n)
+    else:
+        written = write_sample_corpus(landing, limit=args.limit, min_words=args.min_words)
     total = 0
     for source, (path, n) in written.items():
         print(f"{source}: {n} documents -> {path}")

@@ -324,3 +324,13 @@ def test_parse_cache_shards_live_in_the_bucket(s3):
     assert got == {"a" * 16: [Triple("Ada", "born_in", "London", 0.9, 0, 20)], "b" * 16: [],
                    "c" * 16: [Triple("Bob", "works_for", "Acme", 0.8, 3, 9)]}
     assert len(other.shards()) == 2 and other.compact() == 2 and len(other.shards()) == 1 and len(other) == 3
+
+
+def test_sample_corpus_lands_in_the_bucket(s3, capsys):
+    from ml.raw_docs import scan_landing
+
+    home = s3.url("sample-home")
+    assert lineage(["--home", home, "sample-corpus", "--limit", "4"]) == 0
+    assert f"4 documents in {home}/landing" in capsys.readouterr().out
+    files = scan_landing(f"{home}/landing")
+    assert files and all(f.relpath.startswith("sample/") and f.problem is None and f.size > 0 for f in files)
