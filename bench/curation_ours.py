@@ -1,13 +1,14 @@
 """Our raw_docs + cleaned_chunks over a landing directory, through the stored units, for bench/curation.py.
 
-    .venv/bin/python bench/curation_ours.py LANDING HOME THRESHOLD WORKERS   (prints one JSON line)
+    .venv/bin/python bench/curation_ours.py LANDING HOME THRESHOLD WORKERS [cold-merge]   (prints one JSON line)
 
 The same ml calls as the assets' steps (ml/curation_units.py): one ``ingest_unit`` per landing file
 and one ``curate_unit`` per raw unit, each on a pool of ``WORKERS`` processes (the unit steps the
 multiprocess executor runs side by side), then the raw_docs assembly and the cleaned_chunks merge +
 assembly in this process (the small steps). ``HOME`` is the store: a second call on the same
 ``HOME`` after a landing file was added is the incremental run (stored units, parts and index are
-reused). Times are measured from the first unit to the published cleaned_chunks version; the memory
+reused); with ``cold-merge`` the stored per-unit work is reused but every unit is merged again
+from an empty dedup index (the cold answer to compare an incremental run with). Times are measured from the first unit to the published cleaned_chunks version; the memory
 of the process tree is measured by the caller (bench/measure.py), ``ru_maxrss`` here is this
 process's own peak and ``children_maxrss_mb`` the largest worker's.
 """
@@ -44,7 +45,7 @@ def _curate(args) -> str:
     return cu.curate_unit(store, store.open("raw_docs", raw_version), unit, cfg).data_version
 
 
-def run(landing: Path, home: Path, threshold: float, workers: int) -> dict:
+def run(landing: Path, home: Path, threshold: float, workers: int, cold_merge: bool = False) -> dict:
     import ml.curation_units as cu
     from ml.cleaned_chunks.pipeline import CurationConfig
     from ml.fsutil import digest_json
@@ -73,10 +74,10 @@ def run(landing: Path, home: Path, threshold: float, workers: int) -> dict:
     t3 = time.perf_counter()
 
     def build_clean(out: Path) -> BuildResult:
-        report["clean"] = cu.merge_and_assemble(store, cunits, cfg, out)
+        report["clean"] = cu.merge_and_assemble(store, cunits, cfg, out, reuse_prefix=not cold_merge)
         return BuildResult(stats=report["clean"].stats())
 
-    clean = store.put("cleaned_chunks", build_clean, fingerprint=digest_json([raw.data_version, cunits]),
+    clean = store.put("cleaned_chunks", build_clean, fingerprint=digest_json([raw.data_version, cunits, cold_merge]),
                       code_version="bench", config={}, upstream={})
     t4 = time.perf_counter()
     s = report["clean"].stats()
@@ -90,4 +91,5 @@ def run(landing: Path, home: Path, threshold: float, workers: int) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))))
+    print(json.dumps(run(Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]),
+                         cold_merge=sys.argv[5:] == ["cold-merge"])))

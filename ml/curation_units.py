@@ -137,15 +137,17 @@ def chain(units: list[str], cfg: pipeline.CurationConfig) -> list[str]:
 
 
 def merge_and_assemble(store: ArtifactStore, units: list[str], cfg: pipeline.CurationConfig, out: Path,
-                       run_id: str = "", log: Callable[[str], None] = lambda s: None) -> pipeline.CurationReport:
+                       run_id: str = "", log: Callable[[str], None] = lambda s: None,
+                       reuse_prefix: bool = True) -> pipeline.CurationReport:
     """cleaned_chunks' version files from the stored units (data versions, in order): merge the
     units after the longest stored prefix against its index, store their parts and the new index,
-    then link every part into ``out``."""
+    then link every part into ``out``. ``reuse_prefix=False`` merges every unit from an empty index
+    (a cold merge over stored per-unit work: what an incremental run is compared with)."""
     links = chain(units, cfg)
     n = len(units)
     bands = minhash.lsh_params(cfg.jaccard_threshold, cfg.num_perm)[0] if cfg.near_dedup else 0
     start, index, parts = 0, pipeline.DedupIndex.empty(bands), []
-    for p in range(n, 0, -1):  # the longest prefix whose index and parts are all stored
+    for p in range(n if reuse_prefix else 0, 0, -1):  # the longest prefix whose index and parts are all stored
         found = store.lookup(CURATION_INDEX, links[p - 1], verify=False)
         if found is None:
             continue
