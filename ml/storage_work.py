@@ -35,7 +35,7 @@ class WorkState:
         self.remote = is_url(home)
         if self.remote:
             self.url: StorageUrl | None = work_dir(StorageUrl(str(home))) / asset / fingerprint
-            self.local = scratch_dir() / "work" / digest_json(str(home), 12) / asset / fingerprint
+            self.local = work_root(home) / asset / fingerprint
         else:
             self.url = None
             self.local = work_dir(Path(home)) / asset / fingerprint
@@ -138,6 +138,20 @@ class WorkState:
             stop.set()
             thread.join()
             self.push()
+
+
+def work_root(home) -> Path:
+    """The local directory holding ``<asset>/<fingerprint>/`` work directories of ``home``."""
+    if is_url(home):
+        return scratch_dir() / "work" / digest_json(str(home), 12)
+    return work_dir(Path(home))
+
+
+def work_for(home, asset: str, fingerprint: str) -> Path:
+    """The local work directory of (asset, fingerprint), with the bucket's checkpoints pulled first."""
+    ws = WorkState(home, asset, fingerprint)
+    ws.pull()
+    return ws.local
 
 
 def _renew_names(work: Path) -> None:

@@ -39,6 +39,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ml.storage_work import work_for, work_root
+
 from ml.fsutil import atomic_write_json, fsync_dir, fsync_tree, sha256_file
 
 FORMAT = "lineage-forge/train-state/1"
@@ -374,7 +376,7 @@ def _from_step_dir(ref: str, path: Path, name: str | None, store=None) -> Checkp
     out = CheckpointRef(ref, path, int(state["step"]), name, state_sha256=sha256_file(path / STATE))
     if store is not None:  # <home>/work/<asset>/<fingerprint>/checkpoints/step-N: which stored version?
         try:
-            rel = path.relative_to(Path(store.home).resolve() / "work")
+            rel = path.relative_to(work_root(store.home).resolve())  # local, or a pulled mirror of an s3 home
         except ValueError:
             rel = None
         if rel is not None and len(rel.parts) == 4 and rel.parts[2] == "checkpoints":
@@ -392,7 +394,7 @@ def _version_work(store, asset: str, version) -> Path:
     if not fp:
         raise CheckpointRefError(f"{asset}@{version.data_version}: its manifest records no fingerprint, so its "
                                  "training work directory is unknown")
-    return Path(store.home) / "work" / asset / fp
+    return work_for(store.home, asset, fp)  # ml/storage_work.py: an s3 home's checkpoints pulled first
 
 
 def resolve_ref(ref: str, *, asset: str, store=None) -> CheckpointRef:
@@ -422,7 +424,7 @@ def resolve_ref(ref: str, *, asset: str, store=None) -> CheckpointRef:
                 out.asset, out.data_version = asset, version.data_version
                 return out
         raise CheckpointRefError(f"{ref!r}: no stored version of {asset} has a checkpoint-{name} in its work directory "
-                                 f"(under {Path(store.home) / 'work' / asset})")
+                                 f"(under {work_root(store.home) / asset})")
     head, sep, tail = text.partition("@")
     if sep and "/" not in head and re.fullmatch(r"[a-z][a-z0-9_]*", head):
         version_part, _, nm = tail.partition(":")
