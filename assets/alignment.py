@@ -14,8 +14,9 @@ import ml.datasets.preference as preference
 import ml.raw_docs as raw_docs_engine
 from assets.datasets import SHARED, DatasetConfig
 from assets.pools import GPU_STEP
+from assets.config import dagster_config
 from assets.training import CODE_VERSION as TRAIN_CODE_VERSION
-from assets.training import _specs, dagster_config, train_checkpoint
+from assets.training import _specs, train_checkpoint
 from assets.versioned import declared_inputs, materialize_versioned, preview_table, upstream_version
 from ml.cleaned_chunks.pipeline import read_clean_docs
 from ml.fsutil import source_digest

@@ -13,71 +13,74 @@ import ml.cleaned_chunks.minhash as minhash
 import ml.cleaned_chunks.pipeline as pipeline
 import ml.curation_units as curation_units
 import ml.relation_triples as triples_pkg
+from assets.config import RelationTriplesConfig
 from assets.versioned import materialize_versioned, preview_table, upstream_version
 from ml.fsutil import source_digest
 from ml.paths import work_dir
 from ml.store import BuildResult, StoredVersion, compute_fingerprint
 from resources import ArtifactStoreResource, CatalogResource
 
-C, F, P, K = clean.CleanConfig, filters.FilterConfig, pipeline.CurationConfig, chunking.ChunkConfig
+# the defaults of the ml/ settings (one place)
+clean_defaults, filter_defaults = clean.CleanConfig(), filters.FilterConfig()
+curation_defaults, chunk_defaults = pipeline.CurationConfig(), chunking.ChunkConfig()
 
 
 class CleanSettings(dg.Config):
-    nfkc: bool = C.nfkc
-    strip_html: bool = C.strip_html
-    strip_wiki: bool = C.strip_wiki
-    remove_control: bool = C.remove_control
+    nfkc: bool = clean_defaults.nfkc
+    strip_html: bool = clean_defaults.strip_html
+    strip_wiki: bool = clean_defaults.strip_wiki
+    remove_control: bool = clean_defaults.remove_control
     boilerplate_patterns: list[str] = list(clean.DEFAULT_BOILERPLATE)
-    c4_javascript_lines: bool = C.c4_javascript_lines
-    c4_policy_lines: bool = C.c4_policy_lines
-    c4_min_words_per_line: int = C.c4_min_words_per_line
-    c4_max_word_length: int = C.c4_max_word_length
-    c4_require_terminal_punct: bool = C.c4_require_terminal_punct
+    c4_javascript_lines: bool = clean_defaults.c4_javascript_lines
+    c4_policy_lines: bool = clean_defaults.c4_policy_lines
+    c4_min_words_per_line: int = clean_defaults.c4_min_words_per_line
+    c4_max_word_length: int = clean_defaults.c4_max_word_length
+    c4_require_terminal_punct: bool = clean_defaults.c4_require_terminal_punct
 
 
 class FilterSettings(dg.Config):
     """Quality rules; a threshold set to null switches that rule off."""
 
-    gopher_quality: bool = F.gopher_quality
-    min_words: Optional[int] = F.min_words
-    max_words: Optional[int] = F.max_words
-    min_mean_word_length: Optional[float] = F.min_mean_word_length
-    max_mean_word_length: Optional[float] = F.max_mean_word_length
-    max_symbol_word_ratio: Optional[float] = F.max_symbol_word_ratio
-    max_bullet_lines_ratio: Optional[float] = F.max_bullet_lines_ratio
-    max_ellipsis_lines_ratio: Optional[float] = F.max_ellipsis_lines_ratio
-    min_alpha_words_ratio: Optional[float] = F.min_alpha_words_ratio
-    min_stop_words: Optional[int] = F.min_stop_words
-    gopher_repetition: bool = F.gopher_repetition
-    max_dup_line_frac: Optional[float] = F.max_dup_line_frac
-    max_dup_para_frac: Optional[float] = F.max_dup_para_frac
-    max_dup_line_char_frac: Optional[float] = F.max_dup_line_char_frac
-    max_dup_para_char_frac: Optional[float] = F.max_dup_para_char_frac
-    max_top_ngram_char_frac: Optional[dict[str, float]] = {str(n): v for n, v in F.max_top_ngram_char_frac}
+    gopher_quality: bool = filter_defaults.gopher_quality
+    min_words: Optional[int] = filter_defaults.min_words
+    max_words: Optional[int] = filter_defaults.max_words
+    min_mean_word_length: Optional[float] = filter_defaults.min_mean_word_length
+    max_mean_word_length: Optional[float] = filter_defaults.max_mean_word_length
+    max_symbol_word_ratio: Optional[float] = filter_defaults.max_symbol_word_ratio
+    max_bullet_lines_ratio: Optional[float] = filter_defaults.max_bullet_lines_ratio
+    max_ellipsis_lines_ratio: Optional[float] = filter_defaults.max_ellipsis_lines_ratio
+    min_alpha_words_ratio: Optional[float] = filter_defaults.min_alpha_words_ratio
+    min_stop_words: Optional[int] = filter_defaults.min_stop_words
+    gopher_repetition: bool = filter_defaults.gopher_repetition
+    max_dup_line_frac: Optional[float] = filter_defaults.max_dup_line_frac
+    max_dup_para_frac: Optional[float] = filter_defaults.max_dup_para_frac
+    max_dup_line_char_frac: Optional[float] = filter_defaults.max_dup_line_char_frac
+    max_dup_para_char_frac: Optional[float] = filter_defaults.max_dup_para_char_frac
+    max_top_ngram_char_frac: Optional[dict[str, float]] = {str(n): v for n, v in filter_defaults.max_top_ngram_char_frac}
     """n (as a string) -> max fraction of characters in the most frequent n-gram."""
-    max_dup_ngram_char_frac: Optional[dict[str, float]] = {str(n): v for n, v in F.max_dup_ngram_char_frac}
+    max_dup_ngram_char_frac: Optional[dict[str, float]] = {str(n): v for n, v in filter_defaults.max_dup_ngram_char_frac}
     """n (as a string) -> max fraction of characters in repeated n-grams."""
-    c4: bool = F.c4
-    c4_min_sentences: Optional[int] = F.c4_min_sentences
-    c4_lorem_ipsum: bool = F.c4_lorem_ipsum
-    c4_curly_bracket: bool = F.c4_curly_bracket
+    c4: bool = filter_defaults.c4
+    c4_min_sentences: Optional[int] = filter_defaults.c4_min_sentences
+    c4_lorem_ipsum: bool = filter_defaults.c4_lorem_ipsum
+    c4_curly_bracket: bool = filter_defaults.c4_curly_bracket
 
 
 class CleanedChunksConfig(dg.Config):
     clean: CleanSettings = CleanSettings()
     filters: FilterSettings = FilterSettings()
-    exact_dedup: bool = P.exact_dedup
-    near_dedup: bool = P.near_dedup
-    jaccard_threshold: float = P.jaccard_threshold
+    exact_dedup: bool = curation_defaults.exact_dedup
+    near_dedup: bool = curation_defaults.near_dedup
+    jaccard_threshold: float = curation_defaults.jaccard_threshold
     """Near-duplicate threshold; LSH bands × rows are derived from it."""
-    shingle_size: int = P.shingle_size
-    num_perm: int = P.num_perm
-    minhash_seed: int = P.minhash_seed
-    chunk_size: int = K.chunk_size
+    shingle_size: int = curation_defaults.shingle_size
+    num_perm: int = curation_defaults.num_perm
+    minhash_seed: int = curation_defaults.minhash_seed
+    chunk_size: int = chunk_defaults.chunk_size
     """Max tokens per chunk (regex pre-tokenizer, independent of the trained tokenizer)."""
-    overlap: int = K.overlap
-    min_chunk_tokens: int = K.min_chunk_tokens
-    batch_docs: int = P.batch_docs
+    overlap: int = chunk_defaults.overlap
+    min_chunk_tokens: int = chunk_defaults.min_chunk_tokens
+    batch_docs: int = curation_defaults.batch_docs
 
     def to_ml(self) -> pipeline.CurationConfig:
         f = self.filters.model_dump()
@@ -191,14 +194,6 @@ def _each_cc_op(config: dict | None) -> dict:
 def cleaned_chunks(raw_docs):
     raw, todo = cleaned_chunks_plan(raw_docs)
     return cleaned_chunks_merge(raw, todo.map(cleaned_chunks_unit).collect())
-
-
-class RelationTriplesConfig(dg.Config):
-    parser: str = "simple"
-    """Extractor backend: 'simple' (rules, always available) or another registered one, e.g. 'spacy'."""
-    min_confidence: float = 0.3
-    """Triples below this confidence are dropped (the per-chunk cache keeps them all)."""
-    batch_chunks: int = 50_000
 
 
 def _triples_metadata(version: StoredVersion) -> dict:

@@ -14,6 +14,7 @@ import ml.datasets.ner as ner
 import ml.datasets.relation as relation
 import ml.datasets.sft as sft
 import ml.datasets.splits as splits
+from assets.config import MixedSplitConfig
 from assets.versioned import materialize_versioned, preview_table, upstream_version
 from ml.cleaned_chunks.pipeline import read_chunks, read_clean_docs
 from ml.fsutil import source_digest
@@ -25,14 +26,7 @@ from resources import ArtifactStoreResource, CatalogResource
 SHARED = (datasets_pkg.__file__, splits.__file__, mixing.__file__, __file__)
 
 
-class DatasetConfig(dg.Config):
-    seed: int = splits.DEFAULT_SEED
-    """Split seed: keep it equal across datasets and tokenized_corpus (a document's split is the same everywhere)."""
-    val_ratio: float = splits.DEFAULT_VAL_RATIO
-    test_ratio: float = splits.DEFAULT_TEST_RATIO
-    """Share of documents in the held-out test split (model_evaluation); keep it equal across stages."""
-    mix_weights: dict[str, float] = {}
-    """source (landing path or file stem) -> weight of the train split; empty: natural shares."""
+DatasetConfig = MixedSplitConfig  # the split every dataset shares; each dataset adds its own fields
 
 
 def _read_doc_sources(chunks: StoredVersion) -> pl.DataFrame:

@@ -10,27 +10,23 @@ import ml.datasets.mixing as mixing
 import ml.datasets.splits as splits
 import ml.tokenized_corpus as corpus
 import ml.tokenizer as tokenization
+from assets.config import MixedSplitConfig, SplitConfig
 from assets.versioned import materialize_versioned, preview_table, upstream_version
 from ml.cleaned_chunks.pipeline import read_clean_docs
 from ml.fsutil import source_digest
 from ml.store import BuildResult, StoredVersion
 from resources import ArtifactStoreResource, CatalogResource
 
-T, K = tokenization.TokenizerConfig, corpus.CorpusConfig
+tokenizer_defaults, corpus_defaults = tokenization.TokenizerConfig(), corpus.CorpusConfig()  # ml/'s defaults
 
 
-class TokenizerConfig(dg.Config):
-    vocab_size: int = T.vocab_size
+class TokenizerConfig(SplitConfig):
+    vocab_size: int = tokenizer_defaults.vocab_size
     """Target vocabulary size, special tokens and the 256 bytes included."""
-    min_frequency: int = T.min_frequency
+    min_frequency: int = tokenizer_defaults.min_frequency
     """A merge must occur at least this often in the training text."""
-    max_token_length: int = T.max_token_length
-    model_max_length: int = T.model_max_length
-    seed: int = splits.DEFAULT_SEED
-    """Split seed: must equal the one of tokenized_corpus and the datasets (train on train docs only)."""
-    val_ratio: float = splits.DEFAULT_VAL_RATIO
-    test_ratio: float = splits.DEFAULT_TEST_RATIO
-    """Share of documents held out as the test split (model_evaluation); never seen by training."""
+    max_token_length: int = tokenizer_defaults.max_token_length
+    model_max_length: int = tokenizer_defaults.model_max_length
 
     def to_ml(self) -> tokenization.TokenizerConfig:
         return tokenization.TokenizerConfig(self.vocab_size, self.min_frequency, self.max_token_length,
@@ -78,15 +74,9 @@ def tokenizer(context: dg.AssetExecutionContext, config: TokenizerConfig,
     )
 
 
-class TokenizedCorpusConfig(dg.Config):
-    seed: int = splits.DEFAULT_SEED
-    """Split seed; must equal the tokenizer's so its training text stays out of val and test."""
-    val_ratio: float = splits.DEFAULT_VAL_RATIO
-    test_ratio: float = splits.DEFAULT_TEST_RATIO
-    mix_weights: dict[str, float] = {}
-    """source (landing path or file stem) -> weight of the train split; empty: natural shares."""
-    shard_tokens: int = K.shard_tokens
-    batch_docs: int = K.batch_docs
+class TokenizedCorpusConfig(MixedSplitConfig):
+    shard_tokens: int = corpus_defaults.shard_tokens
+    batch_docs: int = corpus_defaults.batch_docs
 
 
 def _corpus_metadata(version: StoredVersion) -> dict:

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from pydantic import BaseModel, Field, ValidationError, create_model
+from pydantic import ValidationError
 
 import ml.train as train_pkg
+from assets.config import dagster_config
 from assets.pools import GPU_STEP
 from assets.versioned import declared_inputs, fingerprint_for, materialize_versioned
 from ml.catalog import check_result_rows
@@ -37,23 +38,6 @@ CODE_VERSION = source_digest(*sorted(str(p) for p in Path(train_pkg.__file__).pa
                              *(str(Path(train_pkg.__file__).parents[1] / f) for f in
                                ("tokenizer.py", "tokenized_corpus.py", "datasets/sft.py", "datasets/ner.py",
                                 "datasets/gnn.py", "gnn/model.py", "gnn/data.py")), __file__)
-
-
-def dagster_config(model: type[BaseModel], name: str, default: BaseModel | None = None) -> type[dg.Config]:
-    """A dg.Config class with the same fields, defaults and descriptions as a pydantic settings model.
-
-    The rules (validators) stay on the ml/ model: assets convert back with ``settings()``."""
-    default = default if default is not None else model()
-    fields: dict[str, Any] = {}
-    for key, f in model.model_fields.items():
-        value = getattr(default, key)
-        if isinstance(value, BaseModel):
-            sub = dagster_config(type(value), f"{name}_{key}", value)
-            fields[key] = (sub, Field(default_factory=lambda sub=sub, v=value: sub(**v.model_dump()),
-                                      description=f.description))
-        else:
-            fields[key] = (f.annotation, Field(default=value, description=f.description))
-    return create_model(name, __base__=dg.Config, __doc__=model.__doc__, **fields)
 
 
 LMCheckpointConfig = dagster_config(tc.LMCheckpointSettings, "LMCheckpointConfig")

@@ -22,10 +22,12 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ml.datasets.splits import DEFAULT_SEED, DEFAULT_TEST_RATIO, DEFAULT_VAL_RATIO
+from ml.relation_triples.base import DEFAULT_MIN_CONFIDENCE
+
 MIN_VOCAB = 268  # ml/tokenizer.py MIN_VOCAB: 256 byte symbols + 12 special tokens (imported lazily below)
 SPLIT_STAGES = ("tokenizer", "tokenized_corpus", "embedding_dataset", "relation_dataset", "sft_dataset",
                 "gnn_dataset", "ner_dataset", "preference_dataset")
-PARSERS = ("simple", "spacy")
 PER_CHANNEL_MODES = ("auto", "on", "off")
 
 
@@ -46,12 +48,15 @@ def _ratio(v: Optional[float], name: str, lo_open: bool = False, hi_open: bool =
 
 
 class SplitRules(_Rules):
-    """The document split every corpus/dataset stage shares (ml/datasets/splits.py)."""
+    """The document split every corpus/dataset stage shares (ml/datasets/splits.py): declared here once."""
 
-    seed: int = Field(1234, ge=0)
-    val_ratio: float = Field(0.05, description="share of documents in the val split")
-    test_ratio: float = Field(0.05, description="share of documents in the held-out test split (model_evaluation)")
-    mix_weights: dict[str, float] = {}
+    seed: int = Field(DEFAULT_SEED, ge=0, description="split seed: equal in every corpus and dataset stage, so a "
+                      "document is in the same split everywhere")
+    val_ratio: float = Field(DEFAULT_VAL_RATIO, description="share of documents in the val split")
+    test_ratio: float = Field(DEFAULT_TEST_RATIO, description="share of documents in the held-out test split "
+                              "(model_evaluation); never seen by training")
+    mix_weights: dict[str, float] = Field({}, description="source (landing path or file stem) -> weight of the "
+                                          "train split; empty: natural shares")
 
     @field_validator("val_ratio")
     @classmethod
@@ -106,15 +111,19 @@ class CleanedChunksRules(_Rules):
 
 
 class RelationTriplesRules(_Rules):
-    parser: str = "simple"
-    min_confidence: float = Field(0.3, ge=0, le=1)
-    batch_chunks: int = Field(50_000, ge=1)
+    parser: str = Field("simple", description="extractor backend: 'simple' (rules, always available) or another "
+                        "registered one, e.g. 'spacy'")
+    min_confidence: float = Field(DEFAULT_MIN_CONFIDENCE, ge=0, le=1, description="triples below this confidence "
+                                  "are dropped (the per-chunk cache keeps them all)")
+    batch_chunks: int = Field(50_000, ge=1, description="chunks per extraction batch and output part")
 
     @field_validator("parser")
     @classmethod
     def _parser(cls, v: str) -> str:
-        if v not in PARSERS:
-            raise ValueError(f"parser {v!r}: expected one of {PARSERS}")
+        from ml.relation_triples.registry import available
+
+        if v not in available():
+            raise ValueError(f"parser {v!r}: expected one of {tuple(available())}")
         return v
 
 

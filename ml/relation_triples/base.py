@@ -37,6 +37,7 @@ RELATIONS: dict[str, str] = {
     "accepts": "subject (callable, interface) takes or accepts object as input: 'X accepts Y'",
 }
 
+DEFAULT_MIN_CONFIDENCE = 0.3  # the relation_triples stage drops triples below it (its run config)
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 # Versions end up in cache paths: keep them to a safe alphabet.
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,79}$")

@@ -16,7 +16,7 @@ import math
 
 import polars as pl
 
-from ml.relation_triples.base import RELATIONS, Extractor, Triple, check_extractor
+from ml.relation_triples.base import DEFAULT_MIN_CONFIDENCE, RELATIONS, Extractor, Triple, check_extractor
 from ml.relation_triples.cache import TripleCache
 
 TRIPLE_SCHEMA = {
@@ -60,7 +60,8 @@ def _validated(triples: list[Triple], text: str, who: str) -> list[Triple]:
     return out
 
 
-def extract_triples(chunks: pl.DataFrame, extractor: Extractor, *, min_confidence: float = 0.3,
+def extract_triples(chunks: pl.DataFrame, extractor: Extractor, *,
+                    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
                     cache: TripleCache | None = None) -> tuple[pl.DataFrame, dict]:
     """Triples of every chunk with confidence >= min_confidence, and stats.
 
