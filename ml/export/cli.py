@@ -38,6 +38,8 @@ def _resolve_target(store, target: str) -> list[tuple[str, str]]:
         if len(found) != 1:
             raise LookupError(f"{target}: {'no such version in the store' if not found else f'ambiguous: {found}'}")
         return [(asset, found[0])]
+    if not isinstance(store.root, Path):  # an s3:// store has no version directories here
+        raise LookupError(f"{target}: not ASSET@VERSION (the store is {store.root})")
     path = Path(target).resolve()
     root = store.root.resolve()
     for cand in (path, *path.parents):  # the version directory itself or anything inside it
@@ -79,10 +81,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.all or (args.target and not Path(args.target).is_file()):
         store = ArtifactStore(home)
         try:
-            pairs = ([(v.asset, v.data_version) for a in sorted(p.name for p in store.root.iterdir()
-                                                                if not p.name.startswith("_"))
-                      for v in store.versions(a)] if args.all and store.root.is_dir() else
-                     [] if args.all else _resolve_target(store, args.target))
+            pairs = ([(v.asset, v.data_version) for a in store.assets() for v in store.versions(a)] if args.all
+                     else _resolve_target(store, args.target))  # assets(): a local or an s3:// store
         except LookupError as exc:
             print(str(exc), file=sys.stderr)
             return 2
