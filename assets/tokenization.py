@@ -10,24 +10,17 @@ import ml.datasets.mixing as mixing
 import ml.datasets.splits as splits
 import ml.tokenized_corpus as corpus
 import ml.tokenizer as tokenization
-from assets.config import MixedSplitConfig, SplitConfig
+from assets.config import MixedSplitConfig, SplitConfig, dagster_config
 from assets.versioned import materialize_versioned, preview_table, upstream_version
 from ml.cleaned_chunks.pipeline import read_clean_docs
 from ml.fsutil import source_digest
+from ml.settings import TokenizedCorpusRules, TokenizerRules
 from ml.store import BuildResult, StoredVersion
 from resources import ArtifactStoreResource, CatalogResource
 
-tokenizer_defaults, corpus_defaults = tokenization.TokenizerConfig(), corpus.CorpusConfig()  # ml/'s defaults
 
-
-class TokenizerConfig(SplitConfig):
-    vocab_size: int = tokenizer_defaults.vocab_size
-    """Target vocabulary size, special tokens and the 256 bytes included."""
-    min_frequency: int = tokenizer_defaults.min_frequency
-    """A merge must occur at least this often in the training text."""
-    max_token_length: int = tokenizer_defaults.max_token_length
-    model_max_length: int = tokenizer_defaults.model_max_length
-
+class TokenizerConfig(dagster_config(TokenizerRules, "TokenizerSettings", base=SplitConfig,
+                                     only=("vocab_size", "min_frequency", "max_token_length", "model_max_length"))):
     def to_ml(self) -> tokenization.TokenizerConfig:
         return tokenization.TokenizerConfig(self.vocab_size, self.min_frequency, self.max_token_length,
                                             self.model_max_length)
@@ -74,9 +67,8 @@ def tokenizer(context: dg.AssetExecutionContext, config: TokenizerConfig,
     )
 
 
-class TokenizedCorpusConfig(MixedSplitConfig):
-    shard_tokens: int = corpus_defaults.shard_tokens
-    batch_docs: int = corpus_defaults.batch_docs
+TokenizedCorpusConfig = dagster_config(TokenizedCorpusRules, "TokenizedCorpusConfig", base=MixedSplitConfig,
+                                       only=("shard_tokens", "batch_docs"))
 
 
 def _corpus_metadata(version: StoredVersion) -> dict:

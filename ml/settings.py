@@ -22,10 +22,13 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ml.cleaned_chunks.chunking import ChunkConfig
+from ml.cleaned_chunks.pipeline import CurationConfig
 from ml.datasets.splits import DEFAULT_SEED, DEFAULT_TEST_RATIO, DEFAULT_VAL_RATIO
+from ml.tokenized_corpus import CorpusConfig
+from ml.tokenizer import MIN_VOCAB, TokenizerConfig
 from ml.relation_triples.base import DEFAULT_MIN_CONFIDENCE
 
-MIN_VOCAB = 268  # ml/tokenizer.py MIN_VOCAB: 256 byte symbols + 12 special tokens (imported lazily below)
 SPLIT_STAGES = ("tokenizer", "tokenized_corpus", "embedding_dataset", "relation_dataset", "sft_dataset",
                 "gnn_dataset", "ner_dataset", "preference_dataset")
 PER_CHANNEL_MODES = ("auto", "on", "off")
@@ -92,14 +95,18 @@ class RawDocsRules(_Rules):
     batch_rows: int = Field(50_000, ge=1)
 
 
+_CURATION, _CHUNK, _TOKENIZER, _CORPUS = CurationConfig(), ChunkConfig(), TokenizerConfig(), CorpusConfig()
+
+
 class CleanedChunksRules(_Rules):
-    jaccard_threshold: float = Field(0.8, gt=0, le=1, description="near-duplicate Jaccard threshold, in (0, 1]")
-    shingle_size: int = Field(5, ge=1)
-    num_perm: int = Field(128, ge=2)
-    chunk_size: int = Field(256, ge=1)
-    overlap: int = Field(32, ge=0)
-    min_chunk_tokens: int = Field(8, ge=0)
-    batch_docs: int = Field(10_000, ge=1)
+    jaccard_threshold: float = Field(_CURATION.jaccard_threshold, gt=0, le=1,
+                                     description="near-duplicate Jaccard threshold, in (0, 1]")
+    shingle_size: int = Field(_CURATION.shingle_size, ge=1)
+    num_perm: int = Field(_CURATION.num_perm, ge=2)
+    chunk_size: int = Field(_CHUNK.chunk_size, ge=1)
+    overlap: int = Field(_CHUNK.overlap, ge=0)
+    min_chunk_tokens: int = Field(_CHUNK.min_chunk_tokens, ge=0)
+    batch_docs: int = Field(_CURATION.batch_docs, ge=1)
 
     @model_validator(mode="after")
     def _chunks(self) -> "CleanedChunksRules":
@@ -128,16 +135,20 @@ class RelationTriplesRules(_Rules):
 
 
 class TokenizerRules(SplitRules):
-    vocab_size: int = Field(16_384, ge=MIN_VOCAB, le=2**32 - 1,
-                            description=f"at least {MIN_VOCAB}: 256 byte symbols + the special tokens")
-    min_frequency: int = Field(2, ge=1)
-    max_token_length: Optional[int] = Field(None, ge=1)
-    model_max_length: int = Field(2048, ge=2)
+    vocab_size: int = Field(_TOKENIZER.vocab_size, ge=MIN_VOCAB, le=2**32 - 1,
+                            description=f"target vocabulary size, at least {MIN_VOCAB}: 256 byte symbols + the "
+                            "special tokens")
+    min_frequency: int = Field(_TOKENIZER.min_frequency, ge=1,
+                               description="a merge must occur at least this often in the training text")
+    max_token_length: Optional[int] = Field(_TOKENIZER.max_token_length, ge=1,
+                                            description="longest merged token in characters (null: unlimited)")
+    model_max_length: int = Field(_TOKENIZER.model_max_length, ge=2,
+                                  description="written to tokenizer_config.json: the longest input models take")
 
 
 class TokenizedCorpusRules(SplitRules):
-    shard_tokens: int = Field(1 << 24, ge=1)
-    batch_docs: int = Field(10_000, ge=1)
+    shard_tokens: int = Field(_CORPUS.shard_tokens, ge=1, description="tokens per shard file")
+    batch_docs: int = Field(_CORPUS.batch_docs, ge=1, description="documents per encode_batch call")
 
 
 class DatasetRules(SplitRules):
