@@ -721,9 +721,9 @@ class ObjectArtifactStore(ArtifactStore):
             "asset": asset, "data_version": data_version, "host": socket.gethostname(), "pid": os.getpid(),
             "started_at": datetime.now(timezone.utc).timestamp(), "ttl_s": lease_ttl_s()}).encode())
         listed = {f["path"] for f in files}
-        others = [p.relative_to(staging).as_posix() for p in sorted(staging.rglob("*"))  # e.g. a run record
+        others = [p.relative_to(staging).as_posix() for p in sorted(staging.rglob("*"))  # not in the manifest
                   if p.is_file() and p.name != MANIFEST and p.relative_to(staging).as_posix() not in listed]
-        paths = [f["path"] for f in files] + others
+        paths = [f["path"] for f in files if not is_run_fact(f["path"])] + others
         half = len(paths) // 2
         for i, part in enumerate((paths[:half], paths[half:])):
             if i == 1:
@@ -732,6 +732,18 @@ class ObjectArtifactStore(ArtifactStore):
                 self.fs.put([str(staging / rel) for rel in part], [(vdir / rel).key for rel in part])
         for rel in others:  # the read copy holds the manifest's files only
             (staging / rel).unlink()
+        # The run record (_run/) differs between two writers of equal content, under equal keys: each of
+        # its objects is created only if absent, and a writer that finds one there adopts it (its manifest
+        # lists those bytes), so whichever manifest wins describes the objects in the bucket.
+        for f in files:
+            if is_run_fact(f["path"]):
+                local = staging / f["path"]
+                if not create_only(vdir / f["path"], local.read_bytes()):
+                    theirs = self.fs.cat_file((vdir / f["path"]).key)
+                    f["sha256"], f["bytes"] = hashlib.sha256(theirs).hexdigest(), len(theirs)
+                    local.chmod(0o644)
+                    local.write_bytes(theirs)
+                    local.chmod(0o444)
         fault_point("store.before_publish")
         created = create_only(vdir / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True, default=str)
                                                 + "\n").encode())

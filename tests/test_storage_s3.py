@@ -46,8 +46,11 @@ def s3(tmp_path_factory):
                     os.environ[k] = v
 
 
-def _build(text: str, n: int = 12):
+def _build(text: str, n: int = 12, run_record: bool = False):
     def build(out):
+        if run_record:  # run facts (ml/run_record.py): differ between writers of equal content
+            (out / "_run").mkdir()
+            (out / "_run" / "facts.json").write_text(json.dumps({"pid": os.getpid(), "at": time.time()}))
         for i in range(n):
             (out / "parts" / f"part-{i:02d}.txt").parent.mkdir(exist_ok=True)
             (out / "parts" / f"part-{i:02d}.txt").write_text(f"{text} {i}\n" * 50)
@@ -68,7 +71,8 @@ sys.path.insert(0, {repo!r})
 from tests.test_storage_s3 import _build
 from ml.store import ArtifactStore
 home, text, fp = sys.argv[1:4]
-v = ArtifactStore(home).put("thing", _build(text), fingerprint=fp, code_version="c1", config={{}}, upstream={{}})
+v = ArtifactStore(home).put("thing", _build(text, run_record=True), fingerprint=fp, code_version="c1", config={{}},
+                           upstream={{}})
 print(json.dumps({{"version": v.data_version, "reused": v.reused_content}}))
 """
 
@@ -132,7 +136,7 @@ def test_writer_killed_mid_publish_leaves_no_version_gc_removes_its_leftovers_re
     assert proc.returncode == -9
     store = ArtifactStore(home)
     partial = _objects(s3, store.root / "thing")
-    assert partial and not any(k.endswith(MANIFEST) for k in partial)  # half the files, no manifest
+    assert partial and not any(k.endswith(MANIFEST) for k in partial)  # some files, no manifest
     assert store.versions("thing") == [] and store.lookup("thing", "c" * 16) is None
 
     assert lineage(["--home", home, "gc"]) == 0
@@ -151,7 +155,8 @@ def test_writer_killed_mid_publish_leaves_no_version_gc_removes_its_leftovers_re
     assert proc.returncode == 0, err
     version = json.loads(out)["version"]
     assert [v.data_version for v in ArtifactStore(home).versions("thing")] == [version]
-    assert ArtifactStore(home).verify("thing", version) == []
+    assert lineage(["--home", home, "verify", "--all"]) == 0
+    assert "1 version(s) checked, 0 corrupt" in capsys.readouterr().out
 
 
 def test_two_writers_of_the_same_content_converge_on_one_version(s3, tmp_path):
@@ -168,7 +173,9 @@ def test_two_writers_of_the_same_content_converge_on_one_version(s3, tmp_path):
     store = ArtifactStore(home)
     assert [v.data_version for v in store.versions("thing")] == [results[0]["version"]]
     assert store.lookup("thing", "d" * 16).data_version == store.lookup("thing", "e" * 16).data_version
+    # each wrote its own run record under the same key: the manifest that won lists the bytes in the bucket
     assert store.verify("thing", results[0]["version"]) == [] and _objects(s3, store.root / "_leases") == []
+    assert any(f["path"] == "_run/facts.json" for f in store.get("thing", results[0]["version"]).manifest["files"])
 
 
 README_LINEAGE_SQL = (  # README, "lineage stats": which raw_docs versions each bundle was built from
@@ -326,11 +333,24 @@ def test_parse_cache_shards_live_in_the_bucket(s3):
     assert len(other.shards()) == 2 and other.compact() == 2 and len(other.shards()) == 1 and len(other) == 3
 
 
-def test_sample_corpus_lands_in_the_bucket(s3, capsys):
+def test_sample_corpus_lands_in_the_bucket(s3, capsys, monkeypatch):
+    import ml.sample_corpus
     from ml.raw_docs import scan_landing
 
+    def small_corpus(landing_dir, limit=None, min_words=0):  # the real one walks the stdlib (~10 s here)
+        out = {}
+        for source, n in (("alpha", 3), ("beta", 1)):
+            path = landing_dir / "sample" / f"{source}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps({"title": f"{source}{i}", "content": f"text {i} " * 9,
+                                                "url": f"https://e.org/{source}/{i}"}) + "\n" for i in range(n)))
+            out[source] = (path, n)
+        return out
+
+    monkeypatch.setattr(ml.sample_corpus, "write_sample_corpus", small_corpus)
     home = s3.url("sample-home")
-    assert lineage(["--home", home, "sample-corpus", "--limit", "4"]) == 0
+    assert lineage(["--home", home, "sample-corpus"]) == 0
     assert f"4 documents in {home}/landing" in capsys.readouterr().out
     files = scan_landing(f"{home}/landing")
-    assert files and all(f.relpath.startswith("sample/") and f.problem is None and f.size > 0 for f in files)
+    assert [(f.relpath, f.problem) for f in files] == [("sample/alpha.jsonl", None), ("sample/beta.jsonl", None)]
+    assert files[0].size == len(s3.client().cat_file(f"{s3.bucket}/sample-home/landing/sample/alpha.jsonl"))
