@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets import ALL_ASSETS
-from assets.checks import ALL_CHECKS
+from assets.quality_checks import ALL_CHECKS
 from jobs import ALL_JOBS
 from jobs.executor import lineage_executor
 from resources import ArtifactStoreResource, CatalogResource, LandingZone, TorchDevice

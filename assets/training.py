@@ -49,7 +49,7 @@ NerCheckpointConfig = dagster_config(tc.NerCheckpointSettings, "NerCheckpointCon
 
 
 def _specs(asset: str) -> list[dg.AssetCheckSpec]:
-    from ml.train.checks import EXPERTS_OK, LOSS_FELL, VAL_OK
+    from ml.train.checkpoint_checks import EXPERTS_OK, LOSS_FELL, VAL_OK
 
     specs = [
         dg.AssetCheckSpec(LOSS_FELL, asset=asset, blocking=True,
@@ -67,7 +67,7 @@ def _specs(asset: str) -> list[dg.AssetCheckSpec]:
 
 def _metric_rows(asset: str):
     def rows(version: StoredVersion) -> dict:
-        from ml.train.checks import read_metrics
+        from ml.train.checkpoint_checks import read_metrics
 
         return {"training_metrics": [
             {"asset": asset, "data_version": version.data_version, "run_id": version.manifest.get("run_id", ""), **r}
@@ -171,7 +171,7 @@ def train_checkpoint(
     store: ArtifactStoreResource, catalog: CatalogResource, torch_device: TorchDevice,
 ) -> dg.MaterializeResult:
     """Shared body of the four assets: fingerprint, train or reuse, publish, checks."""
-    from ml.train import checks
+    from ml.train import checkpoint_checks
     from ml.train.run import TrainSpec, launch, split_run_facts
 
     asset = context.asset_key.to_user_string()
@@ -216,7 +216,7 @@ def train_checkpoint(
         catalog_rows=_metric_rows(asset), metadata=lambda v: _metadata(v, torch_device))
     version = st.get(asset, result.data_version.value)
     tracked = track_training(context, st.home, version, result, settings.model_dump(mode="json"))
-    outcomes = checks.evaluate(version.path, settings.checks)
+    outcomes = checkpoint_checks.evaluate(version.path, settings.checks)
     cat.append({"check_results": check_result_rows(
         asset, version.data_version, context.run.run_id, [(o.name, o.passed, "ERROR", o.details) for o in outcomes])})
     for o in outcomes:

@@ -1,6 +1,6 @@
 """Cost of the Great Expectations checks, and polars -> pandas -> GX against a DuckDB SQL datasource.
 
-    python bench/checks.py [--chunks 100000] [--repeat 3]
+    python bench/quality_checks.py [--chunks 100000] [--repeat 3]
 
 Builds synthetic versions in a temporary LINEAGE_HOME: raw_docs (chunks / 5 documents),
 cleaned_chunks (``--chunks`` chunks of ~600 characters) and relation_triples (one triple per
@@ -18,7 +18,7 @@ chunk, evidence = the chunk's first sentence). Then, in one run:
 
 duckdb-engine is not a dependency of the project (the pandas path is the one in use). To run the
 comparison without touching the venv: ``pip install --no-deps --target /tmp/de duckdb-engine`` and
-``PYTHONPATH=/tmp/de python bench/checks.py``; without it the DuckDB arm is skipped with a note.
+``PYTHONPATH=/tmp/de python bench/quality_checks.py``; without it the DuckDB arm is skipped with a note.
 Best of ``--repeat`` runs each; GX's import and context start-up are reported apart (once per
 process, paid by the first check of a run).
 """

@@ -10,7 +10,7 @@ import ml.quality.validate as validate
 from ml.catalog import Catalog
 from ml.store import ArtifactStore
 from ml.quality.suites import SUITES
-from assets.checks import QUALITY_CHECKS
+from assets.quality_checks import QUALITY_CHECKS
 from resources import ArtifactStoreResource, CatalogResource, LandingZone
 from tests.test_quality_checks import _violate_all
 from tests.test_quality_suites import Versions

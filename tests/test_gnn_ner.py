@@ -172,7 +172,7 @@ def test_both_models_train_in_the_one_loop(tmp_path, asset):
     from ml.datasets import write_splits
     from ml.datasets.gnn import write_graph
     from ml.datasets.ner import write_labels
-    from ml.train.checks import read_metrics
+    from ml.train.checkpoint_checks import read_metrics
     from ml.train.run import TrainSpec, run_training
     from tests.test_export_fixtures import _tokenizer, build_checkpoints
 

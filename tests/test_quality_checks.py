@@ -3,7 +3,7 @@ asset in the same run, results go to check_results, and the gate refuses the ver
 
 Stand-in assets carry the real asset keys and publish versions built by
 tests/test_quality_suites.py (clean, or violating every blocking expectation of the suite at
-once); the checks are the real ones from assets/checks.py. One more test runs the real corpus
+once); the checks are the real ones from assets/quality_checks.py. One more test runs the real corpus
 assets with their checks.
 """
 
@@ -11,7 +11,7 @@ import json
 
 import dagster as dg
 
-from assets.checks import QUALITY_CHECKS
+from assets.quality_checks import QUALITY_CHECKS
 from ml.catalog import Catalog
 from ml.quality.gate import failed_blocking_checks
 from ml.quality.suites import SUITES

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ml.train import checkpointing as ckpt
-from ml.train.checks import loss_fell, read_metrics
+from ml.train.checkpoint_checks import loss_fell, read_metrics
 from ml.train.config import DeviceSettings
 from ml.train.run import TrainSpec, launch
 from tests.test_train_models import TINY, inputs  # noqa: F401  (module fixture)

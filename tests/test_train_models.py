@@ -120,7 +120,7 @@ def lm_version(inputs, tmp_path_factory) -> Path:
 
 
 def _loss_fell(out: Path) -> bool:
-    from ml.train.checks import loss_fell, read_metrics
+    from ml.train.checkpoint_checks import loss_fell, read_metrics
 
     return loss_fell(read_metrics(out), 0.05).passed
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ml.train import moe
-from ml.train.checks import EXPERTS_OK, evaluate, experts_ok
+from ml.train.checkpoint_checks import EXPERTS_OK, evaluate, experts_ok
 from ml.train.config import LMCheckpointSettings, LMModel
 from tests.test_train_models import TINY, inputs, train_one  # noqa: F401  (fixture)
 

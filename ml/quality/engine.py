@@ -4,7 +4,7 @@ A suite (``ml/quality/suite.py``; each stage's lives beside it in ml/) turns an 
 few small polars frames plus a list of ``Expectation`` (a GX expectation type and its kwargs, with the check name and severity it
 reports as). ``run_expectations`` hands each frame to GX as a pandas frame (only the columns the
 expectations read: ``polars -> pandas -> GX``, measured against a DuckDB SQL datasource in
-``bench/checks.py``) and returns one plain result dict per expectation:
+``bench/quality_checks.py``) and returns one plain result dict per expectation:
 
     check_name, severity ("ERROR" blocking | "WARN"), passed, expectation {type, kwargs},
     element_count, unexpected_count, unexpected_percent, observed_value, sample (failing rows,

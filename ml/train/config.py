@@ -293,7 +293,7 @@ class _Checkpoint(_Strict):
 
 
 class LMCheckSettings(CheckSettings):
-    """The LM's checks, plus the expert-collapse floor of a MoE LM (ml/train/checks.py: experts_used)."""
+    """The LM's checks, plus the expert-collapse floor of a MoE LM (ml/train/checkpoint_checks.py: experts_ok)."""
 
     min_experts_used: float = Field(0.5, ge=0, le=1, description="MoE: the share of (layer, expert) pairs that "
                                     "are used must be at least this (else the experts collapsed)")

@@ -21,7 +21,7 @@ with a dense LM): ``aux_loss``, ``z_loss``, ``expert_share.l<L>.e<E>`` (share of
 assignments that went to expert E; sums to 1 per layer), ``experts_used`` (share of (layer, expert)
 pairs that got at least ``USED_SHARE`` of their fair share 1/E), ``min_expert_load`` and
 ``max_expert_load`` (min / max of share x E: 1.0 is perfect balance, 0 an expert that gets nothing).
-The blocking check ``experts_not_collapsed`` (ml/train/checks.py) reads the shares.
+The blocking check ``experts_not_collapsed`` (ml/train/checkpoint_checks.py) reads the shares.
 
 Export: the default ("eager") experts forward loops over the experts that received tokens, which a
 trace would freeze; ``EXPORT_EXPERTS`` ("batched_mm": gather each token's expert weights, batched
