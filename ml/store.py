@@ -4,7 +4,7 @@ Layout under ``<home>/artifacts``::
 
     <asset>/<data_version>/          one immutable version (files + manifest.json)
     <asset>/_fingerprints/<fp>.json  fingerprint -> data_version index (cache lookups)
-    _staging/<asset>-<pid>-<rand>/   versions being written; never visible as versions
+    _staging/<asset>~<pid>~<rand>~<host>/   versions being written; never visible as versions
 
 Life of a write (``ArtifactStore.put``):
 
