@@ -130,8 +130,11 @@ def _release() -> None:
     with _lock:
         _fs_cache.clear()
     gc.collect()
-    from fsspec import asyn  # then stop fsspec's IO loop thread, which ran the filesystem's coroutines
+    import sys
 
+    asyn = sys.modules.get("fsspec.asyn")  # then stop fsspec's IO loop thread (if one ran the filesystem)
+    if asyn is None:
+        return
     loop, thread = asyn.loop[0], asyn.iothread[0]
     if loop is not None and thread is not None and loop.is_running():
         loop.call_soon_threadsafe(loop.stop)
