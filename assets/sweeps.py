@@ -21,6 +21,7 @@ import polars as pl
 
 import ml.sweeps as sweeps
 from assets import training
+from assets.pools import CELERY_QUEUE_TAG, GPU_POOL, GPU_QUEUE
 from assets.versioned import preview_table, upstream_version
 from ml.catalog import now_utc
 from ml.fsutil import source_digest
@@ -87,7 +88,8 @@ def sweep_points(context: dg.OpExecutionContext, config: SweepConfig):
                                 "direction": sw.direction}, mapping_key=p["point"])
 
 
-@dg.op(pool="gpu", description="Train one point: a versioned checkpoint of the swept asset, with its checks.")
+@dg.op(pool=GPU_POOL, tags={CELERY_QUEUE_TAG: GPU_QUEUE},  # like the training assets (assets/pools.py)
+       description="Train one point: a versioned checkpoint of the swept asset, with its checks.")
 def sweep_train(context: dg.OpExecutionContext, point: dict, store: ArtifactStoreResource,
                 catalog: CatalogResource, torch_device: TorchDevice) -> dict:
     asset = point["asset"]
