@@ -12,8 +12,7 @@ from ml.store import ArtifactStore
 from ml.quality.suites import SUITES
 from assets.quality_checks import QUALITY_CHECKS
 from resources import ArtifactStoreResource, CatalogResource, LandingZone
-from tests.test_quality_checks import _violate_all
-from tests.test_quality_suites import Versions
+from tests.helpers.quality_versions import Versions, violate_all
 
 # three suites (one of them cross-asset: cleaned_chunks reads the raw_docs version it was made from)
 ASSETS = ("raw_docs", "cleaned_chunks", "relation_triples")
@@ -106,7 +105,7 @@ def test_second_run_reuses_recorded_results(home, gx_calls, monkeypatch):
 
 
 def test_reused_failures_still_block(home, gx_calls):
-    graph = _published(Versions(ArtifactStore(home)), _violate_all)
+    graph = _published(Versions(ArtifactStore(home)), violate_all)
     config = {"ops": {"raw_docs_quality": {"config": {"quarantine_rate_max": 0.5}}}}
     with dg.DagsterInstance.ephemeral() as instance:
         first, mats1, evals1 = _run(instance, graph, run_config=config)

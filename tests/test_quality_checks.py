@@ -2,7 +2,7 @@
 asset in the same run, results go to check_results, and the gate refuses the version later.
 
 Stand-in assets carry the real asset keys and publish versions built by
-tests/test_quality_suites.py (clean, or violating every blocking expectation of the suite at
+tests/helpers/quality_versions.py (clean, or violating every blocking expectation of the suite at
 once); the checks are the real ones from assets/quality_checks.py. One more test runs the real corpus
 assets with their checks.
 """
@@ -18,23 +18,10 @@ from ml.quality.suites import SUITES
 from ml.store import ArtifactStore
 from resources import ArtifactStoreResource, CatalogResource, LandingZone
 from tests.conftest import write_lines
-from tests.test_quality_suites import MUTATIONS, WARNINGS, Versions
+from tests.helpers.quality_versions import EXCLUSIVE, Versions, violate_all
 
 RESOURCES = {"store": ArtifactStoreResource(), "catalog": CatalogResource(), "landing": LandingZone()}
-# An empty train split cannot also leak into val: that violation has its own version in
-# test_quality_suites.py and is left out of the all-violations-at-once versions here.
-EXCLUSIVE = {"train_split_non_empty"}
 BLOCKING = {a: sorted(c.name for c in s.checks if c.blocking and c.name not in EXCLUSIVE) for a, s in SUITES.items()}
-
-
-def _violate_all(asset: str):
-    """One version breaking every blocking expectation of the suite (each on different rows)."""
-    def mutate(files):
-        for (a, check), m in sorted(MUTATIONS.items()):
-            if a == asset and check not in EXCLUSIVE:
-                m(files)
-        WARNINGS.get((asset, "quarantine_rate"), lambda f: None)(files)
-    return mutate
 
 
 def _stand_in(versions: Versions, asset: str, mutate) -> list:
@@ -78,7 +65,7 @@ def test_failed_blocking_checks_stop_downstream_and_block_later(home):
 
         # violating versions: every blocking check fails, no downstream asset runs in that run
         config = {"ops": {"raw_docs_quality": {"config": {"quarantine_rate_max": 0.5}}}}
-        result, mats, evals = _run(instance, _graph(versions, _violate_all), run_config=config)
+        result, mats, evals = _run(instance, _graph(versions, violate_all), run_config=config)
         assert not result.success
         assert set(mats) == set(SUITES)  # the stand-ins only: every sink was blocked
         failed_steps = {e.step_key for e in result.get_step_failure_events()}
