@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from ml.train.config import DeviceSettings, LoopSettings
 from ml.train.run import TrainSpec, launch
 from tests.servers import free_port
-from tests.test_train_models import TINY, inputs  # noqa: F401  (module fixture)
+from tests.helpers.training import TINY, inputs  # noqa: F401  (module fixture)
 
 
 def _spec(inputs, root: Path, train: dict) -> TrainSpec:  # noqa: F811

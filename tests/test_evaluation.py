@@ -73,7 +73,7 @@ def _add_test_splits(inputs: dict[str, str]) -> None:
     """make_inputs writes train/val; a test split of fresh documents for each input, by the same recipe."""
     from ml.datasets.sft import chat_prompt, chat_response
     from ml.tokenized_corpus import build_tokenized_corpus
-    from tests.test_train_models import ANIMALS, FOODS, PLACES, VERBS, make_texts
+    from tests.helpers.training import ANIMALS, FOODS, PLACES, VERBS, make_texts
 
     texts = make_texts(200)
     frame = lambda ts, s: pl.DataFrame({"doc_id": [f"{s}{i}" for i in range(len(ts))],
@@ -137,7 +137,7 @@ def _materialize(instance, assets: list[str], config: dict, raise_on_error: bool
 def evaluated(tmp_path_factory):
     """Four tiny checkpoints trained through their assets, then model_evaluation, in one LINEAGE_HOME."""
     from ml.store import ArtifactStore, BuildResult
-    from tests.test_train_models import make_inputs
+    from tests.helpers.training import make_inputs
 
     root = tmp_path_factory.mktemp("evaluation")
     home = root / "home"

@@ -55,7 +55,7 @@ def test_rank_orders_by_direction_and_puts_missing_values_last():
 def swept(tmp_path_factory):
     from ml.store import ArtifactStore, BuildResult
     from resources import ArtifactStoreResource, CatalogResource, TorchDevice
-    from tests.test_train_models import make_inputs
+    from tests.helpers.training import make_inputs
 
     root = tmp_path_factory.mktemp("sweep")
     home = root / "home"

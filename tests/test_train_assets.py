@@ -15,7 +15,7 @@ from ml.catalog import Catalog
 from ml.quality.gate import failed_blocking_checks
 from ml.store import ArtifactStore, BuildResult, _rmtree
 from resources import ArtifactStoreResource, CatalogResource, TorchDevice
-from tests.test_train_models import TINY, make_inputs
+from tests.helpers.training import TINY, make_inputs
 
 UPSTREAM = ("tokenizer", "tokenized_corpus", "sft_dataset", "embedding_dataset", "relation_dataset")
 

@@ -12,7 +12,7 @@ from ml.train import checkpointing as ckpt
 from ml.train.checkpoint_checks import loss_fell, read_metrics
 from ml.train.config import DeviceSettings
 from ml.train.run import TrainSpec, launch
-from tests.test_train_models import TINY, inputs  # noqa: F401  (module fixture)
+from tests.helpers.training import TINY, inputs  # noqa: F401  (module fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 

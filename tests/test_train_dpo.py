@@ -15,7 +15,7 @@ import torch
 from ml.train.config import DeviceSettings, DpoAdapterSettings
 from ml.train.dpo import build_dpo_with_reference, dpo_terms, encode_pairs, pair_collate
 from ml.train.tasks import IGNORE
-from tests.test_train_models import ANIMALS, FOODS, PLACES, TINY, inputs, lm_version, train_one  # noqa: F401
+from tests.helpers.training import ANIMALS, FOODS, PLACES, TINY, inputs, lm_version, train_one  # noqa: F401
 
 DPO = {"model": {"beta": 0.5, "lora": {"r": 4, "alpha": 8}, "max_len": 64},
        "train": {**TINY["lora_adapter"]["train"], "max_steps": 30, "lr": 2e-2, "eval_every": 15, "save_every": 15}}

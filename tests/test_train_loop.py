@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 from ml.train import checkpointing as ckpt
 from ml.train.config import DeviceSettings, LoopSettings
 from ml.train.loop import KILL_ENV, lr_lambda
-from tests.test_train_models import inputs  # noqa: F401  (module fixture: tiny upstream versions)
-from tests.test_train_models import TINY_LOOP, train_one
+from tests.helpers.training import inputs  # noqa: F401  (module fixture: tiny upstream versions)
+from tests.helpers.training import TINY_LOOP, train_one
 
 REPO = Path(__file__).resolve().parents[1]
 # dropout on, two micro-batches per step, more than two epochs: every piece of state matters on resume

@@ -13,7 +13,7 @@ import torch
 from ml.train import moe
 from ml.train.checkpoint_checks import EXPERTS_OK, evaluate, experts_ok
 from ml.train.config import LMCheckpointSettings, LMModel
-from tests.test_train_models import TINY, inputs, train_one  # noqa: F401  (fixture)
+from tests.helpers.training import TINY, inputs, train_one  # noqa: F401  (fixture)
 
 MOE = {"model": {**TINY["lm_checkpoint"]["model"], "arch": "mixtral",
                  "moe": {"num_experts": 4, "experts_per_token": 2, "router_aux_loss_coef": 0.02}},

@@ -21,7 +21,7 @@ from ml.store import ArtifactStore, BuildResult
 from ml.train import checkpointing as ckpt
 from ml.train.config import DeviceSettings, LoopSettings
 from tests.test_train_loop import RESUME_CFG
-from tests.test_train_models import TINY_LOOP, inputs, train_one  # noqa: F401  (module fixture)
+from tests.helpers.training import TINY_LOOP, inputs, train_one  # noqa: F401  (module fixture)
 
 CPU = DeviceSettings(device="cpu", seed=7, threads=1)
 # best by token accuracy is the first evaluation (step 10) while the last is 30: the two names differ
@@ -134,7 +134,7 @@ def test_stored_version_names_resolve_to_its_work_directory(first, tmp_path):
 def _narrow_corpus(inputs: dict, root: Path) -> str:
     """A second-stage corpus: only the documents about two of the animals (a narrower mix)."""
     from ml.tokenized_corpus import build_tokenized_corpus
-    from tests.test_train_models import make_texts
+    from tests.helpers.training import make_texts
 
     texts = [t for t in make_texts(400, seed=3) if "owl" in t or "fox" in t]
     frame = lambda ts, s: pl.DataFrame({"doc_id": [f"{s}{i}" for i in range(len(ts))],
@@ -180,7 +180,7 @@ def test_init_from_a_checkpoint_of_another_model_is_refused(first, inputs, tmp_p
 def test_asset_records_the_parent_version_as_a_lineage_edge(home, tmp_path):
     from ml.catalog import Catalog
     from tests.test_train_assets import _mats, _publish_upstream, _run
-    from tests.test_train_models import TINY
+    from tests.helpers.training import TINY
 
     with dg.instance_for_test() as instance:
         up = _publish_upstream(home, instance, tmp_path / "up")
