@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import dagster as dg
 
 from ml.fsutil import sha256_file, source_files
-from ml.paths import landing_dir
+from ml.paths import ASSET_NAME_RE, landing_dir
 from ml.rebuild import RebuildOutcome, code_change, compare_versions, landing_inputs, upstream_closure
 from ml.store import ArtifactStore, BuildResult, CorruptVersionError, StoredVersion
 from resources import ArtifactStoreResource, CatalogResource, LandingZone, TorchDevice
@@ -139,12 +139,14 @@ def rebuild_one(home: Path, asset: str, version: str, *, allow_code_change: bool
             return RebuildOutcome(asset, version, "failed", "cannot rebuild: " + "; ".join(missing))
         resources = {"store": ArtifactStoreResource(home=str(scratch)), "catalog": CatalogResource(home=str(scratch)),
                      "landing": LandingZone(path=str(landing_dir(scratch))), "torch_device": torch_device(m.get("config") or {})}
-        before = os.environ.get("LINEAGE_HOME")
-        os.environ["LINEAGE_HOME"] = str(scratch)  # code that asks the environment (work dirs, caches) stays in scratch
+        env = {"LINEAGE_HOME": str(scratch),  # code that asks the environment (work dirs, caches) stays in scratch
+               "LINEAGE_TRACKING": "off"}  # a rebuild checks a version; it is not an experiment to track
+        before = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         try:
             with dg.instance_for_test(temp_dir=str(scratch / "dagster")) as instance:
                 for up, up_v in sorted((m.get("upstream") or {}).items()):
-                    if sstore.has_version(up, up_v):
+                    if ASSET_NAME_RE.match(up) and sstore.has_version(up, up_v):  # not landing:<file>
                         instance.report_runless_asset_event(dg.AssetMaterialization(
                             asset_key=up, tags={"dagster/data_version": up_v}))
                 log(f"rebuilding {asset}@{version} in {scratch}")
@@ -160,10 +162,11 @@ def rebuild_one(home: Path, asset: str, version: str, *, allow_code_change: bool
                                           seconds=time.perf_counter() - t0)
                 new_v = mats[0].tags["dagster/data_version"]
         finally:
-            if before is None:
-                os.environ.pop("LINEAGE_HOME", None)
-            else:
-                os.environ["LINEAGE_HOME"] = before
+            for k, v in before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         rebuilt = sstore.get(asset, new_v)
         seconds = time.perf_counter() - t0
         fp_before, fp_after = m.get("fingerprint"), rebuilt.manifest.get("fingerprint")

@@ -204,6 +204,10 @@ def build_sft(settings: LoraAdapterSettings, inputs: dict[str, str]) -> Built:
                 best_metric="loss", best_mode="min")
 
     def save(out: Path) -> None:
+        if m.mode == "lora":  # not the base's store path: content must not depend on where the store lives
+            for peft_cfg in model.peft_config.values():  # (the base version is the manifest's upstream lm_checkpoint)
+                peft_cfg.base_model_name_or_path = "lm_checkpoint"
+            model.get_base_model().config.name_or_path = "lm_checkpoint"  # peft's README.md names it as base_model
         model.save_pretrained(out / ("adapter" if m.mode == "lora" else "model"), safe_serialization=True)
         tok.save_pretrained(out / "tokenizer")
 
