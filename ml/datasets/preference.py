@@ -86,9 +86,28 @@ def is_preference_file(relpath: str) -> bool:
 
 
 def scan_preferences(landing: Path) -> list[rd.LandingFile]:
-    """The preference files under ``landing`` (hidden ones left out, as raw_docs does), with sha256."""
-    return [rd.LandingFile(rel, path, path.stat().st_size, rd.sha256_file(path))
+    """The preference files under ``landing`` (hidden ones left out, as raw_docs does), with sha256; an
+    ``s3://`` landing zone lists its objects (size from the listing, sha256 of the streamed bytes)."""
+    return [rd.LandingFile(rel, path, rd.stat_landing(path).st_size, _sha256(path))
             for rel, path in rd.visible_files(landing) if is_preference_file(rel)]
+
+
+def _sha256(path) -> str:
+    if not rd.is_url(path):
+        return rd.sha256_file(path)
+    h = hashlib.sha256()
+    with rd.open_landing(path) as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _open(lf: rd.LandingFile):
+    """A local file as before; an object streamed (``rd.open_landing``), gunzipped for ``.gz``."""
+    if not rd.is_url(lf.path):
+        return (gzip.open if lf.relpath.endswith(".gz") else open)(lf.path, "rb")
+    raw = rd.open_landing(lf.path)
+    return gzip.open(raw, "rb") if lf.relpath.endswith(".gz") else raw
 
 
 def _norm(text: str) -> str:
@@ -142,9 +161,8 @@ def read_pairs(files: list[rd.LandingFile], quarantine_dir: Path, system: str = 
 
     for lf in files:
         report.files += 1
-        opener = gzip.open if lf.relpath.endswith(".gz") else open
         try:
-            with opener(lf.path, "rb") as stream:
+            with _open(lf) as stream:
                 for raw in rd.iter_lines(stream, cfg.max_doc_bytes):
                     report.lines_read += 1
                     obj, reason, detail = rd.classify(raw, FIELDS, FIELDS)
