@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import resource
 import sys
-from typing import Any, Literal
+from typing import Any
 
 import dagster as dg
-from pydantic import Field
 
 from ml.train.config import ConfigError, DeviceSettings
+from resources.dagster_config import dagster_config
 
 
-class TorchDevice(dg.ConfigurableResource):
-    """Device, precision, seed and determinism for torch steps.
+class TorchDevice(dagster_config(DeviceSettings, "TorchDeviceFields", base=dg.ConfigurableResource)):
+    """Device, precision, seed and determinism for torch steps (fields: ml/train/config.py DeviceSettings).
 
     Every materialization that uses it records the device name and peak memory in its metadata
     (``materialization_metadata``). A GPU profile on a machine without a GPU fails the step with a
     message naming the field (``lineage validate-config`` says so before the run).
     """
-
-    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        default="fp32", description="fp32 | bf16 | fp16 autocast (fp32 on the CPU unless asked)")
-    seed: int = Field(default=0, description="seed of python, numpy and torch RNGs")
-    deterministic: bool = Field(default=False, description="deterministic torch algorithms, no cuDNN autotuning")
-    threads: int = Field(default=0, description="CPU threads for torch ops (0: one per core)")
 
     def settings(self) -> DeviceSettings:
         """The validated settings, refused (dg.Failure naming the field) when the hardware is missing."""
