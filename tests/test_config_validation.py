@@ -90,6 +90,12 @@ def test_values_at_the_threshold_pass_and_just_past_it_fail():
     errors = validate_profile(_with(sft_dataset__seed=7))
     assert errors == ["ops.sft_dataset.config.seed: 7 differs from ops.embedding_dataset.config.seed (1234); "
                       "every corpus and dataset stage must split documents alike"]
+    errors = validate_profile(_with(ner_dataset__test_ratio=0.1))  # the test split too
+    assert errors == ["ops.ner_dataset.config.test_ratio: 0.1 differs from ops.embedding_dataset.config.test_ratio "
+                      "(0.05); every corpus and dataset stage must split documents alike"]
+    assert validate_profile(_with(**{f"{s}__test_ratio": 0.0 for s in SPLIT_STAGES})) == []  # no test split: allowed
+    held_out = validate_profile(_with(**{f"{s}__{k}": 0.5 for s in SPLIT_STAGES for k in ("val_ratio", "test_ratio")}))
+    assert held_out and all("val_ratio + test_ratio" in e for e in held_out)  # nothing left to train on
 
 
 @pytest.mark.slow
