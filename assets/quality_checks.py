@@ -19,42 +19,23 @@ from typing import Iterator
 import dagster as dg
 import polars as pl
 
+from assets.config import dagster_config
 from assets.versioned import preview_table, upstream_version
 from ml.quality.suite import Thresholds
 from ml.quality.suites import SUITES
 from ml.quality.validate import check_version, record_results, recorded_results, validate_version
+from ml.settings import QualityRules
 from resources import ArtifactStoreResource, CatalogResource
 
-_T = Thresholds()
+def _quality_config(name: str, *fields: str) -> type[dg.Config]:
+    return dagster_config(QualityRules, name, only=("sample_rows", *fields))
 
 
-class QualityConfig(dg.Config):
-    sample_rows: int = _T.sample_rows
-    """Failing rows kept per check in the metadata and in check_results.details."""
-
-
-class RawDocsQualityConfig(QualityConfig):
-    quarantine_rate_max: float = _T.quarantine_rate_max
-    """Warning when quarantined lines / lines read exceeds this."""
-
-
-class CleanedChunksQualityConfig(QualityConfig):
-    duplicate_rate_max: float = _T.duplicate_rate_max
-    """Warning when (exact + near duplicate documents) / documents in exceeds this."""
-
-
-class TokenizedCorpusQualityConfig(QualityConfig):
-    val_share_tolerance: float = _T.val_share_tolerance
-    """Allowed |val documents / documents - val_ratio| ..."""
-    val_share_sigmas: float = _T.val_share_sigmas
-    """... or this many binomial standard errors, whichever is larger (small corpora)."""
-
-
-class RelationDatasetQualityConfig(QualityConfig):
-    max_label_share: float = _T.max_label_share
-    """Warning when one label takes more than this share of the train split."""
-
-
+QualityConfig = _quality_config("QualityConfig")
+RawDocsQualityConfig = _quality_config("RawDocsQualityConfig", "quarantine_rate_max")
+CleanedChunksQualityConfig = _quality_config("CleanedChunksQualityConfig", "duplicate_rate_max")
+TokenizedCorpusQualityConfig = _quality_config("TokenizedCorpusQualityConfig", "val_share_tolerance", "val_share_sigmas")
+RelationDatasetQualityConfig = _quality_config("RelationDatasetQualityConfig", "max_label_share")
 _CONFIGS: dict[str, type[QualityConfig]] = {
     "raw_docs": RawDocsQualityConfig,
     "cleaned_chunks": CleanedChunksQualityConfig,

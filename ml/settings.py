@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ml.cleaned_chunks.chunking import ChunkConfig
 from ml.cleaned_chunks.pipeline import CurationConfig
 from ml.datasets.splits import DEFAULT_SEED, DEFAULT_TEST_RATIO, DEFAULT_VAL_RATIO
+from ml.quality.suite import Thresholds
 from ml.tokenized_corpus import CorpusConfig
 from ml.tokenizer import MIN_VOCAB, TokenizerConfig
 from ml.relation_triples.base import DEFAULT_MIN_CONFIDENCE
@@ -96,6 +97,7 @@ class RawDocsRules(_Rules):
 
 
 _CURATION, _CHUNK, _TOKENIZER, _CORPUS = CurationConfig(), ChunkConfig(), TokenizerConfig(), CorpusConfig()
+_THRESHOLDS = Thresholds()
 
 
 class CleanedChunksRules(_Rules):
@@ -224,12 +226,18 @@ class OnnxBundleRules(_Rules):
 class QualityRules(_Rules):
     """The ``<asset>_quality`` check ops."""
 
-    sample_rows: int = Field(20, ge=0)
-    quarantine_rate_max: float = Field(0.05, ge=0, le=1)
-    duplicate_rate_max: float = Field(0.3, ge=0, le=1)
-    val_share_tolerance: float = Field(0.02, ge=0, le=1)
-    val_share_sigmas: float = Field(4.0, ge=0)
-    max_label_share: float = Field(0.5, gt=0, le=1)
+    sample_rows: int = Field(_THRESHOLDS.sample_rows, ge=0,
+                             description="failing rows kept per check in the metadata and in check_results.details")
+    quarantine_rate_max: float = Field(_THRESHOLDS.quarantine_rate_max, ge=0, le=1,
+                                       description="warning when quarantined lines / lines read exceeds this")
+    duplicate_rate_max: float = Field(_THRESHOLDS.duplicate_rate_max, ge=0, le=1, description="warning when "
+                                      "(exact + near duplicate documents) / documents in exceeds this")
+    val_share_tolerance: float = Field(_THRESHOLDS.val_share_tolerance, ge=0, le=1,
+                                       description="allowed |val documents / documents - val_ratio| ...")
+    val_share_sigmas: float = Field(_THRESHOLDS.val_share_sigmas, ge=0, description="... or this many binomial "
+                                    "standard errors, whichever is larger (small corpora)")
+    max_label_share: float = Field(_THRESHOLDS.max_label_share, gt=0, le=1,
+                                   description="warning when one label takes more than this share of the train split")
 
 
 STAGES: dict[str, type[_Rules]] = {
