@@ -19,7 +19,8 @@ def test_cluster_profile_is_the_debug_profile_on_celery():
     debug = yaml.safe_load((REPO / "configs" / "debug.yaml").read_text())
     cluster = yaml.safe_load((CLUSTER / "debug.yaml").read_text())
     # the same ops and resources (copy configs/debug.yaml's sections when it changes), only the executor differs
-    assert {k: v for k, v in cluster.items() if k != "execution"} == {k: v for k, v in debug.items() if k != "execution"}
+    assert {k: v for k, v in cluster.items() if k != "execution"} == {k: v for k, v in debug.items() if k != "execution"}, \
+        "configs/cluster/debug.yaml must hold configs/debug.yaml's ops and resources: copy them over"
     assert list(cluster["execution"]["config"]) == ["celery"]
     assert validate_profile(cluster) == []
     worker = yaml.safe_load((CLUSTER / "worker.yaml").read_text())["execution"]["config"]
