@@ -1,17 +1,9 @@
-"""Asset checks (Great Expectations suites and model gates), registered in definitions.py.
+"""The data-quality checks: one multi-asset check ``<asset>_quality`` per data asset runs that
+asset's suite (listed in ``ml/quality/suites.py``) on the version it last materialized, one Dagster
+check per expectation; failed blocking ones stop the downstream in the same run.
 
-One multi-asset check per data asset, ``<asset>_quality``, runs that asset's suite
-(beside its stage in ml/, listed in ``ml/quality/suites.py``) on the version the asset last materialized and reports one Dagster
-check per expectation: blocking ones (``blocking=True``, severity ERROR) stop the asset's
-downstream in the same run when they fail; warnings (severity WARN) never block. Every result
-also goes to the catalog's ``check_results``, where ``ml/quality/gate.py`` lets the retrain
-sensor and the export refuse a version whose latest blocking checks failed, in later runs.
-
-A result belongs to a data version and a check version (``ml.quality.validate.check_version``:
-the code of ml/quality/ and the suites, the GX version, the thresholds). When the catalog already holds results
-of every selected check for the version being checked under the same check version (a cache hit
-upstream, or identical content made again), the check reports those (metadata ``reused: true``,
-``validated_in_run``) and neither imports nor runs Great Expectations.
+A result recorded for the same data version and check version (``ml.quality.validate.check_version``)
+is reported again instead of validating (no GX import); README "Data-quality gates" has the rest.
 """
 
 from typing import Iterator

@@ -1,18 +1,8 @@
-"""Ranges and cross-field rules of every stage's run config, checked before any step runs.
-
-One pydantic model per stage (no Dagster): the data stages here, the training stages in
-``ml/train/config.py`` (``SETTINGS``, strict models). ``validate_profile`` checks a whole
-run-config profile (``ops:`` and ``resources:``) and returns one ``field.path: problem`` line
-per error. It runs
-
-- at launch, in every job's ConfigMapping (``jobs/__init__.py``), so ``dagster job execute -c
-  bad.yaml``, a sensor's request or a launch from the UI fails before the first step, naming the
-  field path;
-- in ``lineage validate-config FILE`` (every section, plus this machine's hardware).
-
-The data-stage models allow fields they do not name: the field names and types of a stage are its
-``dg.Config`` class's (Dagster checks them at launch, before this); the models here add what a type
-cannot say: ranges, and rules across fields and across stages.
+"""Every data stage's run-config settings (fields, defaults from the ml/ stage configs, ranges,
+rules across fields and stages); the training stages' are in ``ml/train/config.py``. The Dagster
+config classes are derived from these models (``assets/config.py``). ``validate_profile`` checks a
+whole profile and returns one ``field.path: problem`` line per error; it runs in every job's
+ConfigMapping at launch and in ``lineage validate-config`` (README "Config checked before any step").
 """
 
 from __future__ import annotations

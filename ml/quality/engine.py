@@ -1,18 +1,9 @@
 """The one Great Expectations integration: run GX 1.x expectations over polars frames.
 
-A suite (``ml/quality/suite.py``; each stage's lives beside it in ml/) turns an asset version into a
-few small polars frames plus a list of ``Expectation`` (a GX expectation type and its kwargs, with the check name and severity it
-reports as). ``run_expectations`` hands each frame to GX as a pandas frame (only the columns the
-expectations read: ``polars -> pandas -> GX``, measured against a DuckDB SQL datasource in
-``bench/quality_checks.py``) and returns one plain result dict per expectation:
-
-    check_name, severity ("ERROR" blocking | "WARN"), passed, expectation {type, kwargs},
-    element_count, unexpected_count, unexpected_percent, observed_value, sample (failing rows,
-    taken from the polars frame so they may show columns GX never saw), error (str | None)
-
-GX runs in one ephemeral context per process (nothing written to disk, no progress bars, GX's
-own loggers at WARNING, analytics off), created on first use: importing this module does not
-import GX. Nothing here imports Dagster.
+``run_expectations`` hands each frame to GX as a pandas frame (only the columns the expectations
+read) and returns one plain result dict per expectation (fields: ml/FORMATS.md, check_results).
+GX runs in one ephemeral, offline context per process, created on first use: importing this
+module does not import GX.
 """
 
 from __future__ import annotations

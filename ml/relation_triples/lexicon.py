@@ -1,30 +1,9 @@
-"""The phrase -> label mapping and the confidence heuristic, shared by every backend.
+"""The phrase -> label tables and the confidence formula ``score()``, shared by both backends.
 
-Both backends recognise the same verb phrases and map them onto ``RELATIONS`` through
-these tables, so ``simple`` and ``spacy`` agree on what "X is written by Y" means; they
-differ only in how they find subject and object (rules over tokens versus a dependency
-parse). Keys are lemmas (what spaCy gives); the ``simple`` backend inflects them itself.
-
-Confidence
-----------
-``score()`` is the one formula every triple goes through::
-
-    confidence = prior(pattern)                      # how often the pattern is right
-               x product of HEDGES[w] for each hedge word on the relation
-                                                     # may 0.6, usually 0.75, can 0.8, ...
-               x SUBORDINATE[kind] if the clause is subordinate
-                                                     # if/unless/whether 0.35 (hypothetical),
-                                                     # when/because/... 0.75
-               x 0.9 if the object is followed by a condition ("... if ...", "... unless ...")
-               x ARG_DECAY ** (words beyond 4) for subject and object separately (0.93/word)
-               x 0.85 for a sentence over 40 words, 0.7 over 60
-               x extra factors a rule passes (e.g. 0.9 for the 2nd+ item of a coordination)
-
-clipped to [0, 1] and rounded to 4 decimals. Negation ("is not", "never", "no longer",
-"contains no") and questions produce no triple at all rather than a low-confidence one,
-as do pronoun or demonstrative subjects ("it", "this module": nothing is resolved).
-Priors are hand-set from reading the sample corpus (Python docs and docstrings); they
-rank patterns, they are not calibrated probabilities.
+Keys are lemmas (what spaCy gives; ``simple`` inflects them itself), so ``simple`` and ``spacy``
+agree on what "X is written by Y" means and differ only in how they find the arguments. The
+formula and its factors are in the README (relation_triples, "Confidence"); priors rank patterns,
+they are not calibrated probabilities.
 """
 
 from __future__ import annotations
