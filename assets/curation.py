@@ -144,7 +144,8 @@ def cleaned_chunks_unit(context: dg.OpExecutionContext, config: CleanedChunksCon
     """One unit's per-document work (clean, rules, exact key, MinHash, chunks), stored or found."""
     raw_version, i, unit = todo
     st = store.get()
-    done = curation_units.curate_unit(st, st.open("raw_docs", raw_version), unit, config.to_ml(), context.run.run_id)
+    done = curation_units.curate_unit(st, lambda: st.open("raw_docs", raw_version), unit, config.to_ml(),
+                                      context.run.run_id)
     context.log.info(f"unit {unit.name}: {done.data_version} ({'reused' if done.cache_hit else 'computed'})")
     return i, done.data_version
 

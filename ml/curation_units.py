@@ -60,7 +60,7 @@ def ingest_unit(store: ArtifactStore, lf: raw_docs.LandingFile, cfg: raw_docs.In
                 run_id: str = "") -> StoredVersion:
     """The stored unit of one landing file: found by fingerprint, else validated now."""
     fp = raw_unit_fingerprint(lf, cfg)
-    if (found := store.lookup(RAW_UNIT, fp)) is not None:
+    if (found := store.lookup(RAW_UNIT, fp, verify=False)) is not None:  # verified when assembled (opened)
         return found
 
     def build(out: Path) -> BuildResult:
@@ -111,15 +111,18 @@ def curation_unit_fingerprint(unit: CurationUnit, cfg: pipeline.CurationConfig) 
     return digest_json({"raw": list(unit.sha256), "config": _config_json(cfg), "code": CURATION_CODE})
 
 
-def curate_unit(store: ArtifactStore, raw: StoredVersion, unit: CurationUnit, cfg: pipeline.CurationConfig,
-                run_id: str = "") -> StoredVersion:
-    """The stored per-document work of one unit: found by fingerprint, else computed now."""
+def curate_unit(store: ArtifactStore, raw: StoredVersion | Callable[[], StoredVersion], unit: CurationUnit,
+                cfg: pipeline.CurationConfig, run_id: str = "") -> StoredVersion:
+    """The stored per-document work of one unit: found by fingerprint (verified later, when the merge
+    reads it), else computed now from ``raw`` (the raw_docs version, or a function that opens it:
+    a found unit never opens, so never verifies, the whole raw_docs version)."""
     fp = curation_unit_fingerprint(unit, cfg)
-    if (found := store.lookup(CURATION_UNIT, fp)) is not None:
+    if (found := store.lookup(CURATION_UNIT, fp, verify=False)) is not None:
         return found
 
     def build(out: Path) -> BuildResult:
-        stats = pipeline.curate_unit([raw.file(p) for p in unit.parts], out, cfg)
+        version = raw() if callable(raw) else raw
+        stats = pipeline.curate_unit([version.file(p) for p in unit.parts], out, cfg)
         return BuildResult(stats=stats, rows=stats["docs_in"])
 
     return store.put(CURATION_UNIT, build, fingerprint=fp, code_version=CURATION_CODE, config=_config_json(cfg),
@@ -134,6 +137,23 @@ def chain(units: list[str], cfg: pipeline.CurationConfig) -> list[str]:
         prev = digest_json([prev, u])
         out.append(prev)
     return out
+
+
+class _VerifiedPaths:
+    """Unit directories for ``pipeline.merge``, each verified against its manifest (``store.open``)
+    the first time the merge reads it: the new units, and the earlier ones whose text a candidate
+    needs; an earlier unit nothing is read from is never hashed."""
+
+    def __init__(self, store: ArtifactStore, versions: list[StoredVersion]):
+        self.store, self.versions, self.paths = store, versions, {}
+
+    def __len__(self) -> int:
+        return len(self.versions)
+
+    def __getitem__(self, i: int) -> Path:
+        if i not in self.paths:
+            self.paths[i] = self.store.open(CURATION_UNIT, self.versions[i].data_version).path
+        return self.paths[i]
 
 
 def merge_and_assemble(store: ArtifactStore, units: list[str], cfg: pipeline.CurationConfig, out: Path,
@@ -156,13 +176,13 @@ def merge_and_assemble(store: ArtifactStore, units: list[str], cfg: pipeline.Cur
             start, parts = p, prefix
             index = pipeline.DedupIndex.load(store.open(CURATION_INDEX, found.data_version).path)
             break
-    unit_versions = [store.open(CURATION_UNIT, u) for u in units]
+    unit_versions = [store.get(CURATION_UNIT, u) for u in units]  # manifests only
     report = pipeline.CurationReport()
     if not sum(int(v.stats["docs_in"]) for v in unit_versions):
         raise ValueError("cleaned_chunks: raw_docs has no documents")
     log(f"cleaned_chunks: {start} of {n} unit(s) decided by an earlier run; merging {n - start}")
     if start < n:
-        merged = pipeline.merge([v.path for v in unit_versions], start, index, cfg)
+        merged = pipeline.merge(_VerifiedPaths(store, unit_versions), start, index, cfg)
         report.lsh = merged.lsh
         for i, decisions in zip(range(start, n), merged.decisions):
             unit_path = unit_versions[i].path
