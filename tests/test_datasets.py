@@ -1,59 +1,17 @@
 """Splits, mixing and the three datasets (ml/datasets), on a small synthetic corpus with real triples."""
 
 import json
-import random
-from functools import lru_cache
 
 import polars as pl
 import pytest
 
-from ml.cleaned_chunks.chunking import ChunkConfig, chunk_frame
 from ml.datasets import mixing, write_splits
 from ml.datasets.embedding import EmbeddingConfig, build_embedding
 from ml.datasets.relation import LABELS, NO_RELATION, RelationConfig, build_relation, find_entities, mark, write_labels
 from ml.datasets.sft import IGNORE_INDEX, SftConfig, build_sft, chat_prompt, chat_response, encode_sft
 from ml.datasets.splits import doc_split
-from ml.relation_triples import RELATIONS, extract_triples, get_extractor
-from tests.test_tokenization import trained_tokenizer  # noqa: F401  (fixture)
-
-NOUNS = ["buffer", "socket", "parser", "archive", "widget", "timer", "cursor", "channel", "ledger", "matrix",
-         "queue", "record", "stream", "token", "vector", "window", "handle", "schema", "filter", "bundle"]
-ERRORS = ["ValueError", "KeyError", "TypeError", "OSError", "IndexError"]
-FILLER = [
-    "Callers usually pass the {a} through the {b} before the loop finishes its work.",
-    "Older releases kept the {a} beside the {b} in a separate configuration file.",
-    "Careful readers will notice that the {a} changes whenever the {b} is refreshed.",
-    "During shutdown the {a} flushes pending data into the {b} exactly once.",
-]
-
-
-def _doc_text(rng: random.Random, i: int) -> str:
-    n = lambda: rng.choice(NOUNS)  # noqa: E731
-    sents = [
-        f"The load_{i} function returns a {n()} object.",
-        f"The {n()}_{i} class is a subclass of Base{n().title()}.",
-        f"The parse_{i} method raises {rng.choice(ERRORS)} when the input is empty.",
-        f"The limit_{i} parameter defaults to {rng.randint(1, 99)}.",
-    ]
-    rng.shuffle(sents)
-    body = []
-    for s in sents:
-        body.append(s)
-        body.extend(rng.choice(FILLER).format(a=n(), b=n()) for _ in range(rng.randint(1, 4)))
-    return " ".join(body)
-
-
-@lru_cache(maxsize=None)
-def _corpus(n_docs: int = 240):
-    """(docs, chunks, triples) like cleaned_chunks' docs/ and chunks/ and relation_triples' triples/."""
-    rng = random.Random(7)
-    sources = ["landing/alpha.jsonl", "landing/beta.jsonl.gz", "gamma.jsonl"]
-    rows = [{"doc_id": f"d{i:04d}", "title": f"module{i}.api", "url": f"https://x/{i}",
-             "source": sources[i % 3] if i % 5 else sources[0], "text": _doc_text(rng, i)} for i in range(n_docs)]
-    docs = pl.DataFrame(rows)
-    chunks = chunk_frame(docs.select("doc_id", "text"), ChunkConfig(chunk_size=60, overlap=8, min_chunk_tokens=4))
-    triples, _ = extract_triples(chunks.select("chunk_id", "text"), get_extractor("simple"), min_confidence=0.3)
-    return docs, chunks, triples
+from ml.relation_triples import RELATIONS
+from tests.helpers.corpus import small_corpus, trained_tokenizer  # noqa: F401  (fixture)
 
 
 class _Tok:
@@ -124,7 +82,7 @@ def test_mix_keys_by_path_or_stem_and_clear_errors():
 # ---- the three datasets ---------------------------------------------------------------------------
 
 def _all(seed=5, val_ratio=0.2, mix=(), test_ratio=0.0):
-    docs, chunks, triples = _corpus()
+    docs, chunks, triples = small_corpus()
     kw = dict(seed=seed, val_ratio=val_ratio, mix_weights=mix, test_ratio=test_ratio)
     emb = build_embedding(chunks, docs, EmbeddingConfig(**kw))
     rel = build_relation(triples, chunks, docs, RelationConfig(**kw))
@@ -135,7 +93,7 @@ def _all(seed=5, val_ratio=0.2, mix=(), test_ratio=0.0):
 @pytest.mark.parametrize("test_ratio", [0.0, 0.2])
 def test_no_document_in_both_splits_and_the_same_split_in_every_dataset(test_ratio):
     built = _all(test_ratio=test_ratio)
-    docs = _corpus()[0]
+    docs = small_corpus()[0]
     expected = dict(zip(docs["doc_id"], doc_split(docs["doc_id"].to_list(), 5, 0.2, test_ratio)))
     for name, (parts, stats) in built.items():
         train, val, test = parts["train"], parts["val"], parts["test"]
@@ -164,7 +122,7 @@ def test_test_split_takes_documents_from_train_only():
 
 def test_embedding_pairs_stay_inside_one_document_and_share_no_text():
     (parts, stats) = _all()["embedding"]
-    docs, chunks, _ = _corpus()
+    docs, chunks, _ = small_corpus()
     text_of = dict(zip(docs["doc_id"], (" ".join(t.split()) for t in docs["text"])))
     title_of = dict(zip(docs["doc_id"], docs["title"]))
     for split in ("train", "val"):
@@ -185,7 +143,7 @@ def test_embedding_pairs_stay_inside_one_document_and_share_no_text():
 
 def test_relation_examples_mark_both_entities_and_balance_no_relation(tmp_path):
     (parts, stats) = _all()["relation"]
-    _, _, triples = _corpus()
+    _, _, triples = small_corpus()
     for split in ("train", "val"):
         f = parts[split]
         assert set(f["label"]) <= set(LABELS)
@@ -214,7 +172,7 @@ def test_entity_marking_tolerates_markup_and_reports_why_not():
 
 def test_sft_examples_use_the_role_markers_and_account_for_every_triple():
     (parts, stats) = _all()["sft"]
-    _, _, triples = _corpus()
+    _, _, triples = small_corpus()
     train = parts["train"]
     assert train.height > 20
     for r in train.iter_rows(named=True):
@@ -228,7 +186,7 @@ def test_sft_examples_use_the_role_markers_and_account_for_every_triple():
 
 
 def test_sft_max_len_drops_long_examples_with_a_reason():
-    docs, chunks, triples = _corpus()
+    docs, chunks, triples = small_corpus()
     tok = _Tok()
     n_tokens = lambda r: len(tok(r["prompt"])["input_ids"]) + len(tok(r["response"])["input_ids"])  # noqa: E731
     everything, _ = build_sft(triples, chunks, docs, SftConfig(max_len=10_000), tok)

@@ -14,7 +14,7 @@ from ml.datasets.sft import SftConfig, build_sft
 from ml.datasets.splits import doc_split
 from ml.tokenizer import ASSISTANT, END, USER
 from tests.conftest import write_lines
-from tests.test_datasets import _corpus
+from tests.helpers.corpus import small_corpus
 
 
 def pair(prompt="What does f return?", chosen="an int", rejected="a str", **extra) -> str:
@@ -79,7 +79,7 @@ def test_raw_docs_leaves_preferences_alone_and_the_landing_sensor_watches_both(t
 
 @pytest.fixture(scope="module")
 def sft_rows():
-    docs, chunks, triples = _corpus()
+    docs, chunks, triples = small_corpus()
     parts, _ = build_sft(triples, chunks.select("chunk_id", "doc_id"), docs.select("doc_id", "source"),
                          SftConfig(val_ratio=0.2))
     return docs.select("doc_id", "source"), pl.concat([parts["train"], parts["val"]])

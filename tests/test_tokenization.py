@@ -13,22 +13,7 @@ from ml.tokenized_corpus import (
 from ml.tokenizer import (
     SPECIAL_TOKENS, TokenizerConfig, TokenizerFormatError, build_tokenizer, load_backend, load_tokenizer,
 )
-
-PARAGRAPHS = [
-    "The archive module reads and writes compressed files; it returns a list of members.",
-    "Naïve café owners — «quoted» — paid 3.50€ for 😀 emoji and 中文 text.\n\n\tIndented   spaces  stay.",
-    "def f(x):\n    return x < 0 and s == ''  # code survives\n",
-    "Strings like <|eos|> or <e1>tags</e1> inside a document are just text.",
-    "Trailing whitespace and CRLF line ends\r\n are kept exactly.   ",
-]
-TEXTS = [f"{p} Document {i} talks about item {i * 7 % 13}." for i in range(60) for p in PARAGRAPHS[i % 5: i % 5 + 1]]
-
-
-@pytest.fixture(scope="session")
-def trained_tokenizer(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tokenizer")
-    build_tokenizer(TEXTS * 3, TEXTS[:10], out, TokenizerConfig(vocab_size=600, min_frequency=2))
-    return load_tokenizer(out)
+from tests.helpers.corpus import PARAGRAPHS, TEXTS, trained_tokenizer  # noqa: F401  (fixture)
 
 
 def _docs(n=60):
