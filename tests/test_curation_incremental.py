@@ -15,7 +15,7 @@ import pytest
 import ml.curation_units as cu
 from ml.cleaned_chunks.pipeline import CurationConfig, read_chunks, read_clean_docs, read_decisions
 from ml.raw_docs import IngestConfig, read_docs, read_quarantine, scan_landing
-from ml.store import ArtifactStore, BuildResult
+from ml.store import ArtifactStore, BuildResult, CorruptVersionError
 from tests.test_near_dedup import NO_RULES, edited, jaccard, noisy_join, vocabulary
 
 CFG = CurationConfig(filters=NO_RULES, batch_docs=40)  # several batches per unit
@@ -143,3 +143,17 @@ def test_a_changed_config_is_not_served_from_another_configs_index(corpus, tmp_p
     other = replace(CFG, jaccard_threshold=0.75)
     assert cu.chain(["x"], other) != cu.chain(["x"], CFG)
     assert cu.chain(["x"], replace(CFG, threads=1, batch_docs=7)) == cu.chain(["x"], CFG)
+
+
+def test_a_corrupt_stored_unit_fails_the_merge_that_reads_it(corpus, tmp_path):
+    landing, home = tmp_path / "landing", tmp_path / "home"
+    land(landing, "a.jsonl", corpus["a.jsonl"])
+    run(home, landing)
+    store = ArtifactStore(home)
+    (unit,) = store.versions(cu.CURATION_UNIT)
+    survivors = sorted((unit.path / "survivors").glob("*.parquet"))[0]
+    survivors.chmod(0o644)
+    survivors.write_bytes(survivors.read_bytes()[:-1] + b"\0")  # same size, other bytes
+    land(landing, "b.jsonl", corpus["b.jsonl"])  # near copies of a.jsonl's documents: the merge reads a's text
+    with pytest.raises(CorruptVersionError, match="survivors/part-00000.parquet"):
+        run(home, landing)
