@@ -223,3 +223,32 @@ def objects(url: StorageUrl) -> dict[str, dict]:
         for meta in batch:
             out[f"{bucket}/{meta['path']}"] = {"size": int(meta["size"]), "mtime": meta["last_modified"], "type": "file"}
     return out
+
+
+def download(keys: list[str], paths: list[Path], concurrency: int = 32) -> None:
+    """Fetch objects (``bucket/key``) to local files, ``concurrency`` at a time, each streamed in
+    chunks (obstore's async get: 2x the fsspec path's throughput in bench/objstore.py). A missing
+    object raises FileNotFoundError."""
+    import asyncio
+
+    import obstore
+
+    async def run() -> None:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(key: str, path: Path) -> None:
+            bucket, _, name = key.partition("/")
+            async with sem:
+                resp = await obstore.get_async(native_store(bucket), name)
+                with open(path, "wb") as f:
+                    async for chunk in resp.stream(min_chunk_size=8 << 20):
+                        f.write(chunk)
+
+        await asyncio.gather(*(one(k, Path(p)) for k, p in zip(keys, paths)))
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop in this thread (the normal case): run one
+        asyncio.run(run())
+        return
+    filesystem().get(list(keys), [str(p) for p in paths])  # inside a running loop: the blocking path

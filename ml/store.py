@@ -583,9 +583,11 @@ class ObjectArtifactStore(ArtifactStore):
             for p in local:
                 p.parent.mkdir(parents=True, exist_ok=True)
             remote = [(src / f["path"]).key for f in files]
+            from ml.storage import download
+
             try:
                 if remote:
-                    self.fs.get(remote, [str(p) for p in local])
+                    download(remote, local)
             except FileNotFoundError:  # some object is missing: fetch what is there, verify_tree names the rest
                 for r, p in zip(remote, local):
                     try:

@@ -127,6 +127,11 @@ def test_put_open_lookup_round_trip_verified_on_read(s3, tmp_path, monkeypatch):
     assert fresh.corrupt_versions() == [moved]
     rebuilt = _put(fresh, "hello", "a" * 16)  # the next build publishes a fresh copy
     assert rebuilt.data_version == v.data_version and ArtifactStore(home).verify("thing", v.data_version) == []
+    # an object gone from the bucket is named as missing
+    fs.rm_file(f"{v.location.key}/big.bin")
+    monkeypatch.setenv("LINEAGE_SCRATCH", str(tmp_path / "third-worker"))
+    with pytest.raises(CorruptVersionError, match="big.bin: listed in the manifest but missing"):
+        ArtifactStore(home).open("thing", v.data_version)
 
 
 def test_writer_killed_mid_publish_leaves_no_version_gc_removes_its_leftovers_rerun_completes(s3, capsys):
