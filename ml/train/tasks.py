@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -209,6 +210,10 @@ def build_sft(settings: LoraAdapterSettings, inputs: dict[str, str]) -> Built:
                 peft_cfg.base_model_name_or_path = "lm_checkpoint"
             model.get_base_model().config.name_or_path = "lm_checkpoint"  # peft's README.md names it as base_model
         model.save_pretrained(out / ("adapter" if m.mode == "lora" else "model"), safe_serialization=True)
+        card = out / "adapter" / "README.md"
+        if card.is_file():  # peft also tags the card with the path the base was loaded from
+            card.write_text(re.sub(r"(?m)^- base_model:adapter:.*$", "- base_model:adapter:lm_checkpoint",
+                                   card.read_text("utf-8")), "utf-8")
         tok.save_pretrained(out / "tokenizer")
 
     return Built(task, save, {"train_examples": len(data["train"]), "val_examples": len(data["val"]), **dropped})
