@@ -24,7 +24,7 @@ from typing import Iterator
 
 from ml.fsutil import digest_json
 from ml.paths import work_dir
-from ml.storage import StorageUrl, is_url, objects, scratch_dir
+from ml.storage import StorageUrl, download, is_url, objects, scratch_dir
 
 STATE = "state.json"  # ml/train/checkpointing.py: STATE
 CHECKPOINTS = "checkpoints"
@@ -63,9 +63,7 @@ class WorkState:
         renamed into place). Returns the step dir names fetched."""
         if not self.remote:
             return []
-        from ml.storage import filesystem
-
-        fs, got = filesystem(), []
+        got: list[str] = []
         root = self.local / CHECKPOINTS
         for step, files in sorted(self._remote().items()):
             if (root / step / STATE).is_file():
@@ -73,7 +71,9 @@ class WorkState:
             tmp = root / f".pull-{step}-{os.getpid()}"
             tmp.mkdir(parents=True, exist_ok=True)
             names = sorted(files)
-            fs.get([(self.url / CHECKPOINTS / step / n).key for n in names], [str(tmp / n) for n in names])
+            for n in names:
+                (tmp / n).parent.mkdir(parents=True, exist_ok=True)
+            download([(self.url / CHECKPOINTS / step / n).key for n in names], [tmp / n for n in names])
             if (root / step).exists():  # a broken local copy without state.json: replaced
                 import shutil
 
