@@ -1,7 +1,6 @@
 """Curation stage: cleaned_chunks and relation_triples, from raw_docs."""
 
 from pathlib import Path
-from typing import Optional
 
 import dagster as dg
 import polars as pl
@@ -19,68 +18,27 @@ from ml.fsutil import source_digest
 from ml.paths import work_dir
 from ml.store import BuildResult, StoredVersion, compute_fingerprint
 from resources import ArtifactStoreResource, CatalogResource
+from resources.dagster_config import dagster_config_from_dataclass
 
-# the defaults of the ml/ settings (one place)
-clean_defaults, filter_defaults = clean.CleanConfig(), filters.FilterConfig()
-curation_defaults, chunk_defaults = pipeline.CurationConfig(), chunking.ChunkConfig()
-
-
-class CleanSettings(dg.Config):
-    nfkc: bool = clean_defaults.nfkc
-    strip_html: bool = clean_defaults.strip_html
-    strip_wiki: bool = clean_defaults.strip_wiki
-    remove_control: bool = clean_defaults.remove_control
-    boilerplate_patterns: list[str] = list(clean.DEFAULT_BOILERPLATE)
-    c4_javascript_lines: bool = clean_defaults.c4_javascript_lines
-    c4_policy_lines: bool = clean_defaults.c4_policy_lines
-    c4_min_words_per_line: int = clean_defaults.c4_min_words_per_line
-    c4_max_word_length: int = clean_defaults.c4_max_word_length
-    c4_require_terminal_punct: bool = clean_defaults.c4_require_terminal_punct
+CleanSettings = dagster_config_from_dataclass(clean.CleanConfig, "CleanSettings")
+FilterSettings = dagster_config_from_dataclass(
+    filters.FilterConfig, "FilterSettings", doc="Quality rules; a threshold set to null switches that rule off.",
+    descriptions={"max_top_ngram_char_frac": "n (as a string) -> max fraction of characters in the most frequent n-gram.",
+                  "max_dup_ngram_char_frac": "n (as a string) -> max fraction of characters in repeated n-grams."})
+_ChunkFields = dagster_config_from_dataclass(chunking.ChunkConfig, "ChunkFields", descriptions={
+    "chunk_size": "Max tokens per chunk (regex pre-tokenizer, independent of the trained tokenizer)."})
+_CurationFields = dagster_config_from_dataclass(
+    pipeline.CurationConfig, "CurationFields", base=_ChunkFields,
+    only=("exact_dedup", "near_dedup", "jaccard_threshold", "shingle_size", "num_perm", "minhash_seed", "batch_docs"),
+    descriptions={"jaccard_threshold": "Near-duplicate threshold; LSH bands × rows are derived from it."})
 
 
-class FilterSettings(dg.Config):
-    """Quality rules; a threshold set to null switches that rule off."""
+class CleanedChunksConfig(_CurationFields):
+    """cleaned_chunks' run config: the fields of ml/cleaned_chunks' CurationConfig, ChunkConfig (flat),
+    CleanConfig (clean) and FilterConfig (filters)."""
 
-    gopher_quality: bool = filter_defaults.gopher_quality
-    min_words: Optional[int] = filter_defaults.min_words
-    max_words: Optional[int] = filter_defaults.max_words
-    min_mean_word_length: Optional[float] = filter_defaults.min_mean_word_length
-    max_mean_word_length: Optional[float] = filter_defaults.max_mean_word_length
-    max_symbol_word_ratio: Optional[float] = filter_defaults.max_symbol_word_ratio
-    max_bullet_lines_ratio: Optional[float] = filter_defaults.max_bullet_lines_ratio
-    max_ellipsis_lines_ratio: Optional[float] = filter_defaults.max_ellipsis_lines_ratio
-    min_alpha_words_ratio: Optional[float] = filter_defaults.min_alpha_words_ratio
-    min_stop_words: Optional[int] = filter_defaults.min_stop_words
-    gopher_repetition: bool = filter_defaults.gopher_repetition
-    max_dup_line_frac: Optional[float] = filter_defaults.max_dup_line_frac
-    max_dup_para_frac: Optional[float] = filter_defaults.max_dup_para_frac
-    max_dup_line_char_frac: Optional[float] = filter_defaults.max_dup_line_char_frac
-    max_dup_para_char_frac: Optional[float] = filter_defaults.max_dup_para_char_frac
-    max_top_ngram_char_frac: Optional[dict[str, float]] = {str(n): v for n, v in filter_defaults.max_top_ngram_char_frac}
-    """n (as a string) -> max fraction of characters in the most frequent n-gram."""
-    max_dup_ngram_char_frac: Optional[dict[str, float]] = {str(n): v for n, v in filter_defaults.max_dup_ngram_char_frac}
-    """n (as a string) -> max fraction of characters in repeated n-grams."""
-    c4: bool = filter_defaults.c4
-    c4_min_sentences: Optional[int] = filter_defaults.c4_min_sentences
-    c4_lorem_ipsum: bool = filter_defaults.c4_lorem_ipsum
-    c4_curly_bracket: bool = filter_defaults.c4_curly_bracket
-
-
-class CleanedChunksConfig(dg.Config):
     clean: CleanSettings = CleanSettings()
     filters: FilterSettings = FilterSettings()
-    exact_dedup: bool = curation_defaults.exact_dedup
-    near_dedup: bool = curation_defaults.near_dedup
-    jaccard_threshold: float = curation_defaults.jaccard_threshold
-    """Near-duplicate threshold; LSH bands × rows are derived from it."""
-    shingle_size: int = curation_defaults.shingle_size
-    num_perm: int = curation_defaults.num_perm
-    minhash_seed: int = curation_defaults.minhash_seed
-    chunk_size: int = chunk_defaults.chunk_size
-    """Max tokens per chunk (regex pre-tokenizer, independent of the trained tokenizer)."""
-    overlap: int = chunk_defaults.overlap
-    min_chunk_tokens: int = chunk_defaults.min_chunk_tokens
-    batch_docs: int = curation_defaults.batch_docs
 
     def to_ml(self) -> pipeline.CurationConfig:
         f = self.filters.model_dump()
