@@ -22,6 +22,7 @@ from ml.relation_triples.parts import read_triples
 from ml.store import BuildResult, StoredVersion
 import ml.tokenizer as tokenization
 from resources import ArtifactStoreResource, CatalogResource
+from resources.dagster_config import dagster_config_from_dataclass
 
 SHARED = (datasets_pkg.__file__, splits.__file__, mixing.__file__, __file__)
 
@@ -67,11 +68,9 @@ def _metadata(columns: list[str], group_prefix: str) -> Callable[[StoredVersion]
     return metadata
 
 
-class EmbeddingDatasetConfig(DatasetConfig):
-    title_pairs_per_doc: int = embedding.EmbeddingConfig.title_pairs_per_doc
-    adjacent_pairs_per_doc: int = embedding.EmbeddingConfig.adjacent_pairs_per_doc
-    min_chars: int = embedding.EmbeddingConfig.min_chars
-    max_chars: int = embedding.EmbeddingConfig.max_chars
+EmbeddingDatasetConfig = dagster_config_from_dataclass(
+    embedding.EmbeddingConfig, "EmbeddingDatasetConfig", base=DatasetConfig,
+    only=("title_pairs_per_doc", "adjacent_pairs_per_doc", "min_chars", "max_chars"))
 
 
 @dg.asset(
@@ -99,11 +98,11 @@ def embedding_dataset(context: dg.AssetExecutionContext, config: EmbeddingDatase
     )
 
 
-class RelationDatasetConfig(DatasetConfig):
-    no_relation_ratio: float = relation.RelationConfig.no_relation_ratio
-    """no_relation examples = ratio x the average count of a relation label (per split)."""
-    min_confidence: float = relation.RelationConfig.min_confidence
-    max_chars: int = relation.RelationConfig.max_chars
+RelationDatasetConfig = dagster_config_from_dataclass(
+    relation.RelationConfig, "RelationDatasetConfig", base=DatasetConfig,
+    only=("no_relation_ratio", "min_confidence", "max_chars"),
+    descriptions={"no_relation_ratio": "no_relation examples = ratio x the average count of a relation label "
+                                       "(per split)."})
 
 
 @dg.asset(
@@ -133,12 +132,9 @@ def relation_dataset(context: dg.AssetExecutionContext, config: RelationDatasetC
     )
 
 
-class SftDatasetConfig(DatasetConfig):
-    system_prompt: str = sft.DEFAULT_SYSTEM
-    max_objects: int = sft.SftConfig.max_objects
-    max_len: int = sft.SftConfig.max_len
-    """Examples longer than this many tokens (prompt + response) are dropped as too_long."""
-    min_confidence: float = sft.SftConfig.min_confidence
+SftDatasetConfig = dagster_config_from_dataclass(
+    sft.SftConfig, "SftDatasetConfig", base=DatasetConfig,
+    only=("system_prompt", "max_objects", "max_len", "min_confidence"))
 
 
 @dg.asset(
@@ -170,11 +166,9 @@ def sft_dataset(context: dg.AssetExecutionContext, config: SftDatasetConfig,
     )
 
 
-class GnnDatasetConfig(DatasetConfig):
-    negatives: int = gnn.GnnConfig.negatives
-    """Negative chunks per query (same neighbourhood first, then random chunks of the same split)."""
-    min_confidence: float = gnn.GnnConfig.min_confidence
-    max_chunk_chars: int = gnn.GnnConfig.max_chunk_chars
+GnnDatasetConfig = dagster_config_from_dataclass(
+    gnn.GnnConfig, "GnnDatasetConfig", base=DatasetConfig,
+    only=("negatives", "min_confidence", "max_chunk_chars"))
 
 
 @dg.asset(
@@ -216,10 +210,9 @@ def gnn_dataset(context: dg.AssetExecutionContext, config: GnnDatasetConfig,
     )
 
 
-class NerDatasetConfig(DatasetConfig):
-    max_len: int = ner.NerConfig.max_len
-    """Sentences of more tokens are skipped (too_long)."""
-    min_confidence: float = ner.NerConfig.min_confidence
+NerDatasetConfig = dagster_config_from_dataclass(
+    ner.NerConfig, "NerDatasetConfig", base=DatasetConfig,
+    only=("max_len", "min_confidence"))
 
 
 @dg.asset(
