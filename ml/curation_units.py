@@ -17,7 +17,9 @@ cleaned_chunks__index       the ``DedupIndex`` after a prefix of units; fingerpr
 
 A version is assembled from its units' parts (hard links where the file system allows, so the
 version directory holds ordinary files: integrity on read, ``gc`` and the catalog see nothing
-new). An incremental run finds the longest prefix of units whose index and parts are stored and
+new). Raw units, parts and indexes are verified when found (a corrupt one is moved aside and built
+again in the same run); curation units when the merge reads them (a corrupt one fails that run,
+is moved aside, and the next run computes it again). An incremental run finds the longest prefix of units whose index and parts are stored and
 merges only the units after it, so appending a file costs that file; inserting or removing one
 costs the units after it (their per-document work stays cached; only the merge reruns).
 Names with ``__`` are no catalog assets (``lineage gc`` leaves them out of its catalog repair).
@@ -37,7 +39,7 @@ import ml.cleaned_chunks.minhash as minhash
 import ml.cleaned_chunks.pipeline as pipeline
 import ml.raw_docs as raw_docs
 from ml.fsutil import digest_json, source_digest
-from ml.store import ArtifactStore, BuildResult, StoredVersion
+from ml.store import ArtifactStore, BuildResult, CorruptVersionError, StoredVersion
 
 RAW_UNIT = "raw_docs__unit"
 CURATION_UNIT = "cleaned_chunks__unit"
@@ -51,6 +53,17 @@ CURATION_CODE = source_digest(*(m.__file__ for m in (clean, filters, minhash, ch
     importlib.metadata.version("polars")
 
 
+def _verified_lookup(store: ArtifactStore, asset: str, fingerprint: str) -> StoredVersion | None:
+    """``store.lookup`` of a unit entry, verified; a corrupt one is moved aside (``quarantine``) and
+    counts as missing, so it is built again in this run. (A version's files are hard links of its
+    units' parts: a byte flipped in one shows in the other.)"""
+    try:
+        return store.lookup(asset, fingerprint)
+    except CorruptVersionError as err:
+        store.quarantine(err.asset, err.data_version)
+        return None
+
+
 # ---- raw_docs ------------------------------------------------------------------------------------
 def raw_unit_fingerprint(lf: raw_docs.LandingFile, cfg: raw_docs.IngestConfig) -> str:
     return digest_json({"relpath": lf.relpath, "sha256": lf.sha256, "config": asdict(cfg), "code": RAW_CODE})
@@ -60,7 +73,7 @@ def ingest_unit(store: ArtifactStore, lf: raw_docs.LandingFile, cfg: raw_docs.In
                 run_id: str = "") -> StoredVersion:
     """The stored unit of one landing file: found by fingerprint, else validated now."""
     fp = raw_unit_fingerprint(lf, cfg)
-    if (found := store.lookup(RAW_UNIT, fp, verify=False)) is not None:  # verified when assembled (opened)
+    if (found := _verified_lookup(store, RAW_UNIT, fp)) is not None:
         return found
 
     def build(out: Path) -> BuildResult:
@@ -168,13 +181,17 @@ def merge_and_assemble(store: ArtifactStore, units: list[str], cfg: pipeline.Cur
     bands = minhash.lsh_params(cfg.jaccard_threshold, cfg.num_perm)[0] if cfg.near_dedup else 0
     start, index, parts = 0, pipeline.DedupIndex.empty(bands), []
     for p in range(n if reuse_prefix else 0, 0, -1):  # the longest prefix whose index and parts are all stored
-        found = store.lookup(CURATION_INDEX, links[p - 1], verify=False)
+        found = _verified_lookup(store, CURATION_INDEX, links[p - 1])
         if found is None:
             continue
-        prefix = [store.lookup(CURATION_PART, links[i], verify=False) for i in range(p)]
-        if all(v is not None for v in prefix):
+        prefix = []
+        for i in range(p):
+            if (part := _verified_lookup(store, CURATION_PART, links[i])) is None:
+                break
+            prefix.append(part)
+        if len(prefix) == p:
             start, parts = p, prefix
-            index = pipeline.DedupIndex.load(store.open(CURATION_INDEX, found.data_version).path)
+            index = pipeline.DedupIndex.load(found.path)
             break
     unit_versions = [store.get(CURATION_UNIT, u) for u in units]  # manifests only
     report = pipeline.CurationReport()

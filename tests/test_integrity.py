@@ -137,7 +137,7 @@ def test_corrupt_upstream_and_cache_hit_fail_the_step_and_the_next_run_rebuilds(
         first = _run(instance)
         raw_v = first.asset_materializations_for_node("raw_docs")[0].tags["dagster/data_version"]
         chunks_v = first.asset_materializations_for_node("cleaned_chunks")[0].tags["dagster/data_version"]
-        part = store.get("raw_docs", raw_v).path / "docs" / "part-00000.parquet"
+        part = store.get("raw_docs", raw_v).path / "docs" / "u00000-part-00000.parquet"
         expected = sha256_file(part)
         flip_byte(part)
         actual = sha256_file(part)
@@ -149,11 +149,11 @@ def test_corrupt_upstream_and_cache_hit_fail_the_step_and_the_next_run_rebuilds(
                                 run_config={"ops": {"cleaned_chunks": {"config": {"chunk_size": 200}}}})
         assert not forced.success
         msg = _failure_message(forced)
-        assert "docs/part-00000.parquet" in msg and expected in msg and actual in msg
+        assert "docs/u00000-part-00000.parquet" in msg and expected in msg and actual in msg
         assert len(store.versions("cleaned_chunks")) == n_chunk_versions
         assert not store.has_version("raw_docs", raw_v)  # moved aside
         rows = cat.query("SELECT asset, data_version, path, expected_sha256, actual_sha256 FROM corrupt_versions").rows()
-        assert rows == [("raw_docs", raw_v, "docs/part-00000.parquet", expected, actual)]
+        assert rows == [("raw_docs", raw_v, "docs/u00000-part-00000.parquet", expected, actual)]
 
         # the next run rebuilds raw_docs (same bytes from the landing zone, same version), then all is well
         again = _run(instance)
@@ -163,9 +163,9 @@ def test_corrupt_upstream_and_cache_hit_fail_the_step_and_the_next_run_rebuilds(
         assert ArtifactStore(home).verify("raw_docs", raw_v) == []
 
         # a corrupt cache hit: the rerun of raw_docs itself fails instead of reusing it
-        flip_byte(store.get("raw_docs", raw_v).path / "quarantine" / "part-00000.parquet")
+        flip_byte(store.get("raw_docs", raw_v).path / "quarantine" / "u00000-part-00000.parquet")
         hit = _run(instance, selection=["raw_docs"], raise_on_error=False)
-        assert not hit.success and "quarantine/part-00000.parquet" in _failure_message(hit)
+        assert not hit.success and "quarantine/u00000-part-00000.parquet" in _failure_message(hit)
         assert cat.query("SELECT count(DISTINCT path) FROM corrupt_versions").item() == 2
         assert _run(instance, selection=["raw_docs"]).success  # rebuilt
 
