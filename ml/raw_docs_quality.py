@@ -6,18 +6,8 @@ from __future__ import annotations
 import polars as pl
 
 from ml.quality.suite import (
-    CheckDef,
-    Prepared,
-    Suite,
-    Thresholds,
-    column_names,
-    excerpt,
-    expectation,
-    parquet_parts,
-    scan_parts,
-    schema_expectation,
-    schema_frame,
-    stripped_chars,
+    CheckDef, Prepared, Suite, Thresholds, column_names, excerpt, expectation, parquet_parts, scan_parts,
+    schema_expectation, schema_frame, stripped_chars,
 )
 from ml.raw_docs import DOC_SCHEMA, QUARANTINE_SCHEMA
 from ml.store import ArtifactStore, StoredVersion

@@ -11,13 +11,7 @@ import numpy as np
 import polars as pl
 
 from ml.quality.suite import (
-    CheckDef,
-    Prepared,
-    Suite,
-    Thresholds,
-    built_config,
-    expectation,
-    recorded_upstream,
+    CheckDef, Prepared, Suite, Thresholds, built_config, expectation, recorded_upstream,
 )
 from ml.store import ArtifactStore, StoredVersion
 from ml.tokenized_corpus import DTYPES, INDEX

@@ -20,18 +20,8 @@ from ml.quality.suites import SUITES
 from ml.quality.validate import record_results, validate_version
 from ml.store import ArtifactStore, StoredVersion
 from tests.helpers.quality_versions import (
-    DOCS,
-    Files,
-    MUTATIONS,
-    QUARANTINE_EMPTY,
-    Versions,
-    WARNINGS,
-    cleaned_chunks_files,
-    put_version,
-    raw_docs_files,
-    set_cell,
-    shard_counts,
-    tokenized_corpus_files,
+    DOCS, Files, MUTATIONS, QUARANTINE_EMPTY, Versions, WARNINGS, cleaned_chunks_files, put_version,
+    raw_docs_files, set_cell, shard_counts, tokenized_corpus_files,
 )
 
 

@@ -9,19 +9,8 @@ import polars as pl
 from ml.cleaned_chunks.chunking import CHUNK_SCHEMA
 from ml.cleaned_chunks.pipeline import DECISION_SCHEMA
 from ml.quality.suite import (
-    CheckDef,
-    Prepared,
-    Suite,
-    Thresholds,
-    built_config,
-    column_names,
-    excerpt,
-    expectation,
-    parquet_parts,
-    recorded_upstream,
-    scan_parts,
-    schema_expectation,
-    schema_frame,
+    CheckDef, Prepared, Suite, Thresholds, built_config, column_names, excerpt, expectation, parquet_parts,
+    recorded_upstream, scan_parts, schema_expectation, schema_frame,
 )
 from ml.store import ArtifactStore, StoredVersion
 

@@ -8,14 +8,7 @@ from typing import Callable
 
 import polars as pl
 
-from ml.quality.suite import (
-    CheckDef,
-    Prepared,
-    Suite,
-    Thresholds,
-    excerpt,
-    expectation,
-)
+from ml.quality.suite import CheckDef, Prepared, Suite, Thresholds, excerpt, expectation
 from ml.store import ArtifactStore, StoredVersion
 
 DATASET_ITEM_KEYS = {

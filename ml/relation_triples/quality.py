@@ -7,20 +7,8 @@ from __future__ import annotations
 import polars as pl
 
 from ml.quality.suite import (
-    CheckDef,
-    Prepared,
-    Suite,
-    Thresholds,
-    built_config,
-    column_names,
-    excerpt,
-    expectation,
-    parquet_parts,
-    recorded_upstream,
-    scan_parts,
-    schema_expectation,
-    schema_frame,
-    stripped_chars,
+    CheckDef, Prepared, Suite, Thresholds, built_config, column_names, excerpt, expectation, parquet_parts,
+    recorded_upstream, scan_parts, schema_expectation, schema_frame, stripped_chars,
 )
 from ml.relation_triples.base import RELATIONS
 from ml.relation_triples.extract import TRIPLE_SCHEMA
