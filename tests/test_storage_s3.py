@@ -359,3 +359,17 @@ def test_sample_corpus_lands_in_the_bucket(s3, capsys, monkeypatch):
     files = scan_landing(f"{home}/landing")
     assert [(f.relpath, f.problem) for f in files] == [("sample/alpha.jsonl", None), ("sample/beta.jsonl", None)]
     assert files[0].size == len(s3.client().cat_file(f"{s3.bucket}/sample-home/landing/sample/alpha.jsonl"))
+
+
+def test_resource_config_reaches_the_bucket_without_aws_variables(s3, monkeypatch):
+    import ml.storage
+    from resources import ArtifactStoreResource, CatalogResource
+
+    for name in s3.env():
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(ml.storage, "_options", {})  # configure() below fills it; restored after the test
+    conf = {"home": s3.url("resource-home"), "s3_endpoint_url": s3.endpoint, "s3_access_key_id": s3.access_key,
+            "s3_secret_access_key": s3.secret_key, "s3_region": s3.region}
+    v = _put(ArtifactStoreResource(**conf).get(), "via config", "9" * 16)
+    assert ArtifactStoreResource(**conf).get().lookup("thing", "9" * 16).data_version == v.data_version
+    assert CatalogResource(**conf).get().query("select count(*) as n from asset_versions")["n"].item() == 0
