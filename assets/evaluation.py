@@ -93,7 +93,7 @@ def model_evaluation(context: dg.AssetExecutionContext, config: ModelEvaluationC
                                                          config.max_examples))
             except evaluation.EvaluationError as exc:
                 raise dg.Failure(f"{asset}@{v.data_version}: {exc}") from exc
-        frame = evaluation.write_output(out, results)
+        frame = evaluation.write_output(out, results, upstream)
         return BuildResult(stats={f"{r['asset']}.{r['metric']}": r["value"] for r in frame.iter_rows(named=True)},
                            rows=frame.height)
 

@@ -192,6 +192,17 @@ def test_eval_results_for_every_model_on_its_test_split(evaluated):
     assert by[("lm_checkpoint", "perplexity")]["value"] > 1.0
 
 
+def test_the_same_figures_of_another_model_version_are_another_evaluation_version(tmp_path):
+    from ml.evaluation import EvalOutput, write_output
+
+    r = EvalOutput("relation_checkpoint", "relation_dataset", [{"metric": "accuracy", "value": 0.5, "n": 4}])
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    write_output(tmp_path / "a", [r], {"relation_checkpoint": "v1"})
+    write_output(tmp_path / "b", [r], {"relation_checkpoint": "v2"})
+    assert (tmp_path / "a" / "results.parquet").read_bytes() == (tmp_path / "b" / "results.parquet").read_bytes()
+    assert (tmp_path / "a" / "index.json").read_text() != (tmp_path / "b" / "index.json").read_text()
+
+
 def test_metadata_tables_image_and_passed_regression_check(evaluated):
     md = _mat(evaluated["result"], "model_evaluation").metadata
     assert md["relation_checkpoint.confusion_matrix_image"].value.startswith("![relation_checkpoint confusion_matrix]"

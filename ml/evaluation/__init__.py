@@ -253,9 +253,11 @@ def evaluate_model(asset: str, model_dir: Path | str, inputs: dict[str, Path | s
     return EVALUATORS[asset](Path(model_dir), {k: Path(v) for k, v in inputs.items()}, settings or {}, max_examples)
 
 
-def write_output(out_dir: Path, results: list[EvalOutput]) -> pl.DataFrame:
+def write_output(out_dir: Path, results: list[EvalOutput], versions: dict[str, str] | None = None) -> pl.DataFrame:
     """``results.parquet`` (asset, dataset, metric, value, n), one ``<asset>.<table>.parquet`` per table and
-    one ``<asset>.<image>.png`` per image into ``out_dir``; returns the results frame."""
+    one ``<asset>.<image>.png`` per image into ``out_dir``; returns the results frame. ``index.json`` names
+    the model version measured (``versions``: asset -> version), so the same figures of another model
+    version are another evaluation version."""
     out_dir = Path(out_dir)
     rows = [{"asset": r.asset, "dataset": r.dataset, **m} for r in results for m in r.metrics]
     frame = pl.DataFrame(rows, schema={"asset": pl.String, "dataset": pl.String, "metric": pl.String,
@@ -267,6 +269,7 @@ def write_output(out_dir: Path, results: list[EvalOutput]) -> pl.DataFrame:
         for name, png in r.images.items():
             (out_dir / f"{r.asset}.{name}.png").write_bytes(png)
     (out_dir / "index.json").write_text(json.dumps(
-        {r.asset: {"dataset": r.dataset, "tables": sorted(r.tables), "images": sorted(r.images)} for r in results},
+        {r.asset: {"dataset": r.dataset, "tables": sorted(r.tables), "images": sorted(r.images),
+                   "model_version": (versions or {}).get(r.asset)} for r in results},
         indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return frame
