@@ -25,7 +25,7 @@ from assets.versioned import materialize_versioned, preview_table, upstream_vers
 from ml.catalog import check_result_rows, now_utc
 from ml.fsutil import source_digest
 from ml.store import BuildResult, StoredVersion
-from resources import ArtifactStoreResource, CatalogResource
+from resources import ArtifactStoreResource, CatalogResource, TorchDevice
 
 MODELS = tuple(evaluation.TEST_DATA)
 REGRESSION = "no_regression"
@@ -72,7 +72,8 @@ def _results_table(frame: pl.DataFrame) -> dg.TableMetadataValue:
     "relation accuracy / macro F1 / confusion matrix, GNN MRR / NDCG, NER entity F1; catalog table eval_results.",
 )
 def model_evaluation(context: dg.AssetExecutionContext, config: ModelEvaluationConfig,
-                     store: ArtifactStoreResource, catalog: CatalogResource) -> dg.MaterializeResult:
+                     store: ArtifactStoreResource, catalog: CatalogResource,
+                     torch_device: TorchDevice) -> dg.MaterializeResult:
     st, cat = store.get(), catalog.get()
     models = {a: v for a in MODELS if (v := _latest(context, st, a)) is not None}
     missing = [a for a in MODELS if a not in models]
@@ -84,6 +85,11 @@ def model_evaluation(context: dg.AssetExecutionContext, config: ModelEvaluationC
     datasets: dict[str, tuple[str, str]] = {}  # model -> (dataset asset, version)
 
     def build(out: Path) -> BuildResult:
+        from ml.train.device import resolve
+
+        # the torch_device resource's threads and seed (models are evaluated on the CPU: the loaders' device);
+        # without it, torch's default threads spin against each other on a busy 2-core machine (25x slower)
+        resolve(torch_device.settings())
         results = []
         for asset, v in models.items():
             inputs = _model_inputs(st, v)
