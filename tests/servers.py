@@ -166,6 +166,6 @@ def seaweedfs(bucket: str = "lineage", root: Path | None = None) -> Iterator[S3S
     try:
         yield server
     finally:
-        stop_pid(server.proc, timeout=3)  # its data is thrown away: no need to wait for a clean shutdown
+        stop_pid(server.proc, timeout=1)  # its data is thrown away: no need to wait for a clean shutdown
         if root is None:
             shutil.rmtree(tmp, ignore_errors=True)
