@@ -97,6 +97,7 @@ class S3Server:
     region: str
     root: Path
     proc: subprocess.Popen | None = field(default=None, repr=False)
+    ports: list[int] = field(default_factory=list, repr=False)
 
     def env(self) -> dict[str, str]:
         """The variables a process needs to reach this server (what a worker needs for an s3 home)."""
@@ -134,7 +135,8 @@ def start_seaweedfs(root: Path, bucket: str = "lineage", timeout: float = 60.0) 
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=root, start_new_session=True)
-    server = S3Server(f"http://{HOST}:{s}", bucket, access, secret, "us-east-1", root, proc)
+    server = S3Server(f"http://{HOST}:{s}", bucket, access, secret, "us-east-1", root, proc,
+                      [m, mg, v, vg, f, fg, s, sg, metrics])
     try:
         def s3_up() -> bool:
             try:
@@ -153,9 +155,19 @@ def start_seaweedfs(root: Path, bucket: str = "lineage", timeout: float = 60.0) 
 
         wait_until(bucket_made, timeout, "SeaweedFS bucket creation", proc, log)
     except BaseException:
-        stop_pid(proc)
+        stop_seaweedfs(server)
         raise
     return server
+
+
+def stop_seaweedfs(server: S3Server, timeout: float = 5.0) -> None:
+    """Stop the server (by PID) and remove the Unix sockets it left in the temp dir
+    (``seaweedfs-<role>-<port>.sock``, named by its ports)."""
+    stop_pid(server.proc, timeout=timeout)
+    tmp = Path(tempfile.gettempdir())
+    for port in server.ports:
+        for sock in tmp.glob(f"seaweedfs-*-{port}.sock"):
+            sock.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -166,6 +178,6 @@ def seaweedfs(bucket: str = "lineage", root: Path | None = None) -> Iterator[S3S
     try:
         yield server
     finally:
-        stop_pid(server.proc, timeout=1)  # its data is thrown away: no need to wait for a clean shutdown
+        stop_seaweedfs(server, timeout=1)  # its data is thrown away: no need to wait for a clean shutdown
         if root is None:
             shutil.rmtree(tmp, ignore_errors=True)
