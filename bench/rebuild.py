@@ -53,11 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     from ml.store import ArtifactStore
 
     store = ArtifactStore(home)
-    latest = {a: vs[-1].data_version for a in store.assets() if (vs := store.versions(a))}
+    from assets import ALL_ASSETS
+
+    defined = {k.to_user_string() for a in ALL_ASSETS for k in a.keys}  # not internal entries (raw_docs__unit, ...)
+    latest = {a: vs[-1].data_version for a in store.assets() if a in defined and (vs := store.versions(a))}
     order: list[tuple[str, str]] = []  # every latest version, each after its upstream versions
     for asset in sorted(latest):
         for pair in [*upstream_closure(store, asset, latest[asset]), (asset, latest[asset])]:
-            if pair not in order:
+            if pair not in order and pair[0] in defined:
                 order.append(pair)
     t0 = time.perf_counter()
     outcomes = [rebuild_one(home, a, v, log=lambda m: None) for a, v in order]

@@ -121,7 +121,10 @@ def rebuild_one(home: Path, asset: str, version: str, *, allow_code_change: bool
     except CorruptVersionError as err:
         return RebuildOutcome(asset, version, "failed", f"the stored original is corrupt, nothing to compare: {err}")
     m = original.manifest
-    adef = asset_def(asset)
+    try:
+        adef = asset_def(asset)
+    except ValueError as exc:
+        return RebuildOutcome(asset, version, "failed", str(exc))
     current = adef.code_versions_by_key.get(dg.AssetKey(asset))
     changed = code_change(m, current, source_files(current or ""))
     if changed and not allow_code_change:
@@ -188,8 +191,12 @@ def rebuild_one(home: Path, asset: str, version: str, *, allow_code_change: bool
 def rebuild(home: Path, asset: str, version: str, *, recursive: bool = False, allow_code_change: bool = False,
             log: Callable[[str], None] = print) -> list[RebuildOutcome]:
     """asset@version rebuilt and compared (with ``recursive``: every upstream version first)."""
+    from assets import ALL_ASSETS
+
+    defined = {k.to_user_string() for a in ALL_ASSETS for k in a.keys}  # not internal entries (raw_docs__unit, ...)
     store = ArtifactStore(home)
     targets = [*upstream_closure(store, asset, version), (asset, version)] if recursive else [(asset, version)]
+    targets = [(a, v) for a, v in targets if a in defined or a == asset]
     outcomes = []
     for a, v in targets:
         outcome = rebuild_one(home, a, v, allow_code_change=allow_code_change, log=log)
