@@ -174,7 +174,12 @@ def stop_seaweedfs(server: S3Server, timeout: float = 5.0) -> None:
 def seaweedfs(bucket: str = "lineage", root: Path | None = None) -> Iterator[S3Server]:
     """A SeaweedFS S3 gateway for the duration of the block (temp dir removed afterwards)."""
     tmp = Path(tempfile.mkdtemp(prefix="seaweedfs-")) if root is None else Path(root)
-    server = start_seaweedfs(tmp, bucket)
+    try:
+        server = start_seaweedfs(tmp, bucket)
+    except BaseException:
+        if root is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         yield server
     finally:
