@@ -17,6 +17,10 @@ or (owner on another host, or a name without one) when it is older than ``--min-
 may run for hours on another machine, so that age is a day by default. A temporary file of an
 atomic write lives for milliseconds: it counts once it is an hour old (or ``--min-age``, if less).
 Versions moved to ``artifacts/_corrupt/`` by the integrity check are listed, never removed.
+
+On an ``s3://`` home (``find_object_leftovers``): upload leases of dead writers, version prefixes
+without a manifest whose writers are all dead, uncommitted or losing catalog uploads, and local
+scratch staging of dead processes; ``--apply`` removes them.
 """
 
 from __future__ import annotations
