@@ -83,9 +83,11 @@ def swept(tmp_path_factory):
                          "metric": "loss"}
             result = dg.materialize([model_sweep], instance=instance, resources=resources, run_config={
                 "ops": {"model_sweep": {"ops": {"sweep_points": {"config": sweep_cfg}}}}})
+            plain = dg.materialize([lm_checkpoint], instance=instance, resources=resources, run_config={
+                "ops": {"lm_checkpoint": {"config": LM}}})  # the settings of point p1 (lr 3e-3)
             chosen = dg.materialize([lm_checkpoint], instance=instance, resources=resources, run_config={
                 "ops": {"lm_checkpoint": {"config": {**LM, "train": {**LM["train"], "from_sweep": "lm_lr"}}}}})
-            yield {"home": home, "result": result, "chosen": chosen, "store": store}
+            yield {"home": home, "result": result, "chosen": chosen, "plain": plain, "store": store}
 
 
 def test_sweep_of_three_learning_rates_ranks_versioned_points(swept):
@@ -126,3 +128,12 @@ def test_best_point_selected_by_config_is_the_pipeline_model_with_lineage(swept)
     edges = dict(cat.query("SELECT upstream_asset, upstream_version FROM lineage_edges WHERE asset = 'lm_checkpoint' "
                            "AND data_version = ? AND upstream_asset = 'model_sweep'", [best["model_version"]]).rows())
     assert edges == {"model_sweep": best["data_version"]}
+
+
+def test_a_point_with_the_assets_own_settings_is_a_cache_hit_of_that_asset(swept):
+    from ml.catalog import Catalog
+
+    p1 = Catalog(swept["home"]).query("SELECT model_version FROM sweep_results WHERE sweep = 'lm_lr' AND params = ?",
+                                      [json.dumps({"train.lr": 3e-3})]).item()
+    mat = next(e.event_specific_data.materialization for e in swept["plain"].get_asset_materialization_events())
+    assert mat.metadata["cache_hit"].value is True and mat.tags["dagster/data_version"] == p1
