@@ -17,16 +17,13 @@ from assets.versioned import materialize_versioned, preview_table
 from ml.fsutil import source_digest
 from ml.store import BuildResult, StoredVersion, compute_fingerprint
 from resources import ArtifactStoreResource, CatalogResource, LandingZone
+from resources.dagster_config import dagster_config_from_dataclass
 
 
-class RawDocsConfig(dg.Config):
-    max_doc_bytes: int = 2_000_000
-    """Lines longer than this many bytes are quarantined as too_large (never read whole)."""
-    excerpt_chars: int = 160
-    """Characters of a rejected line kept in the quarantine excerpt."""
-    batch_rows: int = 50_000
-    """Rows per Parquet part (bounds memory)."""
-
+class RawDocsConfig(dagster_config_from_dataclass(engine.IngestConfig, "RawDocsFields", descriptions={
+        "max_doc_bytes": "Lines longer than this many bytes are quarantined as too_large (never read whole).",
+        "excerpt_chars": "Characters of a rejected line kept in the quarantine excerpt.",
+        "batch_rows": "Rows per Parquet part (bounds memory)."})):
     def to_ml(self) -> engine.IngestConfig:
         return engine.IngestConfig(self.max_doc_bytes, self.excerpt_chars, self.batch_rows)
 

@@ -16,6 +16,7 @@ from ml.cleaned_chunks.chunking import ChunkConfig
 from ml.cleaned_chunks.pipeline import CurationConfig
 from ml.datasets.splits import DEFAULT_SEED, DEFAULT_TEST_RATIO, DEFAULT_VAL_RATIO
 from ml.quality.suite import Thresholds
+from ml.raw_docs import IngestConfig
 from ml.tokenized_corpus import CorpusConfig
 from ml.tokenizer import MIN_VOCAB, TokenizerConfig
 from ml.relation_triples.base import DEFAULT_MIN_CONFIDENCE
@@ -80,10 +81,13 @@ class SplitRules(_Rules):
         return v
 
 
+_INGEST = IngestConfig()
+
+
 class RawDocsRules(_Rules):
-    max_doc_bytes: int = Field(2_000_000, ge=1)
-    excerpt_chars: int = Field(160, ge=0)
-    batch_rows: int = Field(50_000, ge=1)
+    max_doc_bytes: int = Field(_INGEST.max_doc_bytes, ge=1)
+    excerpt_chars: int = Field(_INGEST.excerpt_chars, ge=0)
+    batch_rows: int = Field(_INGEST.batch_rows, ge=1)
 
 
 _CURATION, _CHUNK, _TOKENIZER, _CORPUS = CurationConfig(), ChunkConfig(), TokenizerConfig(), CorpusConfig()
