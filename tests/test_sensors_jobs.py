@@ -27,19 +27,22 @@ def test_jobs_select_their_groups():
     by_group = {}
     for key in real.get_all_asset_keys():
         by_group.setdefault(real.get(key).group_name, set()).add(key.to_user_string())
-    assert set(by_group) <= {"data", "corpus", "datasets", "models", "export"}  # no asset outside the jobs
+    assert set(by_group) <= {"data", "corpus", "datasets", "models", "evaluation", "export", "experiments"}
     assert {"raw_docs", "cleaned_chunks", "relation_triples"} <= _keys(defs, "ingest_job") == set().union(
         *(by_group.get(g, set()) for g in ("data", "corpus", "datasets")))
     assert _keys(defs, "train_job") == by_group.get("models", set())
     assert _keys(defs, "export_job") == by_group.get("export", set())
-    assert _keys(defs, "full_pipeline") == set().union(*by_group.values())
+    # every asset but the sweeps (experiments: sweep_job, on demand)
+    assert _keys(defs, "full_pipeline") == set().union(*(v for g, v in by_group.items() if g != "experiments"))
+    assert _keys(defs, "sweep_job") == by_group["experiments"] == {"model_sweep"}
+    assert "model_evaluation" in _keys(defs, "full_pipeline")
 
 
 def test_training_and_export_ops_run_in_pool_gpu():
     graph = defs.get_repository_def().asset_graph
     heavy = {k.to_user_string(): graph.get(k).pools for k in graph.get_all_asset_keys()
-             if graph.get(k).group_name in ("models", "export")}
-    assert {"lm_checkpoint", "onnx_bundle"} <= set(heavy)
+             if graph.get(k).group_name in ("models", "evaluation", "export")}
+    assert {"lm_checkpoint", "model_evaluation", "onnx_bundle"} <= set(heavy)
     assert {name: pools for name, pools in heavy.items() if pools != {"gpu"}} == {}
 
 
