@@ -19,6 +19,7 @@ from ml.catalog import check_result_rows
 from ml.fsutil import source_digest
 from ml.store import StoredVersion
 from resources import ArtifactStoreResource, CatalogResource
+from resources.dagster_config import dagster_config_from_dataclass
 
 # every module whose logic decides the bundle's content or its checks (ml.gnn's import torch: found, not imported)
 CODE = ("bundle", "build", "tarball", "to_onnx", "quantize", "int4", "parity", "sources", "metrics", "gates", "latency")
@@ -29,57 +30,34 @@ def _module_file(name: str) -> str:
     location, and a cached step, must not)."""
     return importlib.util.find_spec(name).origin
 
-T = P.Thresholds
 CHECKS, INT4_CHECKS = gates.CHECKS, gates.INT4_CHECKS
 
 
-class ParityThresholds(dg.Config):
-    fp32_max_abs_diff: float = T.fp32_max_abs_diff
-    """ORT fp32 vs PyTorch: max absolute difference of logits / embeddings."""
-    int8_embedding_mean_cosine: float = T.int8_embedding_mean_cosine
-    int8_embedding_min_cosine: float = T.int8_embedding_min_cosine
-    int8_lm_top1_agreement: float = T.int8_lm_top1_agreement
-    int8_classifier_agreement: float = T.int8_classifier_agreement
-    int8_ranker_top1_agreement: float = T.int8_ranker_top1_agreement
-    """GNN: share of queries whose top-ranked candidate is the same in INT8 and PyTorch."""
-    int8_ranker_rank_correlation: float = T.int8_ranker_rank_correlation
-    """GNN: mean Spearman correlation of the candidate order per query."""
-    int8_token_agreement: float = T.int8_token_agreement
-    """NER: tag argmax agreement over the real tokens."""
-    int4_lm_top1_agreement: float = T.int4_lm_top1_agreement
-    """int4 LM: top-1 next-token agreement with PyTorch fp32 on the sample prompts."""
-    int4_lm_max_logit_diff: float = T.int4_lm_max_logit_diff
-    """int4 LM: largest |logit difference| to PyTorch fp32 over every sample and vocabulary entry."""
+ParityThresholds = dagster_config_from_dataclass(P.Thresholds, "ParityThresholds", descriptions={
+    "fp32_max_abs_diff": "ORT fp32 vs PyTorch: max absolute difference of logits / embeddings.",
+    "int8_ranker_top1_agreement": "GNN: share of queries whose top-ranked candidate is the same in INT8 and PyTorch.",
+    "int8_ranker_rank_correlation": "GNN: mean Spearman correlation of the candidate order per query.",
+    "int8_token_agreement": "NER: tag argmax agreement over the real tokens.",
+    "int4_lm_top1_agreement": "int4 LM: top-1 next-token agreement with PyTorch fp32 on the sample prompts.",
+    "int4_lm_max_logit_diff": "int4 LM: largest |logit difference| to PyTorch fp32 over every sample and vocabulary "
+                              "entry."})
 
 
-class OnnxBundleConfig(dg.Config):
-    opset: int = B.BundleConfig.opset
-    max_length: int = B.BundleConfig.max_length
-    """Tokens per parity sample at most (also capped by the model's positions)."""
-    samples: int = B.BundleConfig.samples
-    """Real texts per model for the parity samples (validation split of its dataset)."""
-    skip_quantization: bool = B.BundleConfig.skip_quantization
-    per_channel: str = B.BundleConfig.per_channel
-    """INT8 weight scales: 'auto' (build both, keep the closer to PyTorch), 'on' or 'off'."""
-    quantize_embeddings: str = B.BundleConfig.quantize_embeddings
-    """Embedding tables (Gather) INT8 ('on') or fp32 ('off'); 'auto' builds both, keeps the closer to PyTorch."""
-    reduce_range: bool = B.BundleConfig.reduce_range
-    measure_latency: bool = B.BundleConfig.measure_latency
-    latency_runs: int = B.BundleConfig.latency_runs
-    latency_seq: int = B.BundleConfig.latency_seq
-    latency_batches: list[int] = list(B.BundleConfig.latency_batches)
-    threads: int = B.BundleConfig.threads
-    """Threads for torch and ORT alike when timing (0: every core this process may use)."""
+class OnnxBundleConfig(dagster_config_from_dataclass(B.BundleConfig, "OnnxBundleFields", descriptions={
+        "max_length": "Tokens per parity sample at most (also capped by the model's positions).",
+        "samples": "Real texts per model for the parity samples (validation split of its dataset).",
+        "per_channel": "INT8 weight scales: 'auto' (build both, keep the closer to PyTorch), 'on' or 'off'.",
+        "quantize_embeddings": "Embedding tables (Gather) INT8 ('on') or fp32 ('off'); 'auto' builds both, keeps the "
+                               "closer to PyTorch.",
+        "threads": "Threads for torch and ORT alike when timing (0: every core this process may use).",
+        "int4": "Causal LMs: also model.int4.onnx (MatMulNBits weight-only) with its own gate <name>_int4_parity.",
+        "int4_block_size": "Weights per int4 quantization block (a power of two >= 16).",
+        "int4_accuracy_level": "MatMulNBits accuracy_level: 0 = ORT's default (fp32 compute), 4 = int8 activations.",
+        "int4_embeddings": "The int4 model's embedding table: 'int8', 'fp32', or 'auto' (INT8 when that passes the "
+                           "int4 gate)."}, only=[f for f in B.BundleConfig.__dataclass_fields__ if f != "thresholds"])):
+    """onnx_bundle's run config: the fields of ml/export BundleConfig, with its parity thresholds."""
+
     thresholds: ParityThresholds = ParityThresholds()
-    int4: bool = B.BundleConfig.int4
-    """Causal LMs: also model.int4.onnx (MatMulNBits weight-only) with its own gate <name>_int4_parity."""
-    int4_block_size: int = B.BundleConfig.int4_block_size
-    """Weights per int4 quantization block (a power of two >= 16)."""
-    int4_symmetric: bool = B.BundleConfig.int4_symmetric
-    int4_accuracy_level: int = B.BundleConfig.int4_accuracy_level
-    """MatMulNBits accuracy_level: 0 = ORT's default (fp32 compute), 4 = int8 activations."""
-    int4_embeddings: str = B.BundleConfig.int4_embeddings
-    """The int4 model's embedding table: 'int8', 'fp32', or 'auto' (INT8 when that passes the int4 gate)."""
 
     def to_ml(self) -> B.BundleConfig:
         d = self.model_dump()
