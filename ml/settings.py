@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ml.cleaned_chunks.chunking import ChunkConfig
 from ml.cleaned_chunks.pipeline import CurationConfig
 from ml.datasets.splits import DEFAULT_SEED, DEFAULT_TEST_RATIO, DEFAULT_VAL_RATIO
+from ml.export.build import BundleConfig
+from ml.export.parity import Thresholds as ParityThresholds
 from ml.quality.suite import Thresholds
 from ml.raw_docs import IngestConfig
 from ml.tokenized_corpus import CorpusConfig
@@ -172,15 +174,18 @@ class DatasetRules(SplitRules):
         return self
 
 
+_PARITY, _BUNDLE = ParityThresholds(), BundleConfig()
+
+
 class ParityRules(_Rules):
-    fp32_max_abs_diff: float = Field(1e-4, gt=0)
-    int8_embedding_mean_cosine: float = Field(0.99, ge=-1, le=1)
-    int8_embedding_min_cosine: float = Field(0.97, ge=-1, le=1)
-    int8_lm_top1_agreement: float = Field(0.95, ge=0, le=1)
-    int8_classifier_agreement: float = Field(0.98, ge=0, le=1)
-    int8_ranker_top1_agreement: float = Field(0.95, ge=0, le=1)
-    int8_ranker_rank_correlation: float = Field(0.9, ge=-1, le=1)
-    int8_token_agreement: float = Field(0.98, ge=0, le=1)
+    fp32_max_abs_diff: float = Field(_PARITY.fp32_max_abs_diff, gt=0)
+    int8_embedding_mean_cosine: float = Field(_PARITY.int8_embedding_mean_cosine, ge=-1, le=1)
+    int8_embedding_min_cosine: float = Field(_PARITY.int8_embedding_min_cosine, ge=-1, le=1)
+    int8_lm_top1_agreement: float = Field(_PARITY.int8_lm_top1_agreement, ge=0, le=1)
+    int8_classifier_agreement: float = Field(_PARITY.int8_classifier_agreement, ge=0, le=1)
+    int8_ranker_top1_agreement: float = Field(_PARITY.int8_ranker_top1_agreement, ge=0, le=1)
+    int8_ranker_rank_correlation: float = Field(_PARITY.int8_ranker_rank_correlation, ge=-1, le=1)
+    int8_token_agreement: float = Field(_PARITY.int8_token_agreement, ge=0, le=1)
 
     @model_validator(mode="after")
     def _cosines(self) -> "ParityRules":
@@ -191,15 +196,15 @@ class ParityRules(_Rules):
 
 
 class OnnxBundleRules(_Rules):
-    opset: int = Field(17, ge=13, le=21)
-    max_length: int = Field(128, ge=2)
-    samples: int = Field(32, ge=1)
-    per_channel: str = "auto"
-    quantize_embeddings: str = "auto"
-    latency_runs: int = Field(20, ge=1)
-    latency_seq: int = Field(128, ge=1)
-    latency_batches: list[int] = [1, 32]
-    threads: int = Field(0, ge=0)
+    opset: int = Field(_BUNDLE.opset, ge=13, le=21)
+    max_length: int = Field(_BUNDLE.max_length, ge=2)
+    samples: int = Field(_BUNDLE.samples, ge=1)
+    per_channel: str = _BUNDLE.per_channel
+    quantize_embeddings: str = _BUNDLE.quantize_embeddings
+    latency_runs: int = Field(_BUNDLE.latency_runs, ge=1)
+    latency_seq: int = Field(_BUNDLE.latency_seq, ge=1)
+    latency_batches: list[int] = list(_BUNDLE.latency_batches)
+    threads: int = Field(_BUNDLE.threads, ge=0)
     thresholds: ParityRules = ParityRules()
 
     @field_validator("per_channel", "quantize_embeddings")
