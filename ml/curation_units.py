@@ -133,13 +133,14 @@ def curate_unit(store: ArtifactStore, raw: StoredVersion | Callable[[], StoredVe
     if (found := store.lookup(CURATION_UNIT, fp, verify=False)) is not None:
         return found
 
+    version = raw() if callable(raw) else raw
+
     def build(out: Path) -> BuildResult:
-        version = raw() if callable(raw) else raw
         stats = pipeline.curate_unit([version.file(p) for p in unit.parts], out, cfg)
         return BuildResult(stats=stats, rows=stats["docs_in"])
 
     return store.put(CURATION_UNIT, build, fingerprint=fp, code_version=CURATION_CODE, config=_config_json(cfg),
-                     upstream={"raw_docs": raw.data_version, "unit": unit.name}, run_id=run_id)
+                     upstream={"raw_docs": version.data_version, "unit": unit.name}, run_id=run_id)
 
 
 def chain(units: list[str], cfg: pipeline.CurationConfig) -> list[str]:
