@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             if pair not in order and pair[0] in defined:
                 order.append(pair)
     t0 = time.perf_counter()
-    outcomes = [rebuild_one(home, a, v, log=lambda m: None) for a, v in order]
+    outcomes = []
+    for a, v in order:
+        outcomes.append(rebuild_one(home, a, v, log=lambda m: None))
+        print(outcomes[-1].line()[:300], flush=True)
     rebuild_s = time.perf_counter() - t0
     Catalog(home).append({"rebuilds": rebuild_rows(outcomes)})
     print(f"\n{'asset':22s} {'status':17s} {'seconds':>8s}  detail")
