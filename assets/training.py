@@ -13,7 +13,6 @@ Each asset: read the upstream versions, train (in this process, or under torchru
 """
 
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
