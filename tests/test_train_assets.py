@@ -4,54 +4,17 @@ interrupted materialization from work/<asset>/<fingerprint>/."""
 
 from __future__ import annotations
 
-import hashlib
-import shutil
-from pathlib import Path
-
 import dagster as dg
 import pytest
 
 from ml.catalog import Catalog
 from ml.quality.gate import failed_blocking_checks
-from ml.store import ArtifactStore, BuildResult, _rmtree
-from resources import ArtifactStoreResource, CatalogResource, TorchDevice
-from tests.helpers.training import TINY, make_inputs
+from ml.store import ArtifactStore, _rmtree
+from resources import TorchDevice
+from tests.helpers.training import TINY
+from tests.helpers.training_assets import asset_resources, mats_of, publish_upstream, run_assets
 
 UPSTREAM = ("tokenizer", "tokenized_corpus", "sft_dataset", "embedding_dataset", "relation_dataset")
-
-
-def _resources():
-    return {"store": ArtifactStoreResource(), "catalog": CatalogResource(),
-            "torch_device": TorchDevice(device="cpu", seed=0, threads=1)}
-
-
-def _publish_upstream(home: Path, instance: dg.DagsterInstance, tmp: Path) -> dict[str, str]:
-    """Upstream versions put in the store and recorded as materialized (as the ingest job would)."""
-    store = ArtifactStore(home)
-    versions = {}
-    for name, src in make_inputs(tmp).items():
-        def build(out: Path, src=src) -> BuildResult:
-            shutil.copytree(src, out, dirs_exist_ok=True)
-            return BuildResult()
-        v = store.put(name, build, fingerprint=hashlib.sha256(name.encode()).hexdigest()[:16], code_version="test",
-                      config={}, upstream={})
-        instance.report_runless_asset_event(dg.AssetMaterialization(
-            asset_key=name, tags={"dagster/data_version": v.data_version}))
-        versions[name] = v.data_version
-    return versions
-
-
-def _run(instance, assets, config: dict, raise_on_error=True):
-    from assets import training
-
-    defs = [getattr(training, a) for a in assets]
-    return dg.materialize(defs, instance=instance, resources=_resources(), raise_on_error=raise_on_error,
-                          run_config={"ops": {a: {"config": config[a]} for a in assets}})
-
-
-def _mats(result) -> dict[str, dg.AssetMaterialization]:
-    return {e.asset_key.to_user_string(): e.event_specific_data.materialization
-            for e in result.get_asset_materialization_events()}
 
 
 def _checks(result) -> dict[tuple[str, str], bool]:
@@ -60,11 +23,11 @@ def _checks(result) -> dict[tuple[str, str], bool]:
 
 def test_checkpoint_assets_version_metrics_checks_and_cache(home, tmp_path):
     with dg.instance_for_test() as instance:
-        _publish_upstream(home, instance, tmp_path / "up")
+        publish_upstream(home, instance, tmp_path / "up")
         cfg = {a: TINY[a] for a in ("lm_checkpoint", "relation_checkpoint")}
-        first = _run(instance, ["lm_checkpoint", "relation_checkpoint"], cfg)
+        first = run_assets(instance, ["lm_checkpoint", "relation_checkpoint"], cfg)
         assert first.success
-        mats = _mats(first)
+        mats = mats_of(first)
         md = mats["lm_checkpoint"].metadata
         assert md["cache_hit"].value is False
         assert md["loss_curve"].value.startswith("![lm_checkpoint loss curve](data:image/png;base64,iVBOR")
@@ -92,8 +55,8 @@ def test_checkpoint_assets_version_metrics_checks_and_cache(home, tmp_path):
         assert sorted(checks.rows()) == [("experts_not_collapsed", True, "ERROR"), ("training_loss_fell", True, "ERROR"),
                                          ("val_metrics_ok", True, "ERROR")]
 
-        again = _run(instance, ["lm_checkpoint"], cfg)
-        md2 = _mats(again)["lm_checkpoint"]
+        again = run_assets(instance, ["lm_checkpoint"], cfg)
+        md2 = mats_of(again)["lm_checkpoint"]
         assert md2.metadata["cache_hit"].value is True and md2.tags["dagster/data_version"] == lm_v
         assert _checks(again) == {("lm_checkpoint", "training_loss_fell"): True, ("lm_checkpoint", "val_metrics_ok"): True,
                                   ("lm_checkpoint", "experts_not_collapsed"): True}
@@ -101,9 +64,9 @@ def test_checkpoint_assets_version_metrics_checks_and_cache(home, tmp_path):
 
 def test_interrupted_materialization_resumes_from_work_dir(home, tmp_path):
     with dg.instance_for_test() as instance:
-        _publish_upstream(home, instance, tmp_path / "up")
+        publish_upstream(home, instance, tmp_path / "up")
         cfg = {"lm_checkpoint": TINY["lm_checkpoint"]}
-        first = _mats(_run(instance, ["lm_checkpoint"], cfg))["lm_checkpoint"]
+        first = mats_of(run_assets(instance, ["lm_checkpoint"], cfg))["lm_checkpoint"]
         store = ArtifactStore(home)
         v = store.get("lm_checkpoint", first.tags["dagster/data_version"])
         weights = (v.path / "model" / "model.safetensors").read_bytes()
@@ -113,7 +76,7 @@ def test_interrupted_materialization_resumes_from_work_dir(home, tmp_path):
         (store.asset_dir("lm_checkpoint") / "_fingerprints" / f"{fp}.json").unlink()
         _rmtree(home / "work" / "lm_checkpoint" / fp / "checkpoints" / "step-00000030")
 
-        second = _mats(_run(instance, ["lm_checkpoint"], cfg))["lm_checkpoint"]
+        second = mats_of(run_assets(instance, ["lm_checkpoint"], cfg))["lm_checkpoint"]
         assert second.metadata["cache_hit"].value is False
         assert second.metadata["resumed_from_step"].value == 20
         v2 = store.get("lm_checkpoint", second.tags["dagster/data_version"])
@@ -123,15 +86,15 @@ def test_interrupted_materialization_resumes_from_work_dir(home, tmp_path):
 
 def test_failed_blocking_check_stops_downstream_and_gates_the_version(home, tmp_path):
     with dg.instance_for_test() as instance:
-        _publish_upstream(home, instance, tmp_path / "up")
+        publish_upstream(home, instance, tmp_path / "up")
         lm = {**TINY["lm_checkpoint"], "checks": {"val_ceiling": {"perplexity": 1.0}}}  # unreachable
-        result = _run(instance, ["lm_checkpoint", "lora_adapter"],
+        result = run_assets(instance, ["lm_checkpoint", "lora_adapter"],
                       {"lm_checkpoint": lm, "lora_adapter": TINY["lora_adapter"]}, raise_on_error=False)
         checks = _checks(result)
         assert checks[("lm_checkpoint", "val_metrics_ok")] is False
         assert checks[("lm_checkpoint", "training_loss_fell")] is True
-        assert set(_mats(result)) == {"lm_checkpoint"}  # lora_adapter did not run on a gated base
-        v = _mats(result)["lm_checkpoint"].tags["dagster/data_version"]
+        assert set(mats_of(result)) == {"lm_checkpoint"}  # lora_adapter did not run on a gated base
+        v = mats_of(result)["lm_checkpoint"].tags["dagster/data_version"]
         failed = failed_blocking_checks(Catalog(home), "lm_checkpoint", v)
         assert [f["check_name"] for f in failed] == ["val_metrics_ok"]
         assert "perplexity" in failed[0]["details"] and "ceiling 1.0" in failed[0]["details"]
@@ -139,9 +102,9 @@ def test_failed_blocking_check_stops_downstream_and_gates_the_version(home, tmp_
 
 def test_bad_config_fails_naming_the_field(home, tmp_path):
     with dg.instance_for_test() as instance:
-        _publish_upstream(home, instance, tmp_path / "up")
+        publish_upstream(home, instance, tmp_path / "up")
         bad = {**TINY["lm_checkpoint"], "train": {**TINY["lm_checkpoint"]["train"], "batch_size": 0}}
-        result = _run(instance, ["lm_checkpoint"], {"lm_checkpoint": bad}, raise_on_error=False)
+        result = run_assets(instance, ["lm_checkpoint"], {"lm_checkpoint": bad}, raise_on_error=False)
         assert not result.success
         failure = [e for e in result.all_events if e.is_step_failure][0]
         assert "train.batch_size" in failure.event_specific_data.error.message
@@ -153,11 +116,11 @@ def test_gpu_profile_on_cpu_machine_fails_clearly(home, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with dg.instance_for_test() as instance:
-        _publish_upstream(home, instance, tmp_path / "up")
+        publish_upstream(home, instance, tmp_path / "up")
         from assets.training import lm_checkpoint
 
         result = dg.materialize([lm_checkpoint], instance=instance, raise_on_error=False,
-                                resources={**_resources(), "torch_device": TorchDevice(device="cuda", precision="bf16")},
+                                resources={**asset_resources(), "torch_device": TorchDevice(device="cuda", precision="bf16")},
                                 run_config={"ops": {"lm_checkpoint": {"config": TINY["lm_checkpoint"]}}})
         assert not result.success
         failure = [e for e in result.all_events if e.is_step_failure][0]

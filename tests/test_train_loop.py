@@ -19,16 +19,10 @@ from safetensors.torch import load_file
 from ml.train import checkpointing as ckpt
 from ml.train.config import DeviceSettings, LoopSettings
 from ml.train.loop import KILL_ENV, lr_lambda
-from tests.helpers.training import inputs  # noqa: F401  (module fixture: tiny upstream versions)
+from tests.helpers.training import RESUME_CFG, inputs  # noqa: F401  (module fixture: tiny upstream versions)
 from tests.helpers.training import TINY_LOOP, train_one
 
 REPO = Path(__file__).resolve().parents[1]
-# dropout on, two micro-batches per step, more than two epochs: every piece of state matters on resume
-RESUME_CFG = {"model": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "seq_len": 32, "dropout": 0.1},
-              "train": {**TINY_LOOP, "max_steps": 40, "grad_accum_steps": 2, "save_every": 10, "eval_every": 10,
-                        "log_every": 4, "keep_last": 1}}  # logs at 8 and 12 straddle the step-10 checkpoint
-
-
 def test_lr_schedule_warmup_then_cosine_to_floor():
     f = lr_lambda(warmup=10, total=100, min_ratio=0.1)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)

@@ -20,8 +20,7 @@ from safetensors.torch import load_file
 from ml.store import ArtifactStore, BuildResult
 from ml.train import checkpointing as ckpt
 from ml.train.config import DeviceSettings, LoopSettings
-from tests.test_train_loop import RESUME_CFG
-from tests.helpers.training import TINY_LOOP, inputs, train_one  # noqa: F401  (module fixture)
+from tests.helpers.training import RESUME_CFG, TINY_LOOP, inputs, train_one  # noqa: F401  (module fixture)
 
 CPU = DeviceSettings(device="cpu", seed=7, threads=1)
 # best by token accuracy is the first evaluation (step 10) while the last is 30: the two names differ
@@ -179,16 +178,16 @@ def test_init_from_a_checkpoint_of_another_model_is_refused(first, inputs, tmp_p
 
 def test_asset_records_the_parent_version_as_a_lineage_edge(home, tmp_path):
     from ml.catalog import Catalog
-    from tests.test_train_assets import _mats, _publish_upstream, _run
+    from tests.helpers.training_assets import mats_of, publish_upstream, run_assets
     from tests.helpers.training import TINY
 
     with dg.instance_for_test() as instance:
-        up = _publish_upstream(home, instance, tmp_path / "up")
-        first = _mats(_run(instance, ["lm_checkpoint"], {"lm_checkpoint": TINY["lm_checkpoint"]}))["lm_checkpoint"]
+        up = publish_upstream(home, instance, tmp_path / "up")
+        first = mats_of(run_assets(instance, ["lm_checkpoint"], {"lm_checkpoint": TINY["lm_checkpoint"]}))["lm_checkpoint"]
         parent = first.tags["dagster/data_version"]
         stage2 = {**TINY["lm_checkpoint"], "train": {**TINY["lm_checkpoint"]["train"], "max_steps": 20,
                                                      "init_from": f"lm_checkpoint@{parent[:8]}:best"}}
-        second = _mats(_run(instance, ["lm_checkpoint"], {"lm_checkpoint": stage2}))["lm_checkpoint"]
+        second = mats_of(run_assets(instance, ["lm_checkpoint"], {"lm_checkpoint": stage2}))["lm_checkpoint"]
         child = second.tags["dagster/data_version"]
         assert child != parent and second.metadata["init_from"].value["data_version"] == parent
         edges = Catalog(home).query("SELECT upstream_asset, upstream_version FROM lineage_edges WHERE asset = "
@@ -200,11 +199,11 @@ def test_asset_records_the_parent_version_as_a_lineage_edge(home, tmp_path):
 
         # resume_from "latest": the newest stored version (the second stage, 20 steps) continued to 40
         more = {**stage2, "train": {**stage2["train"], "max_steps": 40, "init_from": None, "resume_from": "latest"}}
-        third = _mats(_run(instance, ["lm_checkpoint"], {"lm_checkpoint": more}))["lm_checkpoint"]
+        third = mats_of(run_assets(instance, ["lm_checkpoint"], {"lm_checkpoint": more}))["lm_checkpoint"]
         assert third.metadata["resumed_from_step"].value == 20
         assert third.metadata["resume_from"].value["data_version"] == child
         bad = {**stage2, "train": {**stage2["train"], "init_from": "lm_checkpoint@ffff:best"}}
-        result = _run(instance, ["lm_checkpoint"], {"lm_checkpoint": bad}, raise_on_error=False)
+        result = run_assets(instance, ["lm_checkpoint"], {"lm_checkpoint": bad}, raise_on_error=False)
         assert not result.success
         msg = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
         assert "train.init_from" in msg and "no stored version of lm_checkpoint starts with 'ffff'" in msg

@@ -110,3 +110,9 @@ def lm_version(inputs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("lm") / "v"
     train_one("lm_checkpoint", TINY["lm_checkpoint"], inputs, out)
     return out
+
+
+# dropout on, two micro-batches per step, more than two epochs: every piece of state matters on resume
+RESUME_CFG = {"model": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "seq_len": 32, "dropout": 0.1},
+              "train": {**TINY_LOOP, "max_steps": 40, "grad_accum_steps": 2, "save_every": 10, "eval_every": 10,
+                        "log_every": 4, "keep_last": 1}}  # logs at 8 and 12 straddle the step-10 checkpoint
