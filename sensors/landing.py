@@ -44,7 +44,8 @@ import dagster as dg
 from jobs import ingest_job
 from ml.fsutil import sha256_file
 from ml.datasets.preference import is_preference_file
-from ml.raw_docs import MARKERS, is_landing_file, landing_problems, visible_files
+from ml.raw_docs import MARKERS, is_landing_file, landing_problems, open_landing, stat_landing, visible_files
+from ml.storage import is_url
 from resources import LandingZone
 from sensors.common import (TRIGGER_TAG, active_runs_touching, describe_runs, env_seconds, interval_seconds,
                             latest_upstream, parse_cursor, run_config_for, short_digest)
@@ -79,10 +80,23 @@ def list_landing(root: Path) -> tuple[dict[str, os.stat_result], list[str]]:
             partial.append(rel)
         elif is_landing_file(rel) or is_preference_file(rel):
             try:
-                files[rel] = path.stat()
+                files[rel] = stat_landing(path)  # a local file, or an object (s3:// landing)
             except FileNotFoundError:  # removed between listing and stat
                 continue
     return files, partial
+
+
+def _sha256(path) -> str:
+    """sha256 of a landing file, or of an object's streamed bytes."""
+    if not is_url(path):
+        return sha256_file(path)
+    import hashlib
+
+    h = hashlib.sha256()
+    with open_landing(path) as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 @dataclass
@@ -137,8 +151,8 @@ def observe(root: Path, previous: dict[str, Any], now: float | None = None, sett
             obs.unhashed.append(rel)
             continue
         try:
-            digest = sha256_file(root / rel)
-            after = (root / rel).stat()
+            digest = _sha256(root / rel)
+            after = stat_landing(root / rel)
         except FileNotFoundError:
             continue  # removed while we looked: it is simply gone
         except OSError:  # cannot be read: raw_docs accounts it as unreadable_file, with the same marker
