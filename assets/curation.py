@@ -13,10 +13,10 @@ import ml.cleaned_chunks.pipeline as pipeline
 import ml.curation_units as curation_units
 import ml.relation_triples as triples_pkg
 from assets.config import RelationTriplesConfig
-from assets.versioned import materialize_versioned, preview_table, upstream_version
+from assets.versioned import corruption_failure, materialize_versioned, preview_table, upstream_version
 from ml.fsutil import source_digest
 from ml.paths import work_dir
-from ml.store import BuildResult, StoredVersion, compute_fingerprint
+from ml.store import BuildResult, CorruptVersionError, StoredVersion, compute_fingerprint
 from resources import ArtifactStoreResource, CatalogResource
 from resources.dagster_config import dagster_config_from_dataclass
 
@@ -81,7 +81,8 @@ def _cc_upstream(raw: StoredVersion) -> dict[str, str]:
 
 
 @dg.op(ins={"raw_docs": dg.In(dg.Nothing)}, out={"raw": dg.Out(), "todo": dg.DynamicOut()})
-def cleaned_chunks_plan(context: dg.OpExecutionContext, config: CleanedChunksConfig, store: ArtifactStoreResource):
+def cleaned_chunks_plan(context: dg.OpExecutionContext, config: CleanedChunksConfig, store: ArtifactStoreResource,
+                        catalog: CatalogResource):  # catalog: where upstream_version records a corrupt version
     """The raw_docs version read, and one unit per landing file unless the whole version is stored."""
     st = store.get()
     raw = upstream_version(context, st, "raw_docs")
@@ -98,12 +99,15 @@ def cleaned_chunks_plan(context: dg.OpExecutionContext, config: CleanedChunksCon
 
 @dg.op
 def cleaned_chunks_unit(context: dg.OpExecutionContext, config: CleanedChunksConfig, store: ArtifactStoreResource,
-                        todo: tuple) -> tuple:
+                        catalog: CatalogResource, todo: tuple) -> tuple:
     """One unit's per-document work (clean, rules, exact key, MinHash, chunks), stored or found."""
     raw_version, i, unit = todo
     st = store.get()
-    done = curation_units.curate_unit(st, lambda: st.open("raw_docs", raw_version), unit, config.to_ml(),
-                                      context.run.run_id)
+    try:
+        done = curation_units.curate_unit(st, lambda: st.open("raw_docs", raw_version), unit, config.to_ml(),
+                                          context.run.run_id)
+    except CorruptVersionError as err:
+        raise corruption_failure(context, st, catalog.get(), err) from None
     context.log.info(f"unit {unit.name}: {done.data_version} ({'reused' if done.cache_hit else 'computed'})")
     return i, done.data_version
 
