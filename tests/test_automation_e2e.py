@@ -13,58 +13,15 @@ import time
 import dagster as dg
 import pytest
 
-from ml.sample_corpus import build_sample_corpus
 from ml.store import ArtifactStore
 from tests.dagster_dev import DagsterDev
+from tests.helpers.pipeline import TINY, corpus_lines, failure_text, preference_lines
 
 pytestmark = pytest.mark.slow
 
-SPLIT = {"seed": 7, "val_ratio": 0.2}
-LOOP = {"batch_size": 8, "lr": 3e-3, "warmup_steps": 3, "eval_every": 10, "eval_batches": 2, "save_every": 10,
-        "log_every": 2}
-SMALL = {"hidden_size": 32, "num_layers": 1, "num_heads": 2}
-# A run-config profile for seconds, not minutes: in-process execution (no process per step),
-# a tiny tokenizer and datasets, tiny models and a handful of training steps.
-TINY = {
-    "execution": {"config": {"in_process": {}}},
-    "ops": {
-        "tokenizer": {"config": {"vocab_size": 512, **SPLIT}},
-        "tokenized_corpus": {"config": {"shard_tokens": 50_000, **SPLIT}},
-        "embedding_dataset": {"config": dict(SPLIT)},
-        "relation_dataset": {"config": dict(SPLIT)},
-        "sft_dataset": {"config": dict(SPLIT)},
-        "gnn_dataset": {"config": {**SPLIT, "negatives": 3}},
-        "ner_dataset": {"config": dict(SPLIT)},
-        "lm_checkpoint": {"config": {"model": {**SMALL, "seq_len": 32}, "train": {**LOOP, "max_steps": 20}}},
-        "lora_adapter": {"config": {"model": {"lora": {"r": 4, "alpha": 8}},
-                                    "train": {**LOOP, "max_steps": 20, "lr": 1e-2}}},
-        "embedding_checkpoint": {"config": {"model": {**SMALL, "max_len": 32}, "train": {**LOOP, "max_steps": 10}}},
-        "relation_checkpoint": {"config": {"model": {**SMALL, "max_len": 32}, "train": {**LOOP, "max_steps": 10}}},
-        "gnn_checkpoint": {"config": {"model": {"hidden_size": 16, "num_layers": 1, "feature_max_len": 32},
-                                      "train": {**LOOP, "max_steps": 10}}},
-        "ner_checkpoint": {"config": {"model": {**SMALL, "max_len": 32}, "train": {**LOOP, "max_steps": 10}}},
-        "preference_dataset": {"config": dict(SPLIT)},
-        "dpo_adapter": {"config": {"model": {"lora": {"r": 4, "alpha": 8}, "max_len": 192},
-                                   "train": {**LOOP, "max_steps": 10}}},
-        "onnx_bundle": {"config": {"samples": 4, "measure_latency": False, "per_channel": "off"}},
-    },
-}
 TIMEOUT = 150  # seconds for each wait; the whole test should take well under the CI budget
 SENSOR = """query($sel: SensorSelector!) { sensorOrError(sensorSelector: $sel) {
   __typename ... on Sensor { sensorState { status ticks(limit: 20) { status timestamp skipReason runIds } } } } }"""
-
-
-def _corpus_lines(n: int = 160) -> list[str]:
-    docs = [d for src in build_sample_corpus(n).values() for d in src]
-    return [json.dumps({k: d[k] for k in ("title", "content", "url")}) for d in docs]
-
-
-def _preference_lines(n: int = 40) -> list[str]:
-    """User-supplied DPO pairs (landing/preferences/): the answer about a document vs another's."""
-    docs = [d for src in build_sample_corpus(n).values() for d in src][:n]
-    first = [d["content"].split(". ")[0][:200] for d in docs]
-    return [json.dumps({"prompt": f"What is {d['title']} about?", "chosen": first[i],
-                        "rejected": first[(i + 1) % len(docs)]}) for i, d in enumerate(docs)]
 
 
 def _drop(landing, name: str, data: bytes) -> None:
@@ -83,15 +40,6 @@ def _run_records(instance, job: str):
     return sorted(instance.get_run_records(filters=dg.RunsFilter(job_name=job)), key=lambda r: r.create_timestamp)
 
 
-def _failure_text(instance, run_id: str) -> str:
-    events = instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE})
-    out = []
-    for e in events:
-        error = getattr(e.dagster_event.event_specific_data, "error", None)
-        out.append(f"{e.user_message}\n{error.to_string() if error else ''}")
-    return "\n".join(out)
-
-
 def _wait_success(dev, instance, job: str, count: int):
     """Wait until ``job`` has ``count`` runs and the newest succeeded; fail fast on a failed run."""
     deadline = time.monotonic() + TIMEOUT
@@ -102,7 +50,7 @@ def _wait_success(dev, instance, job: str, count: int):
         for r in records:
             if r.dagster_run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
                 pytest.fail(f"{job} run {r.dagster_run.run_id} {r.dagster_run.status.value}:\n"
-                            f"{_failure_text(instance, r.dagster_run.run_id)[-4000:]}")
+                            f"{failure_text(instance, r.dagster_run.run_id)[-4000:]}")
         if len(records) >= count and records[count - 1].dagster_run.status == dg.DagsterRunStatus.SUCCESS:
             return records[count - 1]
         time.sleep(1)
@@ -140,12 +88,12 @@ def test_landing_triggers_ingest_and_training_and_an_identical_copy_trains_nothi
         f.write("\nrun_queue:\n  dequeue_interval_seconds: 1\n")
     env = {"LINEAGE_SENSOR_INTERVAL": "1", "LINEAGE_LANDING_SETTLE_SECONDS": "0", "LINEAGE_RUN_CONFIG": str(profile)}
     landing, store = home / "landing", ArtifactStore(home)
-    data = ("\n".join(_corpus_lines()) + "\n").encode()
+    data = ("\n".join(corpus_lines()) + "\n").encode()
 
     # 1. a new corpus file, with user-supplied DPO pairs (the tiny corpus derives too few for a val
     # split). Both land before the daemon starts, so its first landing tick sees them together.
     (landing / "preferences").mkdir(parents=True, exist_ok=True)
-    _drop(landing / "preferences", "prefs.jsonl", ("\n".join(_preference_lines()) + "\n").encode())
+    _drop(landing / "preferences", "prefs.jsonl", ("\n".join(preference_lines()) + "\n").encode())
     _drop(landing, "docs.jsonl", data)
 
     with DagsterDev(home, tmp_path / "dagster_dev.log", env=env) as dev:

@@ -35,7 +35,7 @@ import yaml
 
 from tests.cluster_servers import Worker, start_celery_worker, start_postgres, start_redis
 from tests.servers import start_seaweedfs, stop_pid
-from tests.test_automation_e2e import TINY, _corpus_lines, _failure_text, _preference_lines
+from tests.helpers.pipeline import TINY, corpus_lines, failure_text, preference_lines
 
 pytestmark = pytest.mark.slow
 
@@ -141,8 +141,8 @@ def cluster():
         # the sample corpus (and DPO pairs, too few derive from it) dropped into the object-store landing zone
         fs = c.fs()
         landing = c.home_key + "/landing"
-        fs.pipe_file(f"{landing}/preferences/prefs.jsonl", ("\n".join(_preference_lines()) + "\n").encode())
-        fs.pipe_file(f"{landing}/docs.jsonl", ("\n".join(_corpus_lines()) + "\n").encode())
+        fs.pipe_file(f"{landing}/preferences/prefs.jsonl", ("\n".join(preference_lines()) + "\n").encode())
+        fs.pipe_file(f"{landing}/docs.jsonl", ("\n".join(corpus_lines()) + "\n").encode())
         yield c
     finally:
         c.stop()
@@ -182,7 +182,7 @@ def test_killed_worker_leaves_no_visible_partial_version(cluster):
     instance = cluster.instance()
     run = _latest_run(instance)
     assert run.status == dg.DagsterRunStatus.FAILURE
-    failure = _failure_text(instance, run.run_id)
+    failure = failure_text(instance, run.run_id)
     # Celery's main process saw its pool process die by SIGKILL and failed the task (WorkerLostError)
     assert "WorkerLostError" in failure and "SIGKILL" in failure, failure[-4000:]
     # every version a reader can see is complete (manifest present, every file's sha256 matches)
@@ -278,8 +278,8 @@ def test_new_landing_object_ingests_and_retrains(cluster):
         t0 = time.time()
         # more sample documents, not in the first corpus (made-up short notes would all be filtered out by
         # the quality rules: a new cleaned_chunks version, but no new training data, and rightly no retraining)
-        first = set(_corpus_lines())
-        extra = [line for line in _corpus_lines(240) if line not in first]
+        first = set(corpus_lines())
+        extra = [line for line in corpus_lines(240) if line not in first]
         assert len(extra) >= 40
         cluster.fs().pipe_file(cluster.home_key + "/landing/more/sample_more.jsonl", ("\n".join(extra) + "\n").encode())
         deadline = time.monotonic() + 2 * RUN_TIMEOUT
@@ -290,7 +290,7 @@ def test_new_landing_object_ingests_and_retrains(cluster):
                           if r.create_timestamp.timestamp() >= t0] for job in ("ingest_job", "train_job")}
             for r in runs["ingest_job"]:
                 assert r.status not in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED), \
-                    _failure_text(instance, r.run_id)[-4000:]
+                    failure_text(instance, r.run_id)[-4000:]
                 if r.status == dg.DagsterRunStatus.SUCCESS:
                     ingest = r
             train = runs["train_job"][0] if runs["train_job"] else None

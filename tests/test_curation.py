@@ -10,22 +10,7 @@ from ml.cleaned_chunks.chunking import ChunkConfig
 from ml.cleaned_chunks.clean import CleanConfig, clean_frame
 from ml.cleaned_chunks.filters import REASONS, FilterConfig, compute_features, first_failing_reason
 from ml.cleaned_chunks.pipeline import CurationConfig, curate, read_chunks, read_clean_docs, read_decisions
-
-PROSE = (
-    "The river town grew slowly during the nineteenth century, when a railway line reached its southern edge. "
-    "Merchants built warehouses along the water, and families moved into narrow brick houses near the station. "
-    "By the time the first bridge opened, the market had doubled in size and the council began to plan a school. "
-    "Travellers described the place as busy but friendly, with a harbour that was crowded with small boats. "
-    "Local histories record that the mill closed in 1921, although the building still stands beside the old canal. "
-    "Today visitors walk along the towpath, read the plaques on the walls, and stop for lunch in the square."
-)
-OTHER_PROSE = (
-    "A glacier forms where snow accumulates faster than it melts, compressing over many years into dense ice. "
-    "As the ice thickens it begins to flow under its own weight, carving valleys and carrying rocks for miles. "
-    "Scientists measure this motion with stakes, satellites and careful surveys of the surface each summer. "
-    "Many glaciers have retreated during the last century, exposing bare rock and new lakes at their fronts. "
-    "The meltwater feeds rivers that supply farms and cities, so changes in the ice matter far downstream."
-)
+from tests.helpers.curation import OTHER_PROSE, PROSE
 
 
 def reason(text: str, cfg: FilterConfig = FilterConfig()) -> str | None:

@@ -1,26 +1,9 @@
-import json
-
 import dagster as dg
 
 from assets import cleaned_chunks, raw_docs
 from ml.catalog import Catalog
-from resources import ArtifactStoreResource, CatalogResource, LandingZone
 from tests.conftest import write_lines
-from tests.test_curation import OTHER_PROSE, PROSE
-
-THIRD_PROSE = (
-    "The orchestra rehearsed every evening in the old hall, where the wooden floor creaked under the chairs. "
-    "Its conductor insisted on long pauses between movements, so the players could hear the silence settle. "
-    "On the night of the concert the audience arrived early, and many stood along the walls to listen. "
-    "Critics later wrote that the slow movement was the finest they had heard in that city for years."
-)
-FOURTH_PROSE = (
-    "Bees communicate the location of flowers through a dance performed on the vertical comb inside the hive. "
-    "The angle of the dance relative to gravity points toward the food, measured from the direction of the sun. "
-    "Its duration tells the other workers how far they must fly, and the vigour signals how rich the source is. "
-    "Researchers decoded this language in the twentieth century with patient observation and glass hives."
-)
-RESOURCES = {"store": ArtifactStoreResource(), "catalog": CatalogResource(), "landing": LandingZone()}
+from tests.helpers.curation import FOURTH_PROSE, OTHER_PROSE, PROSE, RESOURCES, THIRD_PROSE, doc_line
 
 
 def _run(instance, selection=None):
@@ -30,12 +13,8 @@ def _run(instance, selection=None):
     return {m.asset_key.to_user_string(): m for m in mats}
 
 
-def _doc(i, text):
-    return json.dumps({"title": f"doc {i}", "content": text, "url": f"https://example.org/{i}"})
-
-
 def test_cleaned_chunks_versions_cache_and_decisions(home):
-    docs = [_doc(0, PROSE), _doc(1, OTHER_PROSE), _doc(2, PROSE.upper()), _doc(3, "Too short to keep.")]
+    docs = [doc_line(0, PROSE), doc_line(1, OTHER_PROSE), doc_line(2, PROSE.upper()), doc_line(3, "Too short to keep.")]
     write_lines(home / "landing" / "a.jsonl", docs)
     with dg.instance_for_test() as instance:
         first = _run(instance)
@@ -48,7 +27,7 @@ def test_cleaned_chunks_versions_cache_and_decisions(home):
         assert again["cleaned_chunks"].metadata["cache_hit"].value is True
         assert again["cleaned_chunks"].tags["dagster/data_version"] == chunks_v
 
-        write_lines(home / "landing" / "a.jsonl", docs[:1] + [_doc(1, OTHER_PROSE + " One more sentence here.")] + docs[2:])
+        write_lines(home / "landing" / "a.jsonl", docs[:1] + [doc_line(1, OTHER_PROSE + " One more sentence here.")] + docs[2:])
         changed = _run(instance)
         assert changed["raw_docs"].metadata["cache_hit"].value is False
         assert changed["cleaned_chunks"].metadata["cache_hit"].value is False
@@ -77,7 +56,7 @@ def test_relation_triples_versioned_and_only_changed_chunks_parsed(home):
         "The archive contains compressed files.", "Dagster was created by Elementl.",
     ]
     fillers = [PROSE, OTHER_PROSE, THIRD_PROSE, FOURTH_PROSE]  # distinct: no doc is a near-duplicate
-    docs = [_doc(i, s + " " + fillers[i]) for i, s in enumerate(sentences)]
+    docs = [doc_line(i, s + " " + fillers[i]) for i, s in enumerate(sentences)]
     write_lines(home / "landing" / "a.jsonl", docs)
     assets = [raw_docs, cleaned_chunks, relation_triples]
     with dg.instance_for_test() as instance:
@@ -92,7 +71,7 @@ def test_relation_triples_versioned_and_only_changed_chunks_parsed(home):
         assert first["per_relation"].value.get("returns", 0) >= 1
         assert first["per_relation"].value.get("created_by", 0) >= 1
 
-        docs[0] = _doc(0, "Rust is a systems language. " + PROSE)
+        docs[0] = doc_line(0, "Rust is a systems language. " + PROSE)
         write_lines(home / "landing" / "a.jsonl", docs)
         second = run()["relation_triples"]
         md = second.metadata

@@ -16,7 +16,7 @@ import ml.curation_units as cu
 from ml.cleaned_chunks.pipeline import CurationConfig, read_chunks, read_clean_docs, read_decisions
 from ml.raw_docs import IngestConfig, read_docs, read_quarantine, scan_landing
 from ml.store import ArtifactStore, BuildResult, CorruptVersionError
-from tests.test_near_dedup import NO_RULES, edited, jaccard, noisy_join, vocabulary
+from tests.helpers.near_dedup import NO_RULES, edited, jaccard, noisy_join, vocabulary
 
 CFG = CurationConfig(filters=NO_RULES, batch_docs=40)  # several batches per unit
 

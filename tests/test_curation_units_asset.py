@@ -8,8 +8,7 @@ import pytest
 
 from assets import cleaned_chunks, raw_docs
 from tests.conftest import write_lines
-from tests.test_curation_asset import FOURTH_PROSE, RESOURCES, THIRD_PROSE, _doc
-from tests.test_curation import OTHER_PROSE, PROSE
+from tests.helpers.curation import FOURTH_PROSE, OTHER_PROSE, PROSE, RESOURCES, THIRD_PROSE, doc_line
 
 
 def _materialize(instance, **kw):
@@ -23,8 +22,8 @@ def _materialize(instance, **kw):
 
 
 def test_one_unit_step_per_landing_file_and_a_new_file_costs_only_itself(home):
-    write_lines(home / "landing" / "a.jsonl", [_doc(0, PROSE), _doc(1, OTHER_PROSE)])
-    write_lines(home / "landing" / "b.jsonl", [_doc(2, THIRD_PROSE), _doc(3, PROSE.upper())])
+    write_lines(home / "landing" / "a.jsonl", [doc_line(0, PROSE), doc_line(1, OTHER_PROSE)])
+    write_lines(home / "landing" / "b.jsonl", [doc_line(2, THIRD_PROSE), doc_line(3, PROSE.upper())])
     with dg.instance_for_test() as instance:
         mats, steps, _ = _materialize(instance)
         assert {"raw_docs.raw_docs_unit[u00000]", "raw_docs.raw_docs_unit[u00001]", "raw_docs.raw_docs_assemble",
@@ -33,7 +32,7 @@ def test_one_unit_step_per_landing_file_and_a_new_file_costs_only_itself(home):
         md = mats["cleaned_chunks"].metadata
         assert md["decisions"].value == {"kept": 3, "exact_duplicate": 1, "near_duplicate": 0, "filtered": 0}
 
-        write_lines(home / "landing" / "c.jsonl", [_doc(4, FOURTH_PROSE), _doc(5, OTHER_PROSE.lower())])
+        write_lines(home / "landing" / "c.jsonl", [doc_line(4, FOURTH_PROSE), doc_line(5, OTHER_PROSE.lower())])
         mats, steps, logs = _materialize(instance)
         assert "cleaned_chunks.cleaned_chunks_unit[u00002]" in steps
         reused = [m for m in logs if "reused" in m and "unit" in m]
@@ -58,8 +57,8 @@ def units_job():
 
 @pytest.mark.slow
 def test_unit_steps_run_in_their_own_processes_with_the_multiprocess_executor(home):
-    write_lines(home / "landing" / "a.jsonl", [_doc(0, PROSE)])
-    write_lines(home / "landing" / "b.jsonl", [_doc(1, OTHER_PROSE)])
+    write_lines(home / "landing" / "a.jsonl", [doc_line(0, PROSE)])
+    write_lines(home / "landing" / "b.jsonl", [doc_line(1, OTHER_PROSE)])
     with dg.instance_for_test() as instance:
         result = dg.execute_job(dg.reconstructable(units_job), instance=instance)
         assert result.success

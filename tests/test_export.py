@@ -13,10 +13,10 @@ import pytest
 from ml.cli import main as lineage
 from ml.export import build as bundle_build
 from ml.export import bundle, tarball, verify
-from ml.export import parity as P
+from ml.export import parity
 from ml.fsutil import sha256_file
 from ml.store import list_files
-from tests.test_export_fixtures import build_checkpoints, sources
+from tests.helpers.export_models import build_checkpoints, perturb_largest_weight, sources
 
 FAST = dict(latency_runs=1, latency_batches=(1, 4), threads=1)
 
@@ -43,15 +43,6 @@ def _repack(src_tar, dst_tar, edit=None, extra=None):
             dst.addfile(info, io.BytesIO(data) if data is not None else None)
 
 
-def _perturb(path):
-    """The same graph with its largest weight scaled by 1.05 (a wrong model that still loads)."""
-    model = onnx.load(str(path))
-    init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
-    arr = onnx.numpy_helper.to_array(init) * np.float32(1.05)
-    init.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), init.name))
-    return model.SerializeToString()
-
-
 def test_every_model_exports_quantizes_and_passes_parity(built):
     out, manifest = built
     root = out / bundle.BUNDLE_DIR
@@ -75,7 +66,7 @@ def test_every_model_exports_quantizes_and_passes_parity(built):
             assert bundle_build.read_latency(out)["models"][name]["latency_ms"]["b1s128"][engine] > 0
         assert "latency_ms" not in m and "seconds" not in m["export"] and "seconds" not in m["quantization"]
         # dynamic axes for real: a batch and length never seen at export time
-        sess = P.ort_session(int8)
+        sess = parity.ort_session(int8)
         ids = np.full((3, 37), 20, dtype=np.int64)
         assert sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0].shape[0] == 3
     assert manifest["models"]["lm"]["source"]["asset"] == "lora_adapter"
@@ -95,12 +86,12 @@ def test_every_model_exports_quantizes_and_passes_parity(built):
 def test_perturbed_weights_fail_parity(built, tmp_path):
     out, manifest = built
     root = out / bundle.BUNDLE_DIR
-    samples = P.load_samples(root / "relation" / "samples.npz")
+    samples = parity.load_samples(root / "relation" / "samples.npz")
     wrong = tmp_path / "wrong.onnx"
-    wrong.write_bytes(_perturb(root / "relation" / "model.onnx"))
-    res = P.check_onnx(wrong, "classifier", "fp32", samples, P.Thresholds())
+    wrong.write_bytes(perturb_largest_weight(root / "relation" / "model.onnx"))
+    res = parity.check_onnx(wrong, "classifier", "fp32", samples, parity.Thresholds())
     assert not res["passed"] and "max_abs_diff" in res["problems"][0]
-    assert P.check_onnx(root / "relation" / "model.onnx", "classifier", "fp32", samples, P.Thresholds())["passed"]
+    assert parity.check_onnx(root / "relation" / "model.onnx", "classifier", "fp32", samples, parity.Thresholds())["passed"]
 
 
 def test_package_is_deterministic_and_verifies(built, tmp_path, capsys):
@@ -131,7 +122,7 @@ def test_verify_rejects_tampering_traversal_and_links(built, tmp_path, capsys):
     rewritten = tmp_path / "rewritten.tar.gz"
     with tarfile.open(good) as tf:
         tf.extractall(tmp_path / "x", filter="data")
-    (tmp_path / "x" / "lm" / "model.onnx").write_bytes(_perturb(tmp_path / "x" / "lm" / "model.onnx"))
+    (tmp_path / "x" / "lm" / "model.onnx").write_bytes(perturb_largest_weight(tmp_path / "x" / "lm" / "model.onnx"))
     man = json.loads((tmp_path / "x" / bundle.MANIFEST).read_text())
     man["files"] = list_files(tmp_path / "x")
     (tmp_path / "x" / bundle.MANIFEST).write_text(json.dumps(man))

@@ -10,7 +10,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-import ml.export.to_onnx as E
+from ml.export import to_onnx
 from assets import cleaned_chunks, raw_docs
 from assets.export import onnx_bundle
 from assets.versioned import materialize_versioned, upstream_version
@@ -19,8 +19,7 @@ from ml.cli import main as lineage
 from ml.store import ArtifactStore, BuildResult
 from resources import ArtifactStoreResource, CatalogResource, LandingZone
 from tests.conftest import write_lines
-from tests.test_export import _perturb
-from tests.test_export_fixtures import TEXTS, build_checkpoints, build_graph_models
+from tests.helpers.export_models import TEXTS, build_checkpoints, build_graph_models, perturb_largest_weight
 
 RESOURCES = {"store": ArtifactStoreResource(), "catalog": CatalogResource(), "landing": LandingZone()}
 CKPT: dict = {}  # stand-in asset -> directory to publish (filled by the fixture)
@@ -144,16 +143,16 @@ def test_onnx_bundle_checks_lineage_verify_and_promotion(home, checkpoints, monk
         assert again.success and mats2["onnx_bundle"].metadata["cache_hit"].value is True and all(checks2.values())
 
         # a deliberately wrong ONNX: the LM's weights perturbed right after export
-        real_export = E.export_onnx
+        real_export = to_onnx.export_onnx
 
         def wrong_export(module, out_path, *, kind, **kw):
             info = real_export(module, out_path, kind=kind, **kw)
             if kind == "causal_lm":
-                out_path.write_bytes(_perturb(out_path))
+                out_path.write_bytes(perturb_largest_weight(out_path))
             return info
 
         with monkeypatch.context() as patch:
-            patch.setattr(E, "export_onnx", wrong_export)
+            patch.setattr(to_onnx, "export_onnx", wrong_export)
             res, mats, checks = _bundle_run(instance, {**FAST, "skip_quantization": True, "measure_latency": False},
                                             selection=["onnx_bundle"])
         # both causal LMs (lm and the dpo stand-in) went through the perturbed export; int4 is off with

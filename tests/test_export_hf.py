@@ -17,7 +17,7 @@ import yaml
 from ml.cli import main as lineage
 from ml.export import hf_release
 from ml.store import ArtifactStore, BuildResult
-from tests.test_export_fixtures import TEXTS, build_checkpoints
+from tests.helpers.export_models import TEXTS, build_checkpoints
 
 SUMMARY = {"lm_checkpoint": {"val": {"loss": 3.1, "perplexity": 22.2}, "steps": 80, "exported_weights": "last"},
            "lora_adapter": {"val": {"loss": 2.0, "perplexity": 7.39}, "steps": 5, "exported_weights": "last",

@@ -14,7 +14,7 @@ from assets.versioned import materialize_versioned, upstream_version
 from ml.catalog import Catalog, now_utc
 from ml.store import ArtifactStore, BuildResult
 from resources import ArtifactStoreResource, CatalogResource
-from tests.test_export_fixtures import build_checkpoints
+from tests.helpers.export_models import build_checkpoints
 
 CKPT: dict = {}
 RESOURCES = {"store": ArtifactStoreResource(), "catalog": CatalogResource()}

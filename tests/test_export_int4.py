@@ -15,9 +15,8 @@ import pytest
 from ml.cli import main as lineage
 from ml.export import build as bundle_build
 from ml.export import bundle, tarball, verify
-from ml.export import int4 as I4
-from ml.export import parity as P
-from tests.test_export_fixtures import build_checkpoints, sources
+from ml.export import int4, parity
+from tests.helpers.export_models import build_checkpoints, sources
 
 METRICS = {"asset": "lora_adapter", "data_version": "ab" * 8, "val": {"loss": 2.5, "perplexity": 12.18},
            "test": {"loss": 2.6}, "best": {"metric": "loss", "step": 40}, "exported_weights": "last", "steps": 40}
@@ -47,7 +46,7 @@ def test_lm_gets_an_int4_model_with_figures_and_a_passing_gate(built):
     assert ops.count("MatMulNBits") == q["quantized"] == 15
     assert lm["bytes"]["int4"] < 0.6 * lm["bytes"]["fp32"] and lm["bytes"]["int4_ratio"] < 0.6
     timing = bundle_build.read_latency(out)["models"]["lm"]  # latency is a run fact: the run record, not the bundle
-    assert timing["latency_ms"]["b1s128"][I4.ENGINE] > 0 and timing["latency_setup"]["engines"][I4.ENGINE]
+    assert timing["latency_ms"]["b1s128"][int4.ENGINE] > 0 and timing["latency_setup"]["engines"][int4.ENGINE]
     assert "latency_ms" not in lm and "seconds" not in lm["export"]
     assert lm["parity"]["int4"]["passed"] and lm["parity"]["int4"]["argmax_agreement"] >= 0.9
     report = json.loads((root / bundle.PARITY).read_text())["models"]["lm"]["int4"]
@@ -77,19 +76,19 @@ def test_operators_left_unquantized_are_listed_with_the_reason(built):
 def test_int4_gate_holds_at_its_thresholds_and_fails_just_past_them(built):
     out, manifest = built
     root = out / bundle.BUNDLE_DIR
-    samples = P.load_samples(root / "lm" / bundle.SAMPLES)
+    samples = parity.load_samples(root / "lm" / bundle.SAMPLES)
     m = manifest["models"]["lm"]["parity"]["int4"]
     top1, diff = m["argmax_agreement"], m["max_abs_diff"]
     assert diff > 0  # 4-bit weights do move the logits
-    at = P.Thresholds(int4_lm_top1_agreement=top1, int4_lm_max_logit_diff=diff)
-    assert P.check_onnx(root / "lm" / I4.FILE, "causal_lm", "int4", samples, at, threads=1)["passed"]
-    tight = P.Thresholds(int4_lm_top1_agreement=top1, int4_lm_max_logit_diff=diff * 0.999)
-    res = P.check_onnx(root / "lm" / I4.FILE, "causal_lm", "int4", samples, tight, threads=1)
+    at = parity.Thresholds(int4_lm_top1_agreement=top1, int4_lm_max_logit_diff=diff)
+    assert parity.check_onnx(root / "lm" / int4.FILE, "causal_lm", "int4", samples, at, threads=1)["passed"]
+    tight = parity.Thresholds(int4_lm_top1_agreement=top1, int4_lm_max_logit_diff=diff * 0.999)
+    res = parity.check_onnx(root / "lm" / int4.FILE, "causal_lm", "int4", samples, tight, threads=1)
     assert not res["passed"] and res["problems"] == [f"max_abs_diff = {diff:.6g}, needs <= {diff * 0.999:g}"]
-    stricter = P.Thresholds(int4_lm_top1_agreement=np.nextafter(top1, 2.0), int4_lm_max_logit_diff=diff)
-    assert not P.check_onnx(root / "lm" / I4.FILE, "causal_lm", "int4", samples, stricter, threads=1)["passed"]
+    stricter = parity.Thresholds(int4_lm_top1_agreement=np.nextafter(top1, 2.0), int4_lm_max_logit_diff=diff)
+    assert not parity.check_onnx(root / "lm" / int4.FILE, "causal_lm", "int4", samples, stricter, threads=1)["passed"]
     with pytest.raises(ValueError, match="causal LMs only"):
-        P.Thresholds().criteria("embedding", "int4")
+        parity.Thresholds().criteria("embedding", "int4")
 
 
 def test_embedding_table_mode_fp32_keeps_the_table_and_says_why(built, tmp_path):
@@ -97,15 +96,15 @@ def test_embedding_table_mode_fp32_keeps_the_table_and_says_why(built, tmp_path)
     mdir = tmp_path / "lm"
     mdir.mkdir()
     (mdir / bundle.FP32).write_bytes((out / bundle.BUNDLE_DIR / "lm" / bundle.FP32).read_bytes())
-    samples = P.load_samples(out / bundle.BUNDLE_DIR / "lm" / bundle.SAMPLES)
+    samples = parity.load_samples(out / bundle.BUNDLE_DIR / "lm" / bundle.SAMPLES)
     cfg = SimpleNamespace(int4=True, int4_block_size=32, int4_symmetric=False, int4_accuracy_level=0,
-                          int4_embeddings="fp32", thresholds=P.Thresholds())
-    q, res = I4.build("causal_lm", mdir, samples, cfg, 1, lambda m: None, name="lm")
+                          int4_embeddings="fp32", thresholds=parity.Thresholds())
+    q, res = int4.build("causal_lm", mdir, samples, cfg, 1, lambda m: None, name="lm")
     assert q["embeddings"] == "fp32" and list(q["candidates"]) == ["fp32"] and res["passed"]
     gather = [n for n in q["not_quantized"] if n["op"] == "Gather"]
     assert len(gather) == 1 and "stays fp32" in gather[0]["reason"] and "opset 21" in gather[0]["reason"]
     # the INT8 table makes the int4 file smaller than with the fp32 table
-    assert manifest["models"]["lm"]["bytes"]["int4"] < (mdir / I4.FILE).stat().st_size
+    assert manifest["models"]["lm"]["bytes"]["int4"] < (mdir / int4.FILE).stat().st_size
     with pytest.raises(bundle.BundleError, match="int4_embeddings"):
         bundle_build.BundleConfig(int4_embeddings="int4")
 
@@ -113,7 +112,7 @@ def test_embedding_table_mode_fp32_keeps_the_table_and_says_why(built, tmp_path)
 def test_block_size_is_configurable_and_checked(built, tmp_path):
     out, manifest = built
     fp32 = out / bundle.BUNDLE_DIR / "lm" / bundle.FP32
-    info = I4.quantize_int4(fp32, tmp_path / "b16.onnx", block_size=16, symmetric=True)
+    info = int4.quantize_int4(fp32, tmp_path / "b16.onnx", block_size=16, symmetric=True)
     node = next(n for n in onnx.load(str(tmp_path / "b16.onnx")).graph.node if n.op_type == "MatMulNBits")
     assert {a.name: a.i for a in node.attribute}["block_size"] == 16 and info["symmetric"] is True
     with pytest.raises(bundle.BundleError, match="power of two >= 16"):
@@ -125,17 +124,17 @@ def test_a_model_that_cannot_be_quantized_is_reported_and_fails_its_gate(built, 
     mdir = tmp_path / "lm"
     mdir.mkdir()
     (mdir / "model.onnx").write_bytes(b"not an onnx graph")  # the quantizer cannot read it
-    samples = P.load_samples(out / bundle.BUNDLE_DIR / "lm" / bundle.SAMPLES)
+    samples = parity.load_samples(out / bundle.BUNDLE_DIR / "lm" / bundle.SAMPLES)
     cfg = SimpleNamespace(int4=True, int4_block_size=32, int4_symmetric=False, int4_accuracy_level=0,
-                          thresholds=P.Thresholds())
-    q, res = I4.build("causal_lm", mdir, samples, cfg, 1, lambda m: None, name="lm")
+                          thresholds=parity.Thresholds())
+    q, res = int4.build("causal_lm", mdir, samples, cfg, 1, lambda m: None, name="lm")
     assert q["status"] == "failed" and q["reason"].startswith("int4 quantization failed:")
-    assert res["passed"] is False and res["problems"] == [q["reason"]] and not (mdir / I4.FILE).exists()
-    q, res = I4.build("classifier", mdir, samples, cfg, 1, lambda m: None)
+    assert res["passed"] is False and res["problems"] == [q["reason"]] and not (mdir / int4.FILE).exists()
+    q, res = int4.build("classifier", mdir, samples, cfg, 1, lambda m: None)
     assert q["status"] == "not_applicable" and res is None
-    q, res = I4.build("causal_lm", mdir, samples, SimpleNamespace(int4=False), 1, lambda m: None)
+    q, res = int4.build("causal_lm", mdir, samples, SimpleNamespace(int4=False), 1, lambda m: None)
     assert q == {"status": "off", "reason": "int4: false in the bundle config"} and res is None
-    q, _ = I4.build("causal_lm", mdir, samples, SimpleNamespace(int4=True, skip_quantization=True), 1, print)
+    q, _ = int4.build("causal_lm", mdir, samples, SimpleNamespace(int4=True, skip_quantization=True), 1, print)
     assert q == {"status": "off", "reason": "skip_quantization: true (fp32 only)"}
 
 

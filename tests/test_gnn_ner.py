@@ -119,9 +119,9 @@ def test_entity_f1_is_exact_span_per_type_and_micro():
 
 
 def test_ner_dataset_is_aligned_to_the_tokenizer_and_split_by_document(tmp_path):
-    from tests.test_export_fixtures import _tokenizer
+    from tests.helpers.export_models import train_tokenizer
 
-    tok = _tokenizer(tmp_path / "tok")
+    tok = train_tokenizer(tmp_path / "tok")
     triples, chunks, docs = _corpus()
     parts, stats = build_ner(triples, chunks.select("chunk_id", "doc_id"), docs,
                              NerConfig(seed=SEED, val_ratio=RATIO, test_ratio=RATIO), tok)
@@ -174,7 +174,7 @@ def test_both_models_train_in_the_one_loop(tmp_path, asset):
     from ml.datasets.ner import write_labels
     from ml.train.checkpoint_checks import read_metrics
     from ml.train.run import TrainSpec, run_training
-    from tests.test_export_fixtures import _tokenizer, build_checkpoints
+    from tests.helpers.export_models import build_checkpoints, train_tokenizer
 
     triples, chunks, docs = _corpus()
     ds = tmp_path / "ds"
@@ -189,7 +189,7 @@ def test_both_models_train_in_the_one_loop(tmp_path, asset):
         inputs = {"gnn_dataset": str(ds), "embedding_checkpoint": str(emb)}
         settings = {"model": {"hidden_size": 16, "num_layers": 2, "feature_max_len": 32}, "train": loop}
     else:
-        tok = _tokenizer(tmp_path / "tok")
+        tok = train_tokenizer(tmp_path / "tok")
         parts, _ = build_ner(triples, chunks.select("chunk_id", "doc_id"), docs, NerConfig(seed=SEED, val_ratio=RATIO), tok)
         write_splits(ds, parts)
         write_labels(ds)
@@ -241,7 +241,7 @@ def test_gnn_kill_and_resume_gives_identical_weights(tmp_path):
     from ml.train.loop import KILL_ENV
     from ml.train.run import TrainSpec, run_training
     from tests.conftest import REPO
-    from tests.test_export_fixtures import build_checkpoints
+    from tests.helpers.export_models import build_checkpoints
 
     triples, chunks, docs = _corpus()
     ds = tmp_path / "ds"

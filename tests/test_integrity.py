@@ -19,7 +19,7 @@ from ml.fsutil import sha256_file
 from ml.store import CORRUPT, ArtifactStore, BuildResult, CorruptVersionError
 from resources import ArtifactStoreResource, CatalogResource, LandingZone
 from tests.conftest import write_lines
-from tests.test_curation import OTHER_PROSE, PROSE
+from tests.helpers.curation import OTHER_PROSE, PROSE
 
 RESOURCES = {"store": ArtifactStoreResource(), "catalog": CatalogResource(), "landing": LandingZone()}
 

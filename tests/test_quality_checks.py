@@ -106,8 +106,7 @@ def test_checks_beside_their_assets_in_the_code_location():
 
 def test_real_corpus_assets_pass_their_checks(home):
     from assets import cleaned_chunks, raw_docs, relation_triples
-    from tests.test_curation import OTHER_PROSE, PROSE
-    from tests.test_curation_asset import THIRD_PROSE
+    from tests.helpers.curation import OTHER_PROSE, PROSE, THIRD_PROSE
 
     texts = ["Python is a programming language. " + PROSE, "The parser returns a syntax tree. " + OTHER_PROSE,
              THIRD_PROSE]

@@ -16,7 +16,7 @@ from ml.cli import main as lineage
 from ml.rebuild import upstream_closure
 from ml.store import ArtifactStore, BuildResult
 from resources import ArtifactStoreResource, CatalogResource, LandingZone, TorchDevice
-from tests.test_automation_e2e import TINY, _corpus_lines, _preference_lines
+from tests.helpers.pipeline import TINY, corpus_lines, preference_lines
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +37,8 @@ def pipeline(tmp_path_factory):
     home = tmp_path_factory.mktemp("rebuild") / "lh"
     (home / "landing" / "preferences").mkdir(parents=True)
     (home / "dagster").mkdir()
-    (home / "landing" / "docs.jsonl").write_text("\n".join(_corpus_lines()) + "\n")
-    (home / "landing" / "preferences" / "pairs.jsonl").write_text("\n".join(_preference_lines()) + "\n")
+    (home / "landing" / "docs.jsonl").write_text("\n".join(corpus_lines()) + "\n")
+    (home / "landing" / "preferences" / "pairs.jsonl").write_text("\n".join(preference_lines()) + "\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LINEAGE_HOME", str(home))
         mp.setenv("DAGSTER_HOME", str(home / "dagster"))

@@ -10,7 +10,7 @@ import dagster as dg
 
 from definitions import defs
 from tests.conftest import REPO
-from tests.test_sensors_retrain import DEFS as STAND_IN_DEFS
+from tests.helpers.stand_ins import DEFS as STAND_IN_DEFS
 
 
 def _keys(d: dg.Definitions, job: str) -> set[str]:

@@ -7,50 +7,14 @@ their bodies are trivial, which keeps these tests fast and independent of the tr
 
 import json
 import uuid
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from assets.versioned import materialize_versioned, upstream_version
-from jobs import ALL_JOBS
 from ml.catalog import Catalog, now_utc
-from ml.store import BuildResult
-from resources import ArtifactStoreResource, CatalogResource, LandingZone
 from sensors import retrain_sensor
+from tests.helpers.stand_ins import DEFS, RESOURCES, STAND_INS
 
-RESOURCES = {"store": ArtifactStoreResource(), "catalog": CatalogResource(), "landing": LandingZone()}
-
-
-class Text(dg.Config):
-    text: str = "base"
-
-
-def _stand_in(name: str, group: str, deps: list[str], pool: str | None = None):
-    @dg.asset(name=name, group_name=group, deps=deps, pool=pool, code_version="1")
-    def _asset(context: dg.AssetExecutionContext, config: Text, store: ArtifactStoreResource,
-               catalog: CatalogResource) -> dg.MaterializeResult:
-        st = store.get()
-        ups = {d: upstream_version(context, st, d).data_version for d in deps}
-
-        def build(out: Path) -> BuildResult:
-            (out / "content.json").write_text(json.dumps({"text": config.text, "upstream": ups}, sort_keys=True))
-            return BuildResult()
-
-        return materialize_versioned(context, store=st, catalog=catalog.get(), config=config.model_dump(),
-                                     upstream=ups, build=build)
-    return _asset
-
-
-STAND_INS = [
-    _stand_in("tokenizer", "corpus", []),
-    _stand_in("tokenized_corpus", "corpus", ["tokenizer"]),
-    _stand_in("sft_dataset", "datasets", []),
-    _stand_in("lm_checkpoint", "models", ["tokenized_corpus", "tokenizer"], pool="gpu"),
-    _stand_in("lora_adapter", "models", ["lm_checkpoint", "sft_dataset"], pool="gpu"),
-    _stand_in("onnx_bundle", "export", ["lm_checkpoint", "lora_adapter"], pool="gpu"),
-]
-DEFS = dg.Definitions(assets=STAND_INS, jobs=ALL_JOBS, sensors=[retrain_sensor], resources=RESOURCES)
 DATA = ["tokenizer", "tokenized_corpus", "sft_dataset"]
 
 

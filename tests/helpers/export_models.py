@@ -38,7 +38,7 @@ LABELS = ["no_relation", "is_a", "part_of"]
 _CACHE: dict[str, dict[str, Path]] = {}
 
 
-def _tokenizer(out: Path):
+def train_tokenizer(out: Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -106,7 +106,7 @@ def _build(root: Path, torch) -> dict[str, Path]:
 
     torch.manual_seed(0)
     root.mkdir(parents=True, exist_ok=True)
-    tok = _tokenizer(root / "tokenizer")
+    tok = train_tokenizer(root / "tokenizer")
     ids, mask = _batch(tok, TEXTS)
     vocab = len(tok)
     out = {}
@@ -195,7 +195,7 @@ def build_graph_models(root: Path, dirs: dict[str, Path]) -> dict[str, Path]:
     import torch
     from transformers import BertConfig, BertForTokenClassification
 
-    from ml.gnn import model as G
+    from ml.gnn import model as gnn_model
     from ml.gnn.data import EDGE_DIM, GraphData, collate, inputs
     from ml.train.models import encode, load_embedding
 
@@ -206,14 +206,14 @@ def build_graph_models(root: Path, dirs: dict[str, Path]) -> dict[str, Path]:
         out = {"gnn_dataset": gnn_inputs(root)}
         emb, etok = load_embedding(dirs["embedding_checkpoint"])
         data = GraphData(out["gnn_dataset"], lambda t: encode(emb, etok, t))
-        ranker = G.build({"feature_dim": int(data.x.shape[1]), "edge_dim": EDGE_DIM, "hidden_size": 16, "num_layers": 2})
+        ranker = gnn_model.build({"feature_dim": int(data.x.shape[1]), "edge_dim": EDGE_DIM, "hidden_size": 16, "num_layers": 2})
         batch = collate(data.x, data.q)(data.items["train"])
         zero = torch.zeros(len(data.items["train"]), dtype=torch.long)
         _train(ranker, lambda: torch.nn.functional.cross_entropy(ranker(*inputs(batch)), zero), steps=30, lr=1e-2)
         d = out["gnn_checkpoint"] = _layout(root, "gnn_checkpoint", etok)
-        G.save(ranker, d / "model", {"features": {"from": "embedding_checkpoint", "max_len": 128}})
+        gnn_model.save(ranker, d / "model", {"features": {"from": "embedding_checkpoint", "max_len": 128}})
 
-        tok = _tokenizer(root / "ner_tokenizer")
+        tok = train_tokenizer(root / "ner_tokenizer")
         ids, mask = _batch(tok, TEXTS)
         caps = torch.tensor([[1 if tok.convert_ids_to_tokens(int(i)).lstrip("Ġ")[:1].isupper() else 0 for i in row]
                              for row in ids]).masked_fill(mask == 0, -100)
@@ -251,3 +251,15 @@ def sources(dirs: dict[str, Path]):
         ModelSource("relation", "classifier", dirs["relation_checkpoint"] / "model",
                     dirs["relation_checkpoint"] / "tokenizer", texts=texts, provenance={"asset": "relation_checkpoint"}),
     ]
+
+
+def perturb_largest_weight(path):
+    """The same graph with its largest weight scaled by 1.05 (a wrong model that still loads)."""
+    import numpy as np
+    import onnx
+
+    model = onnx.load(str(path))
+    init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    arr = onnx.numpy_helper.to_array(init) * np.float32(1.05)
+    init.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), init.name))
+    return model.SerializeToString()
