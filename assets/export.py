@@ -7,14 +7,13 @@ from functools import partial
 import dagster as dg
 import polars as pl
 
-import ml.export.build as B
-import ml.export.parity as P
-import ml.export.sources as S
 from assets.pools import GPU_STEP
 from assets.versioned import materialize_versioned, preview_table, upstream_version
-from ml.export import gates, summary
+from ml.export import build as bundle_build
+from ml.export import gates, parity, summary
 from ml.export.build import read_latency
 from ml.export.bundle import TARBALL, read_manifest
+from ml.export.sources import CHECKPOINT_ASSETS, bundle_evaluation
 from ml.catalog import check_result_rows
 from ml.fsutil import source_digest
 from ml.store import StoredVersion
@@ -33,7 +32,7 @@ def _module_file(name: str) -> str:
 CHECKS, INT4_CHECKS = gates.CHECKS, gates.INT4_CHECKS
 
 
-ParityThresholds = dagster_config_from_dataclass(P.Thresholds, "ParityThresholds", descriptions={
+ParityThresholds = dagster_config_from_dataclass(parity.Thresholds, "ParityThresholds", descriptions={
     "fp32_max_abs_diff": "ORT fp32 vs PyTorch: max absolute difference of logits / embeddings.",
     "int8_ranker_top1_agreement": "GNN: share of queries whose top-ranked candidate is the same in INT8 and PyTorch.",
     "int8_ranker_rank_correlation": "GNN: mean Spearman correlation of the candidate order per query.",
@@ -43,7 +42,7 @@ ParityThresholds = dagster_config_from_dataclass(P.Thresholds, "ParityThresholds
                               "entry."})
 
 
-class OnnxBundleConfig(dagster_config_from_dataclass(B.BundleConfig, "OnnxBundleFields", descriptions={
+class OnnxBundleConfig(dagster_config_from_dataclass(bundle_build.BundleConfig, "OnnxBundleFields", descriptions={
         "max_length": "Tokens per parity sample at most (also capped by the model's positions).",
         "samples": "Real texts per model for the parity samples (validation split of its dataset).",
         "per_channel": "INT8 weight scales: 'auto' (build both, keep the closer to PyTorch), 'on' or 'off'.",
@@ -54,16 +53,17 @@ class OnnxBundleConfig(dagster_config_from_dataclass(B.BundleConfig, "OnnxBundle
         "int4_block_size": "Weights per int4 quantization block (a power of two >= 16).",
         "int4_accuracy_level": "MatMulNBits accuracy_level: 0 = ORT's default (fp32 compute), 4 = int8 activations.",
         "int4_embeddings": "The int4 model's embedding table: 'int8', 'fp32', or 'auto' (INT8 when that passes the "
-                           "int4 gate)."}, only=[f for f in B.BundleConfig.__dataclass_fields__ if f != "thresholds"])):
+                           "int4 gate)."},
+        only=[f for f in bundle_build.BundleConfig.__dataclass_fields__ if f != "thresholds"])):
     """onnx_bundle's run config: the fields of ml/export BundleConfig, with its parity thresholds."""
 
     thresholds: ParityThresholds = ParityThresholds()
 
-    def to_ml(self) -> B.BundleConfig:
+    def to_ml(self) -> bundle_build.BundleConfig:
         d = self.model_dump()
         d["latency_batches"] = tuple(d["latency_batches"])
-        d["thresholds"] = P.Thresholds(**d["thresholds"])
-        return B.BundleConfig(**d)
+        d["thresholds"] = parity.Thresholds(**d["thresholds"])
+        return bundle_build.BundleConfig(**d)
 
 
 def _refuse_failed_inputs(catalog, store, upstream: dict[str, str]) -> None:
@@ -77,19 +77,7 @@ def _evaluation(context: dg.AssetExecutionContext, store, upstream: dict[str, st
     measured the same model versions), for the bundle manifest; None when there is none."""
     if context.instance.get_latest_materialization_event(dg.AssetKey("model_evaluation")) is None:
         return None
-    ev = upstream_version(context, store, "model_evaluation")
-    measured = ev.manifest.get("upstream") or {}
-    stale = {a: v for a, v in upstream.items() if a in measured and measured[a] != v}
-    if stale or not set(measured) & set(upstream):
-        context.log.warning(f"model_evaluation@{ev.data_version} measured other model versions ({stale}); the "
-                            "bundle manifest carries no evaluation")
-        return None
-    frame = pl.read_parquet(ev.path / "results.parquet")
-    models: dict[str, dict] = {}
-    for r in frame.iter_rows(named=True):
-        models.setdefault(r["asset"], {"dataset": r["dataset"], "split": "test", "metrics": {}})["metrics"][
-            r["metric"]] = {"value": r["value"], "n": r["n"]}
-    return {"asset": "model_evaluation", "data_version": ev.data_version, "models": models}
+    return bundle_evaluation(upstream_version(context, store, "model_evaluation"), upstream, warn=context.log.warning)
 
 
 def _check_results(version: StoredVersion, run_id: str) -> tuple[dict, list[dg.AssetCheckResult]]:
@@ -118,7 +106,7 @@ def _metadata(version: StoredVersion) -> dict:
 
 @dg.asset(
     group_name="export",
-    deps=[*S.CHECKPOINT_ASSETS, "model_evaluation"],  # the manifest carries the test figures of its models
+    deps=[*CHECKPOINT_ASSETS, "model_evaluation"],  # the manifest carries the test figures of its models
     code_version=source_digest(*(_module_file(f"ml.export.{m}") for m in CODE),
                                *(_module_file(f"ml.gnn.{m}") for m in ("export", "data", "model")), __file__),
     kinds={"onnx"},
@@ -140,14 +128,14 @@ def onnx_bundle(
     store: ArtifactStoreResource, catalog: CatalogResource,
 ) -> dg.MaterializeResult:
     st, cat = store.get(), catalog.get()
-    upstream = {a: upstream_version(context, st, a).data_version for a in S.CHECKPOINT_ASSETS}
+    upstream = {a: upstream_version(context, st, a).data_version for a in CHECKPOINT_ASSETS}
     evaluation = _evaluation(context, st, upstream)
     _refuse_failed_inputs(cat, st, upstream)
     cfg = config.to_ml()
     code_version = context.assets_def.code_versions_by_key.get(context.asset_key)
 
     producer = {"asset": "onnx_bundle", "code_version": code_version, "upstream": upstream}
-    build = partial(B.build_onnx_bundle, st, upstream, cfg=cfg, producer=producer, evaluation=evaluation,
+    build = partial(bundle_build.build_onnx_bundle, st, upstream, cfg=cfg, producer=producer, evaluation=evaluation,
                     log=context.log.info)
     result = materialize_versioned(
         context, store=st, catalog=cat, config=config.model_dump(), build=build,

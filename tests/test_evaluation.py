@@ -16,36 +16,36 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ml.evaluation import metrics as M
+from ml.evaluation import metrics
 from ml.evaluation import regression
 
 # ---- metric functions -------------------------------------------------------------------------
 
 
 def test_exact_match_and_token_f1_are_squad_style():
-    assert M.exact_match("The cat, eats FISH.", "the cat eats fish") == 1.0
-    assert M.exact_match("the cat eats fish too", "the cat eats fish") == 0.0
-    assert M.token_f1("fish bones", "fish") == pytest.approx(2 * 0.5 * 1.0 / 1.5)
-    assert M.token_f1("fish fish", "fish") == pytest.approx(2 * 0.5 * 1.0 / 1.5)  # multisets: one match
-    assert M.token_f1("", "") == 1.0 and M.token_f1("", "fish") == 0.0 and M.token_f1("hay", "fish") == 0.0
+    assert metrics.exact_match("The cat, eats FISH.", "the cat eats fish") == 1.0
+    assert metrics.exact_match("the cat eats fish too", "the cat eats fish") == 0.0
+    assert metrics.token_f1("fish bones", "fish") == pytest.approx(2 * 0.5 * 1.0 / 1.5)
+    assert metrics.token_f1("fish fish", "fish") == pytest.approx(2 * 0.5 * 1.0 / 1.5)  # multisets: one match
+    assert metrics.token_f1("", "") == 1.0 and metrics.token_f1("", "fish") == 0.0 and metrics.token_f1("hay", "fish") == 0.0
 
 
 def test_retrieval_ranks_count_ties_against_the_positive():
     sim = np.array([[0.9, 0.1, 0.2], [0.5, 0.5, 0.1], [0.3, 0.8, 0.7]])
     # query 0: rank 1; query 1: tie with doc 0 -> rank 2; query 2: doc 1 scores higher -> rank 2
-    out = M.retrieval_metrics(sim, ks=(1, 2))
+    out = metrics.retrieval_metrics(sim, ks=(1, 2))
     assert out["recall_at_1"] == pytest.approx(1 / 3) and out["recall_at_2"] == 1.0
     assert out["mrr"] == pytest.approx((1 + 0.5 + 0.5) / 3)
 
 
 def test_confusion_matrix_accuracy_and_macro_f1():
-    m = M.confusion_matrix([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], 4)
+    m = metrics.confusion_matrix([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], 4)
     assert m.tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
-    out = M.classification_metrics(m)
+    out = metrics.classification_metrics(m)
     assert out["accuracy"] == pytest.approx(3 / 5)
     # F1: label 0 = 2/4, label 1 = 4/5, label 2 = 0; label 3 occurs nowhere and is left out
     assert out["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
-    assert M.confusion_png(m, ["a", "b", "c", "d"], "t")[:4] == b"\x89PNG"
+    assert metrics.confusion_png(m, ["a", "b", "c", "d"], "t")[:4] == b"\x89PNG"
 
 
 def test_regression_threshold_is_relative_to_the_baseline_and_direction_aware():
@@ -293,3 +293,23 @@ def test_promote_refuses_a_bundle_whose_evaluation_regressed(tmp_path):
         ("no_regression", False, "ERROR", "1 of 9 compared metrics regressed: relation_checkpoint.accuracy")])})
     with pytest.raises(PromotionRefused, match="regressed.*relation_checkpoint.accuracy"):
         refuse_regressed(cat, "b" * 16, manifest)
+
+
+def test_the_bundle_carries_the_figures_of_exactly_its_checkpoints(tmp_path):
+    from ml.evaluation import EvalOutput, write_output
+    from ml.export.sources import bundle_evaluation
+    from ml.store import StoredVersion
+
+    out = EvalOutput("relation_checkpoint", "relation_dataset")
+    out.add({"accuracy": 0.75}, n=8)
+    write_output(tmp_path, [out])
+    ev = StoredVersion("model_evaluation", "e" * 16, tmp_path, {"upstream": {"relation_checkpoint": "r1"}})
+    warnings: list[str] = []
+    assert bundle_evaluation(ev, {"relation_checkpoint": "r1", "lm_checkpoint": "l1"}, warnings.append) == {
+        "asset": "model_evaluation", "data_version": "e" * 16, "models": {"relation_checkpoint": {
+            "dataset": "relation_dataset", "split": "test", "metrics": {"accuracy": {"value": 0.75, "n": 8}}}}}
+    assert not warnings
+    # another version of a measured checkpoint, or none of them measured: no figures, and a warning
+    assert bundle_evaluation(ev, {"relation_checkpoint": "r2"}, warnings.append) is None
+    assert bundle_evaluation(ev, {"lm_checkpoint": "l1"}, warnings.append) is None
+    assert len(warnings) == 2 and "measured other model versions ({'relation_checkpoint': 'r2'})" in warnings[0]

@@ -102,17 +102,17 @@ def test_equal_active_parameters_by_default():
 def test_moe_exports_through_the_one_path_with_parity(moe_version, tmp_path):
     import onnxruntime as ort
 
-    import ml.export.to_onnx as E
+    from ml.export import to_onnx
 
-    src = E.ModelSource(name="lm", kind="causal_lm", model_dir=moe_version / "model",
+    src = to_onnx.ModelSource(name="lm", kind="causal_lm", model_dir=moe_version / "model",
                         tokenizer_dir=moe_version / "tokenizer")
-    model = E.load_model(src)
+    model = to_onnx.load_model(src)
     assert model.config._experts_implementation == moe.EXPORT_EXPERTS
-    module = E.wrap(src, model)
-    E.export_onnx(module, tmp_path / "m.onnx", kind="causal_lm", vocab_size=model.config.vocab_size)
-    tok = E.load_tokenizer(src.tokenizer_dir)
-    feeds = E.encode_samples(tok, ["The cat eats fish in the barn.", "The owl", "The dog eats bones in the"],
+    module = to_onnx.wrap(src, model)
+    to_onnx.export_onnx(module, tmp_path / "m.onnx", kind="causal_lm", vocab_size=model.config.vocab_size)
+    tok = to_onnx.load_tokenizer(src.tokenizer_dir)
+    feeds = to_onnx.encode_samples(tok, ["The cat eats fish in the barn.", "The owl", "The dog eats bones in the"],
                              max_length=32)
-    ref = E.torch_outputs(module, feeds["input_ids"], feeds["attention_mask"])
+    ref = to_onnx.torch_outputs(module, feeds["input_ids"], feeds["attention_mask"])
     got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, feeds)[0]
     assert np.abs(got - ref).max() < 1e-4 and (got.argmax(-1) == ref.argmax(-1)).all()

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import polars as pl
 
-from ml.evaluation import metrics as M
+from ml.evaluation import metrics
 
 END = "<|end|>"
 LM_PROMPTS = ("The ", "A function that", "Return the", "import ", "In Python,")
@@ -124,8 +124,8 @@ def _answers(asset: str, model, tok, df: pl.DataFrame, gold_col: str, dataset: s
     prompts = df["prompt"].to_list()
     golds = [_answer(t) for t in df[gold_col].to_list()]
     preds = [_answer(t) for t in _greedy(model, tok, prompts, max_new_tokens)]
-    em = [M.exact_match(p, g) for p, g in zip(preds, golds)]
-    f1 = [M.token_f1(p, g) for p, g in zip(preds, golds)]
+    em = [metrics.exact_match(p, g) for p, g in zip(preds, golds)]
+    f1 = [metrics.token_f1(p, g) for p, g in zip(preds, golds)]
     out = EvalOutput(asset, dataset)
     out.add({"exact_match": sum(em) / len(em), "token_f1": sum(f1) / len(f1)}, n=len(em))
     out.tables["generations"] = pl.DataFrame({
@@ -159,7 +159,7 @@ def _embedding(model_dir: Path, inputs: dict[str, Path], settings: dict, limit: 
     a = encode(model, tok, df["anchor"].to_list(), max_len=max_len)
     p = encode(model, tok, df["positive"].to_list(), max_len=max_len)
     out = EvalOutput("embedding_checkpoint", "embedding_dataset")
-    out.add(M.retrieval_metrics((a @ p.T).float().numpy()), n=df.height)
+    out.add(metrics.retrieval_metrics((a @ p.T).float().numpy()), n=df.height)
     return out
 
 
@@ -183,13 +183,13 @@ def _relation(model_dir: Path, inputs: dict[str, Path], settings: dict, limit: i
         with torch.no_grad():
             preds += model(**enc).logits.argmax(-1).tolist()
     gold = [label_id[x] for x in df["label"]]
-    m = M.confusion_matrix(gold, preds, len(labels))
+    m = metrics.confusion_matrix(gold, preds, len(labels))
     out = EvalOutput("relation_checkpoint", "relation_dataset")
-    out.add(M.classification_metrics(m), n=df.height)
+    out.add(metrics.classification_metrics(m), n=df.height)
     present = [i for i in range(len(labels)) if m[i].sum() or m[:, i].sum()]
     out.tables["confusion_matrix"] = pl.DataFrame(
         {"gold": [labels[i] for i in present], **{labels[j]: [int(m[i, j]) for i in present] for j in present}})
-    out.images["confusion_matrix"] = M.confusion_png(m, labels, f"relation_checkpoint: test ({df.height} examples)")
+    out.images["confusion_matrix"] = metrics.confusion_png(m, labels, f"relation_checkpoint: test ({df.height} examples)")
     return out
 
 
@@ -273,3 +273,8 @@ def write_output(out_dir: Path, results: list[EvalOutput], versions: dict[str, s
                    "model_version": (versions or {}).get(r.asset)} for r in results},
         indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return frame
+
+
+def read_results(version_dir: Path | str) -> pl.DataFrame:
+    """The ``results.parquet`` of a model_evaluation version (asset, dataset, metric, value, n)."""
+    return pl.read_parquet(Path(version_dir) / "results.parquet")

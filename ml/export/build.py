@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ml import run_record
-from ml.export import parity as P
+from ml.export import parity
 from ml.export.bundle import (BUNDLE_DIR, FORMAT, FP32, INT8, LATENCY, MANIFEST, PARITY, SAMPLES, TARBALL, TOKENIZER,
                               BundleError)
 from ml.export.quantize import PER_CHANNEL_MODES
@@ -42,7 +42,7 @@ class BundleConfig:
     latency_seq: int = 128
     latency_batches: tuple[int, ...] = (1, 32)
     threads: int = 0  # 0: every core this process may use
-    thresholds: P.Thresholds = field(default_factory=P.Thresholds)
+    thresholds: parity.Thresholds = field(default_factory=parity.Thresholds)
     int4: bool = True  # causal LMs: also an int4 weight-only model (MatMulNBits) with its own parity gate
     int4_block_size: int = 32  # weights per int4 block (a power of two >= 16)
     int4_symmetric: bool = False  # False: a 4-bit zero point per block (closer to fp32 on the debug LM)
@@ -120,11 +120,11 @@ def _summary(res: dict[str, Any]) -> dict[str, Any]:
 def _export_one(src, mdir: Path, cfg: BundleConfig, log: Callable[[str], None]) -> tuple[dict, dict, dict]:
     """Export, quantize, check and time one model into ``mdir``; (manifest entry, parity results, run facts)."""
     from ml.export import int4
-    from ml.export import latency as L
+    from ml.export import latency
     from ml.export import quantize
     from ml.export import to_onnx
 
-    threads = cfg.threads or P.default_threads()
+    threads = cfg.threads or parity.default_threads()
     mdir.mkdir(parents=True)
     model = to_onnx.load_model(src)
     module = to_onnx.wrap(src, model)
@@ -143,7 +143,7 @@ def _export_one(src, mdir: Path, cfg: BundleConfig, log: Callable[[str], None]) 
         with to_onnx.torch_threads(threads):
             reference = gnn_export.torch_scores(module, feeds)
         src.provenance.setdefault("samples_from_split", from_split)
-        P.save_samples(mdir / SAMPLES, feeds=feeds, reference=reference, texts=texts)
+        parity.save_samples(mdir / SAMPLES, feeds=feeds, reference=reference, texts=texts)
     else:
         texts = src.texts[: cfg.samples]
         cut = src.cut_samples[: cfg.samples] if isinstance(src.cut_samples, list) else src.cut_samples
@@ -151,9 +151,9 @@ def _export_one(src, mdir: Path, cfg: BundleConfig, log: Callable[[str], None]) 
         with to_onnx.torch_threads(threads):
             reference = to_onnx.torch_outputs(module, enc["input_ids"], enc["attention_mask"])
         used = [tok.decode(ids[m == 1].tolist()) for ids, m in zip(enc["input_ids"], enc["attention_mask"])]
-        P.save_samples(mdir / SAMPLES, input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+        parity.save_samples(mdir / SAMPLES, input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                        reference=reference, texts=used)
-    samples = P.load_samples(mdir / SAMPLES)
+    samples = parity.load_samples(mdir / SAMPLES)
 
     log(f"{src.name}: exporting {info['architecture']} ({info['parameters']:,} parameters) to ONNX")
     if graph:
@@ -163,7 +163,7 @@ def _export_one(src, mdir: Path, cfg: BundleConfig, log: Callable[[str], None]) 
                                           opset=cfg.opset)
     seconds["export"] = export_info.pop("seconds", 0.0)
     tok_files = _copy_tree(Path(src.tokenizer_dir), mdir / TOKENIZER)
-    results = {"fp32": P.check_onnx(mdir / FP32, src.kind, "fp32", samples, cfg.thresholds, threads)}
+    results = {"fp32": parity.check_onnx(mdir / FP32, src.kind, "fp32", samples, cfg.thresholds, threads)}
 
     quant: dict[str, Any] | None = None
     if not cfg.skip_quantization:
@@ -178,7 +178,7 @@ def _export_one(src, mdir: Path, cfg: BundleConfig, log: Callable[[str], None]) 
                     qinfo = quantize.quantize_int8(pre, path, per_channel=per_channel, reduce_range=cfg.reduce_range,
                                                    quantize_embeddings=emb)
                     seconds[f"int8_{name}"] = qinfo.pop("seconds", 0.0)
-                    res = P.check_onnx(path, src.kind, "int8", samples, cfg.thresholds, threads)
+                    res = parity.check_onnx(path, src.kind, "int8", samples, cfg.thresholds, threads)
                     tried.append((name, qinfo, res, path))
                     log(f"{src.name}: INT8 {name}: {_summary(res)}")
             name, qinfo, res, path = max(tried, key=lambda t: _int8_rank(t[1], t[2]))
@@ -198,7 +198,7 @@ def _export_one(src, mdir: Path, cfg: BundleConfig, log: Callable[[str], None]) 
 
     run_facts: dict[str, Any] = {"seconds": seconds}
     if cfg.measure_latency:
-        run_facts.update(L.measure(src, mdir, samples, info, cfg, threads, has_int8=quant is not None,
+        run_facts.update(latency.measure(src, mdir, samples, info, cfg, threads, has_int8=quant is not None,
                                    int4_file=int4.FILE if has4 else None))
         log(f"{src.name}: latency (ms, median of {cfg.latency_runs}, {threads} threads): {run_facts['latency_ms']}")
 

@@ -139,7 +139,7 @@ def cmd_promoted(args: argparse.Namespace) -> int:
 
 
 def cmd_export_hf(args: argparse.Namespace) -> int:
-    from ml.export import hf_release as H
+    from ml.export import hf_release
     from ml.paths import lineage_home
     from ml.store import ArtifactStore
 
@@ -148,29 +148,31 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     asset, sep, version = args.version.partition("@")
     try:
         if sep:  # a checkpoint version: build the release folders straight from it
-            if asset not in {a for a, _ in H.RELEASE_MODELS.values()}:
-                raise H.ReleaseError(f"{asset!r} is not a language-model checkpoint asset "
-                                     f"({sorted(a for a, _ in H.RELEASE_MODELS.values())})")
+            if asset not in {a for a, _ in hf_release.RELEASE_MODELS.values()}:
+                raise hf_release.ReleaseError(f"{asset!r} is not a language-model checkpoint asset "
+                                              f"({sorted(a for a, _ in hf_release.RELEASE_MODELS.values())})")
             found = [v.data_version for v in store.versions(asset) if v.data_version.startswith(version)]
             if len(found) != 1:
-                raise H.ReleaseError(f"{asset}@{version}: {'no' if not found else 'more than one'} stored version matches")
+                raise hf_release.ReleaseError(
+                    f"{asset}@{version}: {'no' if not found else 'more than one'} stored version matches")
             if dest.exists() and any(dest.iterdir()):
-                raise H.ReleaseError(f"{dest} exists and is not an empty directory; choose a new one")
-            index = H.build_release(store, {asset: found[0]}, dest, log=print)
+                raise hf_release.ReleaseError(f"{dest} exists and is not an empty directory; choose a new one")
+            index = hf_release.build_release(store, {asset: found[0]}, dest, log=print)
             if args.model:
                 print(f"note: --model is ignored when building from a checkpoint; wrote {sorted(index['models'])}")
             written = [dest / n for n in sorted(index["models"])]
             ok = index["passed"]
         else:
-            versions = store.versions(H.ASSET)
+            versions = store.versions(hf_release.ASSET)
             found = versions[-1:] if args.version == "latest" else \
                 [v for v in versions if v.data_version.startswith(args.version)]
             if len(found) != 1:
-                raise H.ReleaseError(f"{H.ASSET}@{args.version}: {'no' if not found else 'more than one'} stored "
-                                     "version matches (materialize hf_release first, or pass ASSET@VERSION of a checkpoint)")
-            written = H.copy_release(found[0].path / H.RELEASE_DIR, dest, args.model)
-            ok = json.loads((found[0].path / H.RELEASE_DIR / H.INDEX).read_text("utf-8"))["passed"]
-    except (H.ReleaseError, FileNotFoundError) as exc:
+                raise hf_release.ReleaseError(
+                    f"{hf_release.ASSET}@{args.version}: {'no' if not found else 'more than one'} stored "
+                    "version matches (materialize hf_release first, or pass ASSET@VERSION of a checkpoint)")
+            written = hf_release.copy_release(found[0].path / hf_release.RELEASE_DIR, dest, args.model)
+            ok = json.loads((found[0].path / hf_release.RELEASE_DIR / hf_release.INDEX).read_text("utf-8"))["passed"]
+    except (hf_release.ReleaseError, FileNotFoundError) as exc:
         print(f"export-hf: {exc}", file=sys.stderr)
         return 1
     for folder in written:

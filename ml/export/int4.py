@@ -180,7 +180,7 @@ def build(kind: str, mdir: Path, samples: dict, cfg, threads: int, log, name: st
 
     ``status`` is ``quantized``, ``failed`` (the reason, and a failed int4 parity result), ``not_applicable``
     (not a causal LM) or ``off`` (``int4: false``)."""
-    from ml.export import parity as P
+    from ml.export import parity
 
     if not cfg.int4:
         return {"status": "off", "reason": "int4: false in the bundle config"}, None
@@ -201,7 +201,7 @@ def build(kind: str, mdir: Path, samples: dict, cfg, threads: int, log, name: st
                                  symmetric=cfg.int4_symmetric, accuracy_level=cfg.int4_accuracy_level)
             for table in tables:
                 path = fp32_tables if table == "fp32" else int8_tables(fp32_tables, Path(tmp) / "int8_tables.onnx")
-                res = P.check_onnx(path, kind, "int4", samples, cfg.thresholds, threads)
+                res = parity.check_onnx(path, kind, "int4", samples, cfg.thresholds, threads)
                 tried.append((table, path, res))
             # the INT8 table first when it passes (smaller), else whichever is closer to PyTorch
             table, path, res = max(tried, key=lambda t: (t[2]["passed"], t[2]["passed"] and t[0] == "int8",

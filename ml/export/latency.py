@@ -10,7 +10,7 @@ import gc
 from pathlib import Path
 from typing import Any
 
-from ml.export import parity as P
+from ml.export import parity
 from ml.export import to_onnx
 from ml.export.bundle import FP32, INT8
 
@@ -31,13 +31,13 @@ def measure(src, mdir: Path, samples: dict, info: dict[str, Any], cfg, threads: 
     gc.collect()
     model = to_onnx.load_model(src, attn_implementation=None)
     module = to_onnx.wrap(src, model)
-    sessions = {"ort_fp32": P.ort_session(mdir / FP32, threads)}
+    sessions = {"ort_fp32": parity.ort_session(mdir / FP32, threads)}
     if has_int8:
-        sessions["ort_int8"] = P.ort_session(mdir / INT8, threads)
+        sessions["ort_int8"] = parity.ort_session(mdir / INT8, threads)
     if int4_file:
-        sessions[INT4_ENGINE] = P.ort_session(mdir / int4_file, threads)
+        sessions[INT4_ENGINE] = parity.ort_session(mdir / int4_file, threads)
     shapes = [(f"b{len(samples['query'])}graph", None)] if graph else \
-        [(f"b{batch}s{seq}", P.latency_feeds(info["vocab_size"], batch, seq)) for batch in cfg.latency_batches]
+        [(f"b{batch}s{seq}", parity.latency_feeds(info["vocab_size"], batch, seq)) for batch in cfg.latency_batches]
     latency: dict[str, dict[str, float]] = {}
     for shape, feeds in shapes:
         if graph:  # the stored sample graph: every sample query in one batch
@@ -45,11 +45,11 @@ def measure(src, mdir: Path, samples: dict, info: dict[str, Any], cfg, threads: 
 
             feeds = {str(k): samples[str(k)] for k in samples["feed_names"]}
             with to_onnx.torch_threads(threads):
-                row = {"torch_fp32": P.median_ms(lambda: gnn_export.torch_scores(module, feeds), cfg.latency_runs)}
+                row = {"torch_fp32": parity.median_ms(lambda: gnn_export.torch_scores(module, feeds), cfg.latency_runs)}
         else:
             row = {"torch_fp32": to_onnx.torch_latency_ms(module, feeds, cfg.latency_runs, threads)}
         for engine, sess in sessions.items():
-            row[engine] = P.ort_latency_ms(sess, feeds, cfg.latency_runs)
+            row[engine] = parity.ort_latency_ms(sess, feeds, cfg.latency_runs)
         latency[shape] = {k: round(v, 4) for k, v in row.items()}
     del module, model, sessions
     gc.collect()

@@ -9,13 +9,15 @@
   each model was trained on (found by walking the store manifests upstream), else cleaned chunks.
 - ``walk_lineage``: every upstream version down to ``raw_docs`` and its landing files, with code
   versions and run ids, from the store manifests.
+- ``bundle_evaluation``: the held-out test figures of exactly the bundled checkpoints, from a
+  model_evaluation version, for the bundle manifest.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import polars as pl
@@ -231,3 +233,22 @@ def walk_lineage(store: ArtifactStore, upstream: Mapping[str, str]) -> dict[str,
         "raw_docs": sorted(v for (a, v) in nodes if a == "raw_docs"),
         "landing": dict(sorted(landing.items())),
     }
+
+
+def bundle_evaluation(evaluation: StoredVersion, upstream: Mapping[str, str],
+                      warn: Callable[[str], None] = print) -> dict | None:
+    """The held-out test figures of exactly these checkpoints (``upstream``: asset -> version), by model, from
+    a model_evaluation version; None (and a warning) when it measured other model versions."""
+    from ml.evaluation import read_results
+
+    measured = evaluation.manifest.get("upstream") or {}
+    stale = {a: v for a, v in upstream.items() if a in measured and measured[a] != v}
+    if stale or not set(measured) & set(upstream):
+        warn(f"model_evaluation@{evaluation.data_version} measured other model versions ({stale}); the "
+             "bundle manifest carries no evaluation")
+        return None
+    models: dict[str, dict] = {}
+    for r in read_results(evaluation.path).iter_rows(named=True):
+        models.setdefault(r["asset"], {"dataset": r["dataset"], "split": "test", "metrics": {}})["metrics"][
+            r["metric"]] = {"value": r["value"], "n": r["n"]}
+    return {"asset": "model_evaluation", "data_version": evaluation.data_version, "models": models}

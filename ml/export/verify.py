@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ml.export import parity as P
+from ml.export import parity
 from ml.export.bundle import FORMAT, MANIFEST, PARITY, BundleError, UnsafeBundleError
 from ml.export.tarball import check_member_name, safe_extract
 from ml.fsutil import sha256_file
@@ -82,22 +82,22 @@ def _verify_tree(root: Path, members: list[str], report: VerifyReport, threads: 
         return  # never load files that are not the ones the manifest describes
 
     try:
-        thresholds = P.Thresholds.from_dict(json.loads((root / PARITY).read_text("utf-8"))["thresholds"])
+        thresholds = parity.Thresholds.from_dict(json.loads((root / PARITY).read_text("utf-8"))["thresholds"])
     except (OSError, ValueError, KeyError) as exc:
         report.add(False, f"{PARITY} is unreadable: {exc}")
         return
     for name, m in sorted(models.items()):
-        files = {k: v for k, v in m.get("files", {}).items() if k in ("samples", *P.PRECISIONS)}
+        files = {k: v for k, v in m.get("files", {}).items() if k in ("samples", *parity.PRECISIONS)}
         stray = [v for v in files.values() if v not in listed]
         if stray or "samples" not in files or "fp32" not in files:
             report.add(False, f"{name}: model files {stray or sorted(files)} are not (all) listed bundle files")
             continue
         try:
-            samples = P.load_samples(root / files["samples"])
+            samples = parity.load_samples(root / files["samples"])
         except (OSError, ValueError, KeyError) as exc:
             report.add(False, f"{name}: samples unreadable: {exc}")
             continue
-        for prec in P.PRECISIONS:
+        for prec in parity.PRECISIONS:
             rel = files.get(prec)
             if rel is None:
                 if prec == "int8" and m.get("quantization") is not None:
@@ -109,7 +109,7 @@ def _verify_tree(root: Path, members: list[str], report: VerifyReport, threads: 
                     report.add(False, f"{name} {prec}: {rel} refers to external data files (not allowed in a bundle)")
                     continue
                 onnx.checker.check_model(proto)
-                res = P.check_onnx(root / rel, m["kind"], prec, samples, thresholds, threads)
+                res = parity.check_onnx(root / rel, m["kind"], prec, samples, thresholds, threads)
             except Exception as exc:  # onnx / ORT raise many types; any of them fails verification
                 report.add(False, f"{name} {prec}: cannot load or run {rel} in ONNX Runtime: {exc}")
                 continue
