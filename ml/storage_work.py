@@ -25,8 +25,9 @@ from typing import Iterator
 from ml.fsutil import digest_json
 from ml.paths import work_dir
 from ml.storage import StorageUrl, download, is_url, objects, scratch_dir
+from ml.train.checkpoint_layout import step_dirs, update_names
 
-STATE = "state.json"  # ml/train/checkpointing.py: STATE
+STATE = "state.json"  # ml/train/checkpoint_layout.py: STATE
 CHECKPOINTS = "checkpoints"
 
 
@@ -155,15 +156,11 @@ def work_for(home, asset: str, fingerprint: str) -> Path:
 
 
 def _renew_names(work: Path) -> None:
-    """checkpoint-latest / checkpoint-best links after a pull (checkpointing's own rule)."""
-    try:
-        from ml.train import checkpointing as ckpt
-    except ImportError:  # torch missing: training cannot run here anyway
-        return
-    steps = ckpt.step_dirs(work)
+    """checkpoint-latest / checkpoint-best links after a pull (checkpoint_layout's own rule)."""
+    steps = step_dirs(work)
     if steps:
         import json
 
         best = json.loads((steps[-1][1] / STATE).read_text("utf-8")).get("best") or {}
-        ckpt.update_names(work, best.get("step") if isinstance(best, dict) else None)
+        update_names(work, best.get("step") if isinstance(best, dict) else None)
 

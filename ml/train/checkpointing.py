@@ -39,12 +39,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ml.storage_work import work_for, work_root
-
 from ml.fsutil import atomic_write_json, fsync_dir, fsync_tree, sha256_file
+from ml.storage_work import work_for, work_root
+from ml.train.checkpoint_layout import (  # noqa: F401  (re-exported: ckpt.step_dirs, ckpt.NAMES, ...)
+    NAMES, STATE, CheckpointRefError, checkpoint_dir, latest, name_link, named, step_dirs, update_names,
+)
 
 FORMAT = "lineage-forge/train-state/1"
-STATE = "state.json"
 
 
 class CheckpointError(RuntimeError):
@@ -61,30 +62,6 @@ class Loaded:
     state: dict[str, Any]
     path: Path
     rank_state: dict[str, Any]  # what this rank saved for itself (e.g. its metric window)
-
-
-def checkpoint_dir(work: Path) -> Path:
-    return Path(work) / "checkpoints"
-
-
-def step_dirs(work: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints (renamed into place), oldest first."""
-    root = checkpoint_dir(work)
-    if not root.is_dir():
-        return []
-    out = []
-    for child in root.iterdir():
-        if child.name.startswith("step-") and (child / STATE).is_file():
-            try:
-                out.append((int(child.name[5:]), child))
-            except ValueError:
-                continue
-    return sorted(out)
-
-
-def latest(work: Path) -> Path | None:
-    found = step_dirs(work)
-    return found[-1][1] if found else None
 
 
 # ---- (de)serialising pieces ---------------------------------------------------------------------
@@ -260,55 +237,7 @@ def prune(work: Path, keep_last: int, keep_steps: set[int] = frozenset()) -> lis
     return removed
 
 
-# ---- named checkpoints: checkpoint-latest, checkpoint-best ------------------------------------------
-NAMES = ("latest", "best")
-
-
-class CheckpointRefError(ValueError):
-    """A train.resume_from / train.init_from reference that names no usable checkpoint (message says why)."""
-
-
-def name_link(work: Path, name: str) -> Path:
-    """``<work>/checkpoint-<name>``: a relative symlink to ``checkpoints/step-<N>``."""
-    if name not in NAMES:
-        raise CheckpointRefError(f"checkpoint name {name!r}: expected one of {NAMES}")
-    return Path(work) / f"checkpoint-{name}"
-
-
-def _point(work: Path, name: str, step_dir: Path) -> None:
-    """Atomically (re)point checkpoint-<name> at step_dir (a symlink renamed over the old one)."""
-    link = name_link(work, name)
-    target = os.path.relpath(step_dir, link.parent)
-    if link.is_symlink() and os.readlink(link) == target:
-        return
-    tmp = link.with_name(f".{link.name}.tmp")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(target, tmp, target_is_directory=True)
-    os.replace(tmp, link)
-
-
-def update_names(work: Path, best_step: int | None) -> None:
-    """checkpoint-latest -> the newest step, checkpoint-best -> ``best_step`` (when it is on disk here)."""
-    newest = latest(work)
-    if newest is not None:
-        _point(work, "latest", newest)
-    if best_step is not None:
-        best_dir = checkpoint_dir(work) / f"step-{best_step:08d}"
-        if (best_dir / STATE).is_file():
-            _point(work, "best", best_dir)
-    fsync_dir(Path(work))
-
-
-def named(work: Path, name: str) -> Path | None:
-    """The step directory checkpoint-<name> points at, or None."""
-    link = name_link(work, name)
-    if not link.is_symlink() and not link.is_dir():
-        return None
-    path = link.resolve()
-    return path if (path / STATE).is_file() else None
-
-
+# ---- named checkpoints: checkpoint-latest, checkpoint-best (names and links: checkpoint_layout.py) --------
 def adopt(source: Path, work: Path) -> Path:
     """Bring a checkpoint of another run into ``work`` (its step, and the step its state calls best,
     when that one is beside it), so this run resumes, names and prunes only its own directories.

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from ml.train import models
 from ml.train.loop import Batch, Task
-from ml.train.tasks import IGNORE, Built, InputError, _read_split, pad_collate
+from ml.train.task_parts import IGNORE, Built, InputError, pad_collate, read_split
 
 Item = tuple[list[int], list[int], list[int], list[int]]  # chosen ids, labels, rejected ids, labels
 
@@ -175,7 +175,7 @@ def build_dpo_with_reference(settings, inputs: dict[str, str]) -> tuple[Built, R
         policy = sft.requires_grad_(True)  # the merge left the base frozen
     data, dropped = {}, {}
     for split in ("train", "val"):
-        df = _read_split(Path(inputs["preference_dataset"]), split, ["prompt", "chosen", "rejected"])
+        df = read_split(Path(inputs["preference_dataset"]), split, ["prompt", "chosen", "rejected"])
         data[split], d = encode_pairs(tok, df, m.max_len)
         dropped.update({f"{split}.dropped.{k}": v for k, v in d.items()})
         if not data[split]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -37,31 +36,7 @@ from ml.train.config import (
     NerCheckpointSettings, RelationCheckpointSettings,
 )
 from ml.train.loop import Batch, Task
-
-IGNORE = -100
-
-
-@dataclass
-class Built:
-    task: Task
-    save: Callable[[Path], None]
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-class InputError(ValueError):
-    """An upstream version that this model cannot train on (the message says which and why)."""
-
-
-def _read_split(version_dir: Path, split: str, columns: list[str]) -> pl.DataFrame:
-    f = Path(version_dir) / f"{split}.parquet"
-    if not f.is_file():
-        raise InputError(f"{f} is missing")
-    df = pl.read_parquet(f)
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise InputError(f"{f} lacks columns {missing} (has {df.columns})")
-    return df.select(columns)
-
+from ml.train.task_parts import IGNORE, Built, InputError, pad_collate, read_split
 
 # ---- lm -----------------------------------------------------------------------------------------
 class Blocks:
@@ -145,20 +120,6 @@ def build_lm(settings: LMCheckpointSettings, inputs: dict[str, str]) -> Built:
 
 
 # ---- sft ----------------------------------------------------------------------------------------
-def pad_collate(pad_id: int) -> Callable[[list[tuple[list[int], list[int]]]], Batch]:
-    def collate(items):
-        n = max(len(ids) for ids, _ in items)
-        ids = torch.full((len(items), n), pad_id, dtype=torch.long)
-        labels = torch.full((len(items), n), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(items), n), dtype=torch.long)
-        for i, (x, y) in enumerate(items):
-            ids[i, :len(x)] = torch.tensor(x)
-            labels[i, :len(y)] = torch.tensor(y)
-            mask[i, :len(x)] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-    return collate
-
-
 def encode_split_sft(tok, df: pl.DataFrame, max_len: int) -> tuple[list[tuple[list[int], list[int]]], dict[str, int]]:
     from ml.datasets.sft import encode_sft
 
@@ -195,7 +156,7 @@ def build_sft(settings: LoraAdapterSettings, inputs: dict[str, str]) -> Built:
         model = base
     data, dropped = {}, {}
     for split in ("train", "val"):
-        df = _read_split(Path(inputs["sft_dataset"]), split, ["prompt", "response"])
+        df = read_split(Path(inputs["sft_dataset"]), split, ["prompt", "response"])
         data[split], d = encode_split_sft(tok, df, m.max_len)
         dropped.update({f"{split}.dropped.{k}": v for k, v in d.items()})
         if not data[split]:
@@ -271,7 +232,7 @@ def build_embedding(settings: EmbeddingCheckpointSettings, inputs: dict[str, str
     m = settings.model
     ours = load_tokenizer(inputs["tokenizer"]) if m.base == "scratch" else None
     model, tok = models.build_embedding(m, ours)
-    split = {s: _read_split(Path(inputs["embedding_dataset"]), s, ["anchor", "positive"]).to_dicts()
+    split = {s: read_split(Path(inputs["embedding_dataset"]), s, ["anchor", "positive"]).to_dicts()
              for s in ("train", "val")}
     if len(split["val"]) < 2:
         raise InputError(f"embedding_dataset val split has {len(split['val'])} pairs: recall@1 needs at least 2")
@@ -331,7 +292,7 @@ def build_relation(settings: RelationCheckpointSettings, inputs: dict[str, str])
     label_id = {l: i for i, l in enumerate(labels)}
     split = {}
     for s in ("train", "val"):
-        df = _read_split(ddir, s, ["text", "label"])
+        df = read_split(ddir, s, ["text", "label"])
         unknown = sorted(set(df["label"].to_list()) - set(label_id))
         if unknown:
             raise InputError(f"relation_dataset {s} split has labels not in labels.json: {unknown[:5]}")
@@ -488,7 +449,7 @@ def build_ner(settings: NerCheckpointSettings, inputs: dict[str, str]) -> Built:
     tok = load_tokenizer(inputs["tokenizer"])
     split = {}
     for s in ("train", "val"):
-        df = _read_split(ddir, s, ["input_ids", "tags"])
+        df = read_split(ddir, s, ["input_ids", "tags"])
         unknown = sorted({t for row in df["tags"].to_list() for t in row} - set(tag_id))
         if unknown:
             raise InputError(f"ner_dataset {s} split has tags not in labels.json: {unknown[:5]}")
