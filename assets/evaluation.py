@@ -108,7 +108,7 @@ def model_evaluation(context: dg.AssetExecutionContext, config: ModelEvaluationC
         datasets[asset] = (ds, (v.manifest.get("upstream") or {}).get(ds, ""))
 
     def rows(version: StoredVersion) -> dict:
-        frame = pl.read_parquet(version.path / "results.parquet")
+        frame = evaluation.read_results(version.path)
         created = now_utc()
         return {"eval_results": [
             {"asset": "model_evaluation", "data_version": version.data_version, "model_asset": r["asset"],
@@ -120,7 +120,7 @@ def model_evaluation(context: dg.AssetExecutionContext, config: ModelEvaluationC
         context, store=st, catalog=cat, config=config.model_dump(), upstream=upstream, build=build,
         catalog_rows=rows, metadata=lambda v: _metadata(v, missing))
     version = st.get("model_evaluation", result.data_version.value)
-    frame = pl.read_parquet(version.path / "results.parquet")
+    frame = evaluation.read_results(version.path)
 
     # the regression gate against the promoted models
     current = [{"model_asset": r["asset"], "model_version": upstream[r["asset"]], "metric": r["metric"],
@@ -152,7 +152,7 @@ def model_evaluation(context: dg.AssetExecutionContext, config: ModelEvaluationC
 def _metadata(version: StoredVersion, missing: list[str]) -> dict[str, Any]:
     from ml.train.plots import data_uri_markdown
 
-    frame = pl.read_parquet(version.path / "results.parquet")
+    frame = evaluation.read_results(version.path)
     md: dict[str, Any] = {"results": _results_table(frame), "not_materialized": dg.MetadataValue.json(missing)}
     index = json.loads((version.path / "index.json").read_text("utf-8"))
     for asset, info in sorted(index.items()):
