@@ -93,7 +93,7 @@ def test_corpus_and_datasets_materialize_cache_and_record_lineage(landed):
     tok = load_tokenizer(store.get("tokenizer", _version(first["tokenizer"])).path)
     text_of = dict(zip(docs["doc_id"], docs["text"]))
     seen = []
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         shards = TokenShards(corpus_v.path, split)
         ids = shards.doc_ids
         seen += ids
@@ -121,7 +121,7 @@ def test_corpus_and_datasets_materialize_cache_and_record_lineage(landed):
         ("tokenized_corpus", "cleaned_chunks"), ("tokenized_corpus", "tokenizer"),
         ("sft_dataset", "cleaned_chunks"), ("sft_dataset", "relation_triples"), ("sft_dataset", "tokenizer")}
     stats = dict(cat.query("SELECT stat, value FROM dataset_stats WHERE asset = 'tokenized_corpus'").iter_rows())
-    assert stats["train.docs"] + stats["val.docs"] == docs.height
+    assert stats["train.docs"] + stats["val.docs"] + stats["test.docs"] == docs.height
     assert stats["mix.share.alpha.jsonl"] + stats["mix.share.beta.jsonl"] == pytest.approx(1.0)
     hits = cat.query("SELECT asset, count(*) FILTER (WHERE cache_hit) FROM asset_versions GROUP BY 1")
     assert {a: n for a, n in hits.iter_rows() if a in MINE} == {a: 1 for a in MINE}

@@ -76,7 +76,12 @@ def test_empty_landing_zone_fails_with_a_clear_message(home):
 def test_dagster_job_execute_then_lineage_stats_and_trace(home):
     write_sample_corpus(home / "landing", limit=60)
     env = subprocess_env(home)
-    run = subprocess.run([sys.executable, "-m", "dagster", "job", "execute", "-f", "definitions.py", "-j", "ingest_job"],
+    # in-process execution: the default executor starts a process per step, and curation has a step
+    # per landing file (test_curation_units_asset covers that); here the job and the catalog matter
+    in_process = home / "in_process.yaml"
+    in_process.write_text("execution: {config: {in_process: {}}}\n")
+    run = subprocess.run([sys.executable, "-m", "dagster", "job", "execute", "-f", "definitions.py", "-j", "ingest_job",
+                          "-c", str(in_process)],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "RUN_SUCCESS" in run.stdout + run.stderr

@@ -34,7 +34,8 @@ TINY = {
         "ner_checkpoint": {"config": {"model": {**SMALL, "max_len": 32}, "train": {**LOOP, "max_steps": 10}}},
         "preference_dataset": {"config": dict(SPLIT)},
         "dpo_adapter": {"config": {"model": {"lora": {"r": 4, "alpha": 8}, "max_len": 192},
-                                   "train": {**LOOP, "max_steps": 10}}},
+                                   "train": {**LOOP, "max_steps": 30, "lr": 1e-2},
+                                   "checks": {"min_loss_drop": 0.0}}},  # as configs/debug.yaml: DPO starts at ln 2
         "onnx_bundle": {"config": {"samples": 4, "measure_latency": False, "per_channel": "off"}},
     },
 }
