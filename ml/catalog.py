@@ -212,13 +212,9 @@ class Catalog:
     def has_batch(self, batch_id: str) -> bool:
         return (self.batches / batch_id).is_dir()
 
-    def append(self, tables: Mapping[str, pl.DataFrame | Iterable[Mapping[str, Any]]],
-               batch_id: str | None = None) -> str | None:
-        """Write one batch of rows (several tables) atomically. Returns the batch id.
-
-        With a ``batch_id`` (``own_batch_id``) the write is idempotent: when that batch exists
-        already, nothing is written and None is returned."""
-        self.init()
+    def _batch(self, tables: Mapping[str, pl.DataFrame | Iterable[Mapping[str, Any]]],
+               batch_id: str | None) -> tuple[dict[str, pl.DataFrame], str]:
+        """The non-empty frames of a batch and its id ({} when empty or when ``batch_id`` exists already)."""
         frames = {}
         for table, rows in tables.items():
             if table not in SCHEMAS:
@@ -227,11 +223,23 @@ class Catalog:
             if df.height:
                 frames[table] = df
         if not frames:
-            return None
+            return {}, ""
         if batch_id is None:
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
             batch_id = f"{stamp}-{time.time_ns() % 10**9:09d}-{os.getpid()}-{secrets.token_hex(4)}"
         elif self.has_batch(batch_id):
+            return {}, batch_id
+        return frames, batch_id
+
+    def append(self, tables: Mapping[str, pl.DataFrame | Iterable[Mapping[str, Any]]],
+               batch_id: str | None = None) -> str | None:
+        """Write one batch of rows (several tables) atomically. Returns the batch id.
+
+        With a ``batch_id`` (``own_batch_id``) the write is idempotent: when that batch exists
+        already, nothing is written and None is returned."""
+        self.init()
+        frames, batch_id = self._batch(tables, batch_id)
+        if not frames:
             return None
         # staging name: <batch>~<pid>~<rand>~<host> so ``lineage gc`` can tell a dead writer's leftover
         staging = self.root / STAGING / f"{batch_id}~{os.getpid()}~{secrets.token_hex(4)}~{socket.gethostname()}"
@@ -486,19 +494,8 @@ class ObjectCatalog(Catalog):
         from ml.storage import create_only
 
         self.init()
-        frames = {}
-        for table, rows in tables.items():
-            if table not in SCHEMAS:
-                raise CatalogError(f"unknown catalog table {table!r}; known: {sorted(SCHEMAS)}")
-            df = _frame(table, rows)
-            if df.height:
-                frames[table] = df
+        frames, batch_id = self._batch(tables, batch_id)
         if not frames:
-            return None
-        if batch_id is None:
-            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-            batch_id = f"{stamp}-{time.time_ns() % 10**9:09d}-{os.getpid()}-{secrets.token_hex(4)}"
-        elif self.has_batch(batch_id):
             return None
         writer = f"{os.getpid()}~{secrets.token_hex(4)}~{socket.gethostname()}"
         bdir = self.batches / batch_id

@@ -209,6 +209,30 @@ class BuildResult:
     run_facts: dict[str, Any] = field(default_factory=dict)  # numbers of this run, not content (ml/run_record.py)
 
 
+
+def stage_version(staging: Path, asset: str, build: Callable[[Path], BuildResult | None], *, fingerprint: str,
+                  code_version: str, config: Mapping[str, Any], upstream: Mapping[str, str], run_id: str,
+                  extra: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """Run ``build`` into ``staging``, make its files read-only; (data version, manifest). Both stores publish this."""
+    result = build(staging) or BuildResult()
+    files = list_files(staging)
+    if not files:
+        raise ValueError(f"build for {asset} wrote no files")
+    data_version = content_version(files)
+    manifest = {
+        "asset": asset, "data_version": data_version, "code_version": code_version,
+        "fingerprint": fingerprint, "config": dict(config), "upstream": dict(upstream),
+        "run_id": run_id, "created_at": datetime.now(timezone.utc).isoformat(), "files": files,
+        "rows": result.rows, "stats": result.stats,
+        "writer": {"pid": os.getpid(), "host": socket.gethostname()},  # for repairs: is its maker alive?
+        **(dict(extra) if extra else {}),
+    }
+    for f in files:  # immutable: read-only files
+        p = staging / f["path"]
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    return data_version, manifest
+
+
 class ArtifactStore:
     """The store at a local home (this class) or at an ``s3://`` home (``ObjectArtifactStore``,
     chosen by the constructor from the home it is given)."""
@@ -342,30 +366,10 @@ class ArtifactStore:
         self.collect_garbage()
         staging = self._new_staging(asset)
         try:
-            result = build(staging) or BuildResult()
-            files = list_files(staging)
-            if not files:
-                raise ValueError(f"build for {asset} wrote no files")
-            data_version = content_version(files)
-            manifest = {
-                "asset": asset,
-                "data_version": data_version,
-                "code_version": code_version,
-                "fingerprint": fingerprint,
-                "config": dict(config),
-                "upstream": dict(upstream),
-                "run_id": run_id,
-                "created_at": datetime.now(timezone.utc).isoformat(),
-                "files": files,
-                "rows": result.rows,
-                "stats": result.stats,
-                "writer": {"pid": os.getpid(), "host": socket.gethostname()},  # for repairs: is its maker alive?
-                **(dict(extra) if extra else {}),
-            }
+            data_version, manifest = stage_version(staging, asset, build, fingerprint=fingerprint,
+                                                   code_version=code_version, config=config,
+                                                   upstream=upstream, run_id=run_id, extra=extra)
             atomic_write_json(staging / MANIFEST, manifest)
-            for f in files:  # immutable: read-only files
-                p = staging / f["path"]
-                p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
             fsync_tree(staging)
             final = self.version_dir(asset, data_version)
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -665,22 +669,9 @@ class ObjectArtifactStore(ArtifactStore):
         self.collect_garbage()
         staging = self._new_staging(asset)
         try:
-            result = build(staging) or BuildResult()
-            files = list_files(staging)
-            if not files:
-                raise ValueError(f"build for {asset} wrote no files")
-            data_version = content_version(files)
-            manifest = {
-                "asset": asset, "data_version": data_version, "code_version": code_version,
-                "fingerprint": fingerprint, "config": dict(config), "upstream": dict(upstream),
-                "run_id": run_id, "created_at": datetime.now(timezone.utc).isoformat(), "files": files,
-                "rows": result.rows, "stats": result.stats,
-                "writer": {"pid": os.getpid(), "host": socket.gethostname()},
-                **(dict(extra) if extra else {}),
-            }
-            for f in files:
-                p = staging / f["path"]
-                p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+            data_version, manifest = stage_version(staging, asset, build, fingerprint=fingerprint,
+                                                   code_version=code_version, config=config,
+                                                   upstream=upstream, run_id=run_id, extra=extra)
             reused = False
             if self.has_version(asset, data_version):
                 existing = self.get(asset, data_version)
@@ -689,7 +680,7 @@ class ObjectArtifactStore(ArtifactStore):
                 else:
                     reused = True
             if not reused:
-                reused = not self._upload(asset, data_version, staging, files, manifest)
+                reused = not self._upload(asset, data_version, staging, manifest["files"], manifest)
             fault_point("store.after_publish")
             dest = self.cache_root / asset / data_version
             if not reused and not dest.exists():  # the built files become the read copy
