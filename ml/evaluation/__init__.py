@@ -163,14 +163,19 @@ def _embedding(model_dir: Path, inputs: dict[str, Path], settings: dict, limit: 
     return out
 
 
+def _label_index(model) -> tuple[list[str], dict[str, int]]:
+    """A classifier's labels in id order and their ids (from ``config.id2label``)."""
+    labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]
+    return labels, {lab: i for i, lab in enumerate(labels)}
+
+
 def _relation(model_dir: Path, inputs: dict[str, Path], settings: dict, limit: int) -> EvalOutput:
     import torch
 
     from ml.train.models import load_relation
 
     model, tok = load_relation(model_dir)
-    labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]
-    label_id = {lab: i for i, lab in enumerate(labels)}
+    labels, label_id = _label_index(model)
     df = _test_frame(inputs["relation_dataset"], "relation_dataset", ["text", "label"], limit)
     unknown = sorted(set(df["label"]) - set(label_id))
     if unknown:
@@ -223,8 +228,7 @@ def _ner(model_dir: Path, inputs: dict[str, Path], settings: dict, limit: int) -
     from ml.train.tasks import eval_ner, token_collate
 
     model, tok = load_ner(model_dir)
-    tags = [model.config.id2label[i] for i in range(len(model.config.id2label))]
-    tag_id = {t: i for i, t in enumerate(tags)}
+    tags, tag_id = _label_index(model)
     df = _test_frame(inputs["ner_dataset"], "ner_dataset", ["input_ids", "tags"], limit)
     items = [(list(ids), [tag_id[t] for t in ts]) for ids, ts in zip(df["input_ids"], df["tags"]) if len(ids)]
     max_len = int(((settings.get("model") or {}).get("max_len")) or 128)
