@@ -369,35 +369,44 @@ class ArtifactStore:
             data_version, manifest = stage_version(staging, asset, build, fingerprint=fingerprint,
                                                    code_version=code_version, config=config,
                                                    upstream=upstream, run_id=run_id, extra=extra)
-            atomic_write_json(staging / MANIFEST, manifest)
-            fsync_tree(staging)
-            final = self.version_dir(asset, data_version)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            reused = False
-            fault_point("store.before_publish")
-            for attempt in range(2):
-                try:
-                    os.rename(staging, final)
-                    fsync_dir(final.parent)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not self.has_version(asset, data_version):
-                        raise
-                    existing = self.get(asset, data_version)
-                    if attempt == 0 and verify_tree(existing.path, existing.manifest, data_version):
-                        self.quarantine(asset, data_version)  # never keep a corrupt copy as "the same content"
-                        continue
-                    reused = True  # same content by another road: keep the existing version
-                    break
+            reused = self._publish(asset, data_version, staging, manifest)
             fault_point("store.after_publish")
         finally:
             if staging.exists():
                 _rmtree(staging)
-        atomic_write_json(self._index_path(asset, fingerprint), {"data_version": data_version})
+        self._write_index(asset, fingerprint, data_version)
         stored = self.get(asset, data_version)
         if not reused:
             self._verified.add((asset, data_version))  # just hashed by list_files
-        return StoredVersion(asset, data_version, stored.path, stored.manifest, reused_content=reused)
+        return self._version(asset, data_version, stored.manifest, reused_content=reused)
+
+    def _version(self, asset: str, data_version: str, manifest: dict[str, Any], **kw) -> StoredVersion:
+        return StoredVersion(asset, data_version, self.version_dir(asset, data_version), manifest, **kw)
+
+    def _write_index(self, asset: str, fingerprint: str, data_version: str) -> None:
+        atomic_write_json(self._index_path(asset, fingerprint), {"data_version": data_version})
+
+    def _publish(self, asset: str, data_version: str, staging: Path, manifest: dict[str, Any]) -> bool:
+        """Manifest, fsync, atomic rename to the final directory. True: the version existed already (reused)."""
+        atomic_write_json(staging / MANIFEST, manifest)
+        fsync_tree(staging)
+        final = self.version_dir(asset, data_version)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fault_point("store.before_publish")
+        for attempt in range(2):
+            try:
+                os.rename(staging, final)
+                fsync_dir(final.parent)
+                return False
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not self.has_version(asset, data_version):
+                    raise
+                existing = self.get(asset, data_version)
+                if attempt == 0 and verify_tree(existing.path, existing.manifest, data_version):
+                    self.quarantine(asset, data_version)  # never keep a corrupt copy as "the same content"
+                    continue
+                return True  # same content by another road: keep the existing version
+        return True
 
     def _new_staging(self, asset: str) -> Path:
         sdir = self.root / STAGING
@@ -651,56 +660,31 @@ class ObjectArtifactStore(ArtifactStore):
         return sorted(dirs)
 
     # ---- writes ----------------------------------------------------------------------------
-    def put(
-        self,
-        asset: str,
-        build: Callable[[Path], BuildResult | None],
-        *,
-        fingerprint: str,
-        code_version: str,
-        config: Mapping[str, Any],
-        upstream: Mapping[str, str],
-        run_id: str = "",
-        extra: Mapping[str, Any] | None = None,
-    ) -> StoredVersion:
-        """Build locally (scratch staging), upload under the final prefix, write the manifest last."""
-        check_asset_name(asset)
-        check_hex(fingerprint, "fingerprint")
-        self.collect_garbage()
-        staging = self._new_staging(asset)
-        try:
-            data_version, manifest = stage_version(staging, asset, build, fingerprint=fingerprint,
-                                                   code_version=code_version, config=config,
-                                                   upstream=upstream, run_id=run_id, extra=extra)
-            reused = False
-            if self.has_version(asset, data_version):
-                existing = self.get(asset, data_version)
-                if self._remote_problems(asset, data_version, existing.manifest):
-                    self.quarantine(asset, data_version)  # never keep a damaged copy as "the same content"
-                else:
-                    reused = True
-            if not reused:
-                reused = not self._upload(asset, data_version, staging, manifest["files"], manifest)
-            fault_point("store.after_publish")
-            dest = self.cache_root / asset / data_version
-            if not reused and not dest.exists():  # the built files become the read copy
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.rename(staging, dest)
-                    self._fetched[(asset, data_version)] = dest
-                except OSError:
-                    pass
-        finally:
-            if staging.exists():
-                _rmtree(staging)
+    def _publish(self, asset: str, data_version: str, staging: Path, manifest: dict[str, Any]) -> bool:
+        """Upload under the final prefix, manifest last (create-only). True: the version existed already (reused)."""
+        reused = False
+        if self.has_version(asset, data_version):
+            existing = self.get(asset, data_version)
+            if self._remote_problems(asset, data_version, existing.manifest):
+                self.quarantine(asset, data_version)  # never keep a damaged copy as "the same content"
+            else:
+                reused = True
+        if not reused:
+            reused = not self._upload(asset, data_version, staging, manifest["files"], manifest)
+        dest = self.cache_root / asset / data_version
+        if not reused and not dest.exists():  # the built files become the read copy
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(staging, dest)
+                self._fetched[(asset, data_version)] = dest
+            except OSError:
+                pass
+        return reused
+
+    def _write_index(self, asset: str, fingerprint: str, data_version: str) -> None:
         from ml.storage import write_bytes_atomic
 
-        write_bytes_atomic(self._index_path(asset, fingerprint),
-                           json.dumps({"data_version": data_version}).encode())
-        stored = self.get(asset, data_version)
-        if not reused:
-            self._verified.add((asset, data_version))
-        return self._version(asset, data_version, stored.manifest, reused_content=reused)
+        write_bytes_atomic(self._index_path(asset, fingerprint), json.dumps({"data_version": data_version}).encode())
 
     def _upload(self, asset: str, data_version: str, staging: Path, files: list[dict[str, Any]],
                 manifest: dict[str, Any]) -> bool:
