@@ -6,9 +6,13 @@ child process through the environment::
 
     LINEAGE_FAULTS="store.after_publish=kill"                    # SIGKILL this process there
     LINEAGE_FAULTS="catalog.before_own_batch=barrier:/tmp/b:2"   # wait until 2 processes got there
+    LINEAGE_FAULTS="store.during_upload@onnx_bundle=pause:/tmp/p" # only where the subject is onnx_bundle
 
 Actions: ``kill`` (SIGKILL), ``exit:N`` (``os._exit(N)``), ``sleep:S``, ``barrier:DIR:N`` (drop a
-token file in DIR, wait until N tokens are there, at most 60 s).
+token file in DIR, wait until N tokens are there, at most 60 s), ``pause:DIR`` (drop a token file
+``DIR/<pid>`` and wait there, at most 600 s, for the test to do something to this process, e.g.
+SIGKILL it from outside; then a TimeoutError). ``EVENT@SUBJECT`` arms the point only where the
+code names that subject (``fault_point(event, subject)``: the store names the asset).
 
 Events (``EVENTS``): where each one fires is described beside it.
 """
@@ -31,17 +35,29 @@ EVENTS = {
     "catalog.before_own_batch": "a materialization found no catalog rows of its version and is about to write them",
 }
 
-def _from_env(event: str) -> str | None:
+def _from_env(event: str, subject: str | None = None) -> str | None:
     spec = os.environ.get(ENV)
     if not spec:
         return None
     for item in spec.split(","):
         name, _, action = item.partition("=")
-        if name.strip() not in EVENTS:  # a typo would otherwise inject nothing, silently
-            raise ValueError(f"{ENV}: unknown fault event {name.strip()!r}; known: {sorted(EVENTS)}")
-        if name.strip() == event:
+        name, _, only = name.strip().partition("@")
+        if name not in EVENTS:  # a typo would otherwise inject nothing, silently
+            raise ValueError(f"{ENV}: unknown fault event {name!r}; known: {sorted(EVENTS)}")
+        if name == event and (not only or only == subject):
             return action.strip()
     return None
+
+
+def pause(directory: str | os.PathLike, timeout: float = 600.0) -> None:
+    """Drop the token ``directory/<pid>`` and wait (the test acts on this process meanwhile)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / str(os.getpid())).touch()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    raise TimeoutError(f"fault pause {d}: nobody acted on pid {os.getpid()} within {timeout} s")
 
 
 def barrier(directory: str | os.PathLike, n: int, timeout: float = 60.0) -> None:
@@ -56,8 +72,8 @@ def barrier(directory: str | os.PathLike, n: int, timeout: float = 60.0) -> None
         time.sleep(0.01)
 
 
-def fault_point(event: str) -> None:
-    spec = _from_env(event)
+def fault_point(event: str, subject: str | None = None) -> None:
+    spec = _from_env(event, subject)
     if not spec:
         return
     kind, _, arg = spec.partition(":")
@@ -70,5 +86,7 @@ def fault_point(event: str) -> None:
     elif kind == "barrier":
         directory, _, n = arg.rpartition(":")
         barrier(directory, int(n))
+    elif kind == "pause":
+        pause(arg)
     else:
         raise ValueError(f"{ENV}: unknown action {spec!r} for {event}")

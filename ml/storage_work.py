@@ -12,15 +12,25 @@ other file). ``WorkState`` gives that directory for a (home, asset, fingerprint)
   a checkpoint without it is never pulled, whatever a kill left behind), and removes the ones
   ``prune`` dropped (``state.json`` first). ``syncing()`` pushes every ``interval_s`` seconds from a
   background thread while training runs, and once more at the end.
+
+``Lease`` is the upload lease of an object-store writer (``artifacts/_leases/<...>.json``: host, pid,
+start, TTL): written before the first object, RENEWED by a background thread every third of its TTL
+(``renewed_at``) while the upload runs, deleted when the manifest is in. ``lease_dead`` is gc's rule:
+on this host a lease is dead when its pid is gone; from another host, when it was neither started
+nor renewed within its TTL. So a writer that is still uploading after the TTL keeps its lease, and
+``lineage gc`` only takes what dead writers left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import socket
 import threading
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from ml.fsutil import digest_json
 from ml.paths import work_dir
@@ -164,3 +174,81 @@ def _renew_names(work: Path) -> None:
         best = json.loads((steps[-1][1] / STATE).read_text("utf-8")).get("best") or {}
         update_names(work, best.get("step") if isinstance(best, dict) else None)
 
+
+
+# ---- upload leases ---------------------------------------------------------------------------
+class Lease:
+    """``with Lease(url, {"asset": ..., "data_version": ...}, ttl_s):`` writes the lease object at
+    ``url`` (host, pid, started_at, renewed_at, ttl_s), renews ``renewed_at`` every ``ttl_s / 3``
+    from a background thread while the block runs, and deletes it at the end (not when the block
+    raises: then it is the evidence gc needs; a SIGKILL leaves it anyway). ``clock`` and ``fs`` are
+    for tests (a fake clock, an in-memory filesystem)."""
+
+    def __init__(self, url, fields: dict[str, Any], ttl_s: float, *, clock: Callable[[], float] = time.time,
+                 fs=None, renew_every_s: float | None = None):
+        self.key = url.key if hasattr(url, "key") else str(url)
+        self.ttl_s = float(ttl_s)
+        self.clock = clock
+        self._fs = fs
+        self.renew_every_s = renew_every_s if renew_every_s is not None else max(self.ttl_s / 3.0, 0.01)
+        now = clock()
+        self.body = {**fields, "host": socket.gethostname(), "pid": os.getpid(), "started_at": now,
+                     "renewed_at": now, "ttl_s": self.ttl_s}
+        self.renewals = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            from ml.storage import filesystem
+
+            self._fs = filesystem()
+        return self._fs
+
+    def write(self) -> None:
+        self.fs.pipe_file(self.key, json.dumps(self.body).encode())
+
+    def renew(self) -> None:
+        """Write ``renewed_at = clock()`` (one PUT)."""
+        self.body["renewed_at"] = self.clock()
+        self.write()
+        self.renewals += 1
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.renew_every_s):
+            try:
+                self.renew()
+            except Exception:  # a failed renewal is retried next round; the TTL leaves room for two
+                pass
+
+    def __enter__(self) -> "Lease":
+        self.write()
+        self._thread = threading.Thread(target=self._loop, name="upload-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if exc_type is None:
+            self.fs.rm_file(self.key)
+
+
+def lease_dead(lease: dict, now: float, *, host: str | None = None,
+               alive: Callable[[int], bool] | None = None) -> str | None:
+    """Why an upload lease's writer counts as dead at ``now``, or None while it may still upload: on
+    this host, its pid is gone; from another host, ``now - max(started_at, renewed_at) >= ttl_s``."""
+    from ml.fsutil import pid_alive
+
+    host = socket.gethostname() if host is None else host
+    alive = pid_alive if alive is None else alive
+    lhost, pid = lease.get("host"), lease.get("pid")
+    if lhost == host and isinstance(pid, int):
+        return None if alive(pid) else f"writer pid {pid} on this host is dead"
+    last = max(float(lease.get("started_at") or 0), float(lease.get("renewed_at") or 0))
+    ttl = float(lease.get("ttl_s") or 86_400.0)  # a lease without one: gc's default --min-age
+    if now - last >= ttl:
+        return f"writer pid {pid} on {lhost}, lease not renewed for {(now - last) / 3600:.2f} h (TTL {ttl / 3600:.2f} h)"
+    return None
