@@ -26,14 +26,17 @@ sys.path.insert(0, str(ROOT))
 
 
 class VerifyTimer:
-    """Wraps ml.store.verify_tree: total seconds, calls and bytes it checked."""
+    """Wraps ml.store.verify_tree (where both stores call it): total seconds, calls and bytes it checked."""
 
     def __init__(self):
-        import ml.store as store
+        import ml.store_base as store
+        import ml.store_local as store_local
+        import ml.store_object as store_object
 
-        self.store, self.real = store, store.verify_tree
+        self.real = store.verify_tree
         self.seconds, self.calls, self.bytes = 0.0, 0, 0
-        store.verify_tree = self._timed
+        for module in (store, store_local, store_object):
+            module.verify_tree = self._timed
 
     def _timed(self, root, manifest, data_version=None):
         t = time.perf_counter()
