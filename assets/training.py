@@ -1,15 +1,8 @@
-"""Training stage: six checkpoints, one loop (ml/train/), in the Dagster pool ``gpu``.
+"""Training stage: the checkpoint assets, one loop (ml/train/), in the Dagster pool ``gpu``.
 
-    lm_checkpoint         <- tokenized_corpus, tokenizer
-    lora_adapter          <- lm_checkpoint, sft_dataset, tokenizer
-    embedding_checkpoint  <- embedding_dataset, tokenizer
-    relation_checkpoint   <- relation_dataset, tokenizer
-    gnn_checkpoint        <- gnn_dataset, embedding_checkpoint
-    ner_checkpoint        <- ner_dataset, tokenizer
-
-Each asset: read the upstream versions, train (in this process, or under torchrun when
-``train.nproc_per_node`` > 1) into the store's staging directory, resume from
-``work/<asset>/<fingerprint>/`` after a kill, publish, and report two blocking checks.
+Each asset reads its declared inputs, trains (in this process, or under torchrun when
+``train.nproc_per_node`` > 1) into the store's staging directory, resumes from
+``work/<asset>/<fingerprint>/`` after a kill, publishes, and reports two blocking checks.
 """
 
 

@@ -1,22 +1,8 @@
-"""The life of one materialization (DESIGN.md), shared by every asset.
+"""The life of one materialization, shared by every asset (DESIGN.md, "Life of one materialization").
 
-1. Resolve the exact upstream versions this run reads (``upstream_version``).
-2. fingerprint = digest(asset, code version, resolved config, upstream data versions).
-3. The store has a version for that fingerprint: reuse it (cache hit), compute nothing.
-4. Otherwise ``build`` computes into a staging directory; the content digest becomes
-   the data version; the directory is renamed into place. The build's run facts (its
-   ``BuildResult.run_facts`` and wall time) go to the run record ``_run/facts.json``, outside
-   the data version (ml/run_record.py), to the catalog's ``run_facts`` and to the metadata.
-5. Catalog rows in one atomic batch: asset_versions, lineage_edges, and (the first
-   time the catalog sees this version) the asset's own stats/decisions/quarantine, in the
-   version's deterministic own batch, so two racing runs record them exactly once.
-6. Return the data version and metadata to Dagster.
-
-Integrity: every upstream version a step reads (``upstream_version``) and a version reused as
-a cache hit is verified against its manifest first. A mismatch fails the step naming the file
-and both digests, records ``corrupt_versions`` rows and moves the version aside
-(``ArtifactStore.quarantine``), so nothing is ever built on top of it and the next run
-rebuilds it. A version the store has but the catalog missed is recorded on its next read.
+upstream versions -> fingerprint -> cache hit, or build into staging and publish -> catalog rows in one
+atomic batch -> data version and metadata. Every version a step reads or reuses is verified first; a
+corrupt one fails the step, is recorded in ``corrupt_versions`` and moved aside.
 """
 
 from __future__ import annotations

@@ -1,16 +1,7 @@
-"""Asset-selection jobs (DESIGN.md), by asset group, so new assets of a group join their job.
+"""Asset-selection jobs, by asset group, so new assets of a group join their job.
 
-| job | assets | pool |
-|---|---|---|
-| ingest_job | groups data, corpus, datasets: raw_docs ... tokenized_corpus and the *_dataset assets | - |
-| train_job | group models: lm_checkpoint, lora_adapter, embedding_checkpoint, relation_checkpoint | gpu |
-| export_job | group export: onnx_bundle | gpu |
-| full_pipeline | everything but the sweeps | training/export/evaluation ops: gpu |
-| sweep_job | group experiments: model_sweep (configs/sweep_debug.yaml) | sweep_train ops: gpu |
-
-Each job includes the asset checks of its assets. The landing sensor requests ingest_job;
-the retrain sensor requests train_job (only the models whose inputs changed) and then
-export_job.
+Each job includes the asset checks of its assets. Jobs, groups and pools: DESIGN.md, "The asset graph"
+and "Module notes".
 """
 
 from typing import Any, Collection, Mapping

@@ -1,17 +1,7 @@
 """Live progress of one run, read from the Dagster instance's event log (never from the console).
 
-    dagster job execute -m definitions -j full_pipeline -c configs/debug.yaml --tags '{"lineage/launch": "T"}' &
-    python -m jobs.progress --tag lineage/launch=T --pid $!
-
-prints one line per step start, per asset (computed or cache hit, with its data version), per
-check evaluation (passed/FAILED, validated now or recorded results reused), per step end and the
-run's end, as they happen, and exits 0 when the run succeeded, 1 otherwise.
-
-Why not filter the console: every step's stdout/stderr is captured by Dagster's compute-log
-manager, which mirrors the capture file back to the terminal with a ``tail -F`` process that it
-kills when the step ends (``dagster/_core/execution/compute_logs.py``); the last lines a step
-writes (often its STEP_SUCCESS and last check evaluations) can miss the terminal on a loaded
-machine although the event log has every event. The event log is the record; this reads it.
+The console can miss a step's last lines (Dagster's compute-log tail is killed when the step ends); the
+event log has every event. Usage and why: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,30 +1,9 @@
-"""Append-only catalog of versions, lineage, stats, metrics, checks and decisions.
+"""Append-only catalog of versions, lineage, stats, metrics, checks and decisions (Parquet batches, DuckDB views).
 
-Writers never open a database. Each ``Catalog.append`` call is one *batch*: one
-Parquet file per table it touches, written into a private staging directory and
-renamed to ``catalog/batches/<batch_id>/``. A rename is atomic, so a batch's rows
-appear in every table at once or not at all, and any number of processes can
-append at the same moment without locks, waits or lost rows.
-
-Readers see the batches through DuckDB views::
-
-    catalog/catalog.duckdb   CREATE VIEW asset_versions AS
-                             SELECT * FROM read_parquet('<home>/catalog/batches/*/asset_versions.parquet', union_by_name=true)
-
-``catalog/batches/_schema/`` holds one empty file per table so that every view
-exists (with the right column types) before the first row is written.
-``Catalog.query`` runs SQL on an in-memory DuckDB with the same views, so queries
-never contend for the ``catalog.duckdb`` file lock either.
-
-Idempotent rows of a version. The rows a version owns (its ``dataset_stats``, ``quarantine``,
-``doc_decisions``, ``training_metrics``, ...) go into a batch with a deterministic id,
-``own_batch_id(asset, version)``: two writers racing to record the same version both rename
-to the same ``batches/<id>/``, the second rename fails (the directory exists and is not empty)
-and that writer's batch is dropped, so the rows exist exactly once. The views of the
-version-owned tables (``VERSION_OWNED``) also keep only the first batch per (asset,
-data_version), which hides duplicates that older catalogs (random batch ids) may hold.
-``repair_version`` records a version that is in the store but not in the catalog (a writer
-killed between publishing and cataloguing) from its manifest.
+Writers never open a database: one ``append`` is one batch, staged and renamed into
+``catalog/batches/<batch_id>/``, so its rows appear in every table at once or not at all. A version's own
+rows go in a deterministic batch (``own_batch_id``), so racing writers record them exactly once. Layout,
+views and repair: DESIGN.md, "The catalog contract" and "Module notes".
 """
 
 from __future__ import annotations

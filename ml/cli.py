@@ -1,17 +1,8 @@
-"""lineage: the command line beside the Dagster UI.
+"""``lineage``: the command line beside the Dagster UI (stats, trace, verify, gc, rebuild, sample corpus, ...).
 
-    lineage sample-corpus [--limit N]         write the embedded sample corpus into the landing zone
-    lineage stats ["SQL"]                     run SQL on the catalog (no SQL: latest version of each asset)
-    lineage trace ASSET[@VERSION]             version-level lineage, upstream and downstream
-    lineage download-wiki --titles P --out F  fetch Wikipedia articles into landing-zone JSONL
-    lineage validate-config FILE              check every section of a run-config profile (ml/settings.py)
-    lineage verify BUNDLE.tar.gz              safe extraction, sha256 and parity re-run of a bundle
-    lineage promote COMPONENT VERSION         promote a bundle component; lineage promoted [--history]
-    lineage gc [--apply] [--repair]           leftovers of dead writers; versions the catalog missed
-
-Every command reads LINEAGE_HOME (--home before the command; default: $LINEAGE_HOME, else .lineage/
-in the checkout). Commands that live beside their stage come from PLUGIN_MODULES. Output into a
-closed pipe (``lineage trace X | head``) ends the command quietly.
+Every command reads LINEAGE_HOME (``--home`` before the command; default ``$LINEAGE_HOME``, else
+``.lineage/`` in the checkout); commands that live beside their stage come from ``PLUGIN_MODULES``.
+The commands: ``lineage --help`` and README; output into a closed pipe ends a command quietly.
 """
 
 from __future__ import annotations

@@ -1,21 +1,8 @@
 """``lineage rebuild ASSET@VERSION``: prove a stored version can be made again from its record.
 
-The store manifest names what a version was made from: upstream data versions, resolved config and
-code version (with each source file's digest, ``code_files``). A rebuild refuses when the current
-code's version differs (naming the files whose source changed) unless ``allow_code_change``; else it
-builds the asset again into a scratch store seeded with copies of the exact upstream versions, and
-compares the two versions file by file. Only content is compared: the run record (``_run/``) and the
-store manifest are expected to differ (DESIGN.md, "Content and run facts").
-
-- identical: every content file has the same sha256 (so the rebuild has the same data version);
-- within tolerance: a version whose manifest declares ``reproducibility.tolerance`` (an operation that
-  is not bit-deterministic) differs only in numbers, by at most that tolerance;
-- differs: which files, and how (weights: tensor names and max |difference|; tables: row counts and
-  a sample of differing rows; JSON: the first differing keys).
-
-This module is Dagster-free (comparison, planning, reporting, the catalog rows); running an asset
-again needs its definition, so the command hands the build itself to ``jobs/rebuild.py`` (lazily:
-the one place ``lineage`` reaches the Dagster side).
+Only content is compared (the run record and manifest are expected to differ), and a changed code version
+is refused unless ``allow_code_change``. Dagster-free: the build itself is handed to jobs/rebuild.py.
+Outcomes: DESIGN.md, "Content and run facts" ("Rebuilding a version").
 """
 
 from __future__ import annotations

@@ -1,34 +1,9 @@
-"""An offline sample corpus of real English prose, built from text every Python install carries.
+"""An offline sample corpus of real English prose from the running Python's own documentation.
 
-No network and no downloads: the documents come from the running interpreter's own
-documentation, so a fresh checkout can feed the landing zone and exercise the whole
-pipeline. Two sources, each written to its own file (``landing/sample/<source>.jsonl``)
-so that the landing zone holds more than one source:
-
-``pydoc_topics``
-    One document per entry of ``pydoc_data.topics.topics``: the long help texts that
-    ``help("assert")`` prints (language reference sections). Title is the topic key.
-``stdlib_docstrings``
-    Module, class, function and method docstrings of the standard library, read with
-    ``ast`` from the ``.py`` sources (nothing is imported). Only docstrings of at least
-    ``min_words`` words are kept; shorter ones are mostly one-line summaries. Title is the
-    dotted qualified name, e.g. ``json.decoder.JSONDecoder.decode``.
-
-Each document is ``{"title", "content", "url", "source_kind"}``; the ingester keeps the
-extra ``source_kind`` field in its ``meta`` column. Content is left exactly as written
-(reST markup, doctest examples and all): cleaning is a later stage's job. Nothing is
-de-duplicated here either: the stdlib repeats itself naturally (``_py_abc`` and ``abc``,
-``bz2`` and ``lzma``, ``distutils`` and its copies elsewhere, overridden methods that copy
-their parent's docstring: about 30 exact repeats, more near ones), and later stages test
-their deduplication on exactly that.
-
-The order and the bytes are deterministic for a given Python install: directories and
-files are walked sorted, nodes in source order, and nothing depends on set order or time.
-
-Size on CPython 3.11.7 (Linux) with the default ``min_words=25``: 79 ``pydoc_topics``
-documents and 3,017 ``stdlib_docstrings`` documents (734 files parsed, none skipped),
-3,096 in all, about 1.5 MB of text. ``min_words=10`` gives 5,521 docstrings, ``50`` gives
-1,449. Building everything takes a few seconds, almost all of it parsing the stdlib.
+No network: ``pydoc_topics`` (the help texts of ``pydoc_data.topics``) and ``stdlib_docstrings``
+(standard-library docstrings read with ``ast``, nothing imported), each to ``landing/sample/<source>.jsonl``.
+Deterministic for one Python install; left uncleaned and unde-duplicated on purpose (later stages test
+on it). Sources, fields and sizes: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

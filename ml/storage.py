@@ -1,23 +1,8 @@
 """Storage locations: a local path (the default) or an S3-compatible URL, ``s3://bucket/prefix``.
 
-Every place that keeps state (the artifact store, the catalog, the parse cache, training
-resume state, the landing zone) takes a *location*: ``location("/srv/lineage")`` is a
-``pathlib.Path``; ``location("s3://bucket/prefix")`` is a ``StorageUrl``, a ``str`` that joins
-with ``/`` like a path. The object-store client is obstore (Rust ``object_store``; chosen by
-``bench/objstore.py``): ``filesystem()`` is its fsspec filesystem (DuckDB reads the catalog
-through it, the landing zone streams through it), ``native_store(bucket)`` its native store
-(create-only PUTs, listings with modification times). Both are configured from the usual variables:
-
-    AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3)   the S3 endpoint (SeaweedFS, MinIO, ...); unset: AWS
-    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY    credentials (or any other botocore credential source)
-    AWS_REGION (or AWS_DEFAULT_REGION)          region (default us-east-1)
-
-or from ``configure(endpoint_url=..., key=..., secret=..., region=...)`` (resource config).
-
-Work that needs a POSIX directory (building a version, reading one, a training run) happens in
-local *scratch* space: ``$LINEAGE_SCRATCH``, default ``<tmp>/lineage-scratch-<uid>``; it holds
-``staging/`` (versions being built) and ``cache/`` (verified read copies of stored versions).
-It is never under the LINEAGE_HOME of an s3 home, which has no local part.
+``location(...)`` gives a ``Path`` or a ``StorageUrl`` (a ``str`` that joins with ``/``); work that needs
+POSIX files happens in local scratch space, never under an s3 home. Client, variables and scratch:
+DESIGN.md, "Object-store homes".
 """
 
 from __future__ import annotations

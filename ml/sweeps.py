@@ -1,16 +1,7 @@
 """Sweeps over training settings (no Dagster): the points of a grid or a random search, and their ranking.
 
-A sweep names a training asset, its base settings (the asset's config section) and the values
-to vary, by dotted path into those settings (``train.lr``, ``train.batch_size``,
-``train.warmup_steps``, ``model.hidden_size``...):
-
-    grid:   {train.lr: [0.001, 0.003, 0.01], train.batch_size: [8, 16]}    -> every combination
-    random: {n: 4, seed: 0, params: {train.lr: {low: 1e-4, high: 1e-2, log: true},
-                                      train.warmup_steps: [5, 10, 20]}}     -> n seeded draws
-
-Every point's settings are validated by the asset's own settings model before anything trains.
-The assets/sweeps.py graph asset trains one checkpoint per point (Dagster fan-out) and ranks the
-points by ``metric`` on the validation split (``mode`` min or max; default: the loop's rule).
+Every point's settings are validated by the asset's own settings model before anything trains. The
+sweep spec: DESIGN.md, "Module notes"; the asset: assets/sweeps.py.
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
 """Byte-level BPE tokenizer: train with HF ``tokenizers``, save and load as ``PreTrainedTokenizerFast``.
 
-One ``tokenizer.json`` serves every later stage (LM, LoRA, embedding and relation models, the ONNX
-bundle). Its layout (ml/FORMATS.md, "tokenizer"):
-
-- the special tokens come first, with ids 0..11 in the order of ``SPECIAL_TOKENS``;
-- then the 256 byte symbols, then the learned merges;
-- byte-level pre-tokenizer and decoder, **no normalizer and no added prefix space**, so
-  ``decode(encode(text)) == text`` for every string;
-- no post-processor: encoding adds no BOS/EOS by itself. The stages that want them add them
-  explicitly (``tokenized_corpus`` ends every document with ``<|eos|>``; ``encode_sft`` relies on the
-  role markers written into the prompt text).
-
-Raw document text never turns into special ids when encoded through ``encoder(...)``
-(``encode_special_tokens``), so a document that happens to contain the string ``<|eos|>`` stays
-text; prompts written with the chat template (``ml/datasets/sft.py``) do get the role-marker ids.
+No normalizer, no prefix space and no post-processor, so ``decode(encode(text)) == text`` and encoding
+adds no BOS/EOS; raw text never turns into special ids (``encoder``). Layout: ml/FORMATS.md, "tokenizer",
+and DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,18 +1,7 @@
-"""Experiment tracking with MLflow: every training and evaluation materialization that builds a
-version logs one MLflow run (no Dagster here).
+"""Experiment tracking with MLflow: each training and evaluation materialization that builds a version logs one run.
 
-- **Where:** ``MLFLOW_TRACKING_URI`` when set (a remote server ``http://host:5000``, a database, ...),
-  else the local store ``sqlite:///$LINEAGE_HOME/mlflow/mlflow.db`` with artifacts under
-  ``$LINEAGE_HOME/mlflow/artifacts`` (``mlflow ui --backend-store-uri sqlite:///$LINEAGE_HOME/mlflow/mlflow.db``
-  shows the runs). ``LINEAGE_TRACKING=off`` turns tracking off. Experiment: ``MLFLOW_EXPERIMENT_NAME``,
-  default ``lineage-forge``.
-- **What:** params = the resolved settings (flattened ``train.lr``...), metrics = every row of
-  ``metrics.jsonl`` (``<split>/<metric>`` at its step) or the evaluation figures, artifacts =
-  ``loss_curve.png`` / ``summary.json`` / the evaluation tables and images, tags = asset, data version,
-  fingerprint, code version and the Dagster run id.
-- **Never fails a materialization:** an unreachable or broken tracker is one warning; ``log_run``
-  returns ``{"status": "failed", "error": ...}`` for the metadata. A remote server gets
-  ``LINEAGE_TRACKING_TIMEOUT`` seconds (default 5) and no retries.
+Tracking never fails a materialization: an unreachable tracker is one warning and a ``failed`` status in
+the metadata. Where runs go, what is logged and the variables: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

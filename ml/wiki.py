@@ -1,42 +1,8 @@
-"""Download Wikipedia articles as plain text into a landing-zone JSONL file.
+"""Download Wikipedia articles (MediaWiki Action API, one request per title) into a landing-zone JSONL file.
 
-One request per title goes to the MediaWiki Action API (TextExtracts returns only
-one full extract per request). Each article becomes one JSON object per line:
-``title`` (the final title, after normalization and redirects), ``content``,
-``url``, plus ``pageid`` and ``requested_title`` (the title as asked for).
-
-Politeness: a ``User-Agent`` on every request, ``maxlag=5``, at most ``rate``
-request starts per second (retries included), exponential backoff with jitter on
-transient failures (connection errors, timeouts, HTTP 429/5xx, API ``maxlag`` /
-``ratelimited``, unparseable bodies), and ``Retry-After`` honoured (up to
-``BACKOFF_CAP`` seconds).
-
-Resume protocol (the run can be killed at any point and simply started again):
-
-1. The output ``<out>`` is only ever appended to. Each article is written with a
-   single ``write()`` of one complete ``\\n``-terminated line, then flushed.
-2. After the article line, the requested title is appended to ``<out>.done`` and
-   flushed. A title is also put in ``.done`` when it is settled without an article
-   (missing, invalid or empty page), so it is not asked for again. Titles that
-   failed (retries exhausted, HTTP 4xx, API errors) are not, so a rerun retries them.
-3. The output is fsynced after every article line, before its title goes to
-   ``.done``; ``.done`` itself is fsynced every ``FSYNC_EVERY`` titles and at the end.
-4. On start, a tail without a final ``\\n`` in ``<out>`` or ``<out>.done`` (a kill
-   in the middle of a write) is truncated away. The done set is then the lines of
-   ``.done`` plus the ``requested_title`` of every line of ``<out>``; the latter
-   covers a kill between steps 1 and 2 (such titles are appended to ``.done``
-   before anything else), so an article is never written twice.
-
-So even a power loss cannot leave a title in ``.done`` whose article is not on disk;
-it can at worst lose the last few ``.done`` entries, which step 4 recovers from the
-output's ``requested_title`` fields.
-
-A title that resolves (by redirect or normalization) to a page whose ``pageid`` is
-already in the output is settled without writing it again (``WikiReport.duplicate``).
-
-At the end of each run ``<out>.missing.txt`` is rewritten atomically with this
-run's titles that were not found, invalid, empty or failed, as
-``title<TAB>kind: reason`` lines.
+Resumable: the output is only appended to, one whole fsynced line per article, and a title goes to
+``<out>.done`` only after its article is on disk, so a rerun after a kill never writes an article
+twice. Politeness, the resume protocol step by step and ``<out>.missing.txt``: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

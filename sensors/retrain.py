@@ -1,28 +1,8 @@
-"""retrain_sensor: retrain a model when -- and only when -- the data it trains on really changed.
+"""retrain_sensor: retrain a model when, and only when, the data it trains on really changed.
 
-Targets are the assets of ``train_job`` (group ``models``) and of ``export_job`` (group
-``export``); a target's *inputs* are its parents in the asset graph (lm_checkpoint <-
-tokenized_corpus, tokenizer; lora_adapter <- lm_checkpoint, sft_dataset; ...). Each tick:
-
-1. For every input, the *current* version is the ``dagster/data_version`` of its latest
-   materialization. The *recorded* versions are those the target's latest version was built
-   from: ``upstream`` in its store manifest (the versions it actually read).
-2. A target is *due* when it has never been materialized, or when a current input version
-   differs from the recorded one. Data versions are content digests, so re-ingesting
-   byte-identical or content-identical data changes nothing and requests nothing.
-3. A due target waits while an input has no version yet, and is *blocked* while an input's
-   current version has a failed blocking check (``ml/quality/gate.py``).
-4. Train first: the due, unblocked models, plus the models downstream of them in train_job
-   (lora_adapter when lm_checkpoint retrains), form one ``train_job`` run (asset selection:
-   just those models). Then export: once no training run is requested or in flight,
-   ``onnx_bundle``, if its checkpoints changed, gets one ``export_job`` run -- only after the
-   new checkpoints passed their own blocking checks.
-5. Nothing is requested while a run that may materialize a requested asset or anything
-   upstream of it is queued or running (an ingest, a training run). A burst of landings
-   during a training run therefore yields one follow-up run, with the newest versions.
-6. ``run_key`` = digest(job, assets, current input versions); keys already requested are
-   kept in the cursor and not requested again, so a failed run is not retried until the
-   data changes again (the failure is in the ``run_failures`` table).
+A target is due when a current input version differs from the one its latest version was built from
+(content digests: re-ingesting identical data requests nothing), and blocked while an input has a failed
+blocking check. The tick step by step: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

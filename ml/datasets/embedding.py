@@ -1,16 +1,7 @@
-"""Embedding dataset: (anchor, positive) text pairs for contrastive training with in-batch negatives.
+"""Embedding dataset: (anchor, positive) pairs for contrastive training with in-batch negatives.
 
-Two kinds of pair, both inside one document (so a pair never crosses the split):
-
-- ``title_chunk``: the document's title, or its first sentence when the title is missing, too short
-  or shared by several documents, with a chunk of the same document (chunk 0 first, then others);
-  when the anchor is the first sentence, its own text is removed from the positive. Texts have
-  their whitespace collapsed to single spaces.
-- ``adjacent_chunks``: chunk i with chunk i+1 of the same document, the overlap the chunker repeats
-  removed from the positive, so the pair shares no text by construction.
-
-Hard rules: an anchor or positive text may occur once per split (in-batch negatives must be
-negatives), and a val pair whose anchor or positive text also occurs in train is dropped.
+Both kinds of pair (``title_chunk``, ``adjacent_chunks``) stay inside one document, and a text may occur
+once per split, so an in-batch negative is always a negative. The pair kinds: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,29 +1,8 @@
-"""GNN dataset: the chunk/entity graph of a relation_triples version, and passage-ranking examples.
+"""GNN dataset: the chunk/entity graph of a relation_triples version and passage-ranking examples.
 
-**Graph** (``graph/nodes.parquet``, ``graph/edges.parquet``):
-
-- one *chunk* node per chunk of a kept document (text: the chunk, whitespace collapsed, cut to
-  ``max_chunk_chars``), one *entity* node per distinct subject/object (key: lower-cased,
-  whitespace collapsed; text: the first spelling seen);
-- *relation* edges subject -> object, one per (subject, object, relation, split), typed by the
-  relation label and weighted by the highest triple confidence;
-- *mentions* edges chunk -> entity for the subject and object of every triple of the chunk,
-  weighted by the highest confidence of those triples.
-
-Every edge carries the ``split`` of the document whose triple made it (train, val or mixed_out).
-Training subgraphs use train edges only; validation subgraphs use train and val edges (the index a
-deployed ranker would see). Mixed-out documents give no node and no edge.
-
-**Examples** (``train.parquet``, ``val.parquet``): one per triple (most confident first; one per
-(subject, relation) query per split). The query is ``"<subject> <relation words>"`` (``is_a`` ->
-"is a"): the triple with its object held out. The positive is the triple's chunk. ``negatives`` are
-chunks of the same split, nearest first: chunks that mention the subject, then the object, then an
-entity one relation away from the subject (the same neighbourhood, ``hard``), then chunks drawn by a
-seeded hash from the split (``random``) until there are ``negatives`` of them. A chunk that also
-holds a triple with the same subject and relation is a correct answer, never a negative. A val
-query whose text is a train query is dropped (``skipped.query_in_train``). So no chunk of a val
-document is ever a train positive or negative, and vice versa (``candidate_doc_ids`` lists the
-documents of every candidate, checked by the ``no_doc_in_both_splits`` quality check).
+Every edge carries the split of the document that made it: training subgraphs see train edges only, and
+no chunk of a val document is ever a train positive or negative. Graph, examples and negatives:
+DESIGN.md, "Module notes"; files: ml/FORMATS.md.
 """
 
 from __future__ import annotations

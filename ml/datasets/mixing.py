@@ -1,15 +1,7 @@
 """Dataset mixing: a ``source -> weight`` map decides each source's share of the training documents.
 
-Keys name a landing-zone source either by its path as in raw_docs' ``source`` column
-(``sample/pydoc_topics.jsonl``) or by its file stem (``pydoc_topics``). An empty map keeps the
-natural shares. Otherwise every source needs a weight (0 drops it) and every key must match a
-source, so a typo or a new landing file is an error rather than a silently wrong mix.
-
-Mixing is applied to the train split at document level by seeded downsampling: the total kept is the
-largest T with ``T * w_s <= docs_s`` for every source (the scarcest source relative to its weight
-keeps all its documents), and each source keeps ``round(T * w_s)`` documents, the ones with the
-lowest ``doc_unit(seed, doc_id, "mix")`` hash, so the choice is stable and the same in every
-dataset. Realised shares differ from the weights only by rounding: at most 0.5 / T each.
+Every source needs a weight (0 drops it) and every key must match a source, so a typo is an error, not a
+silently wrong mix. The downsampling rule (seeded, the same in every dataset): DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

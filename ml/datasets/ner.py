@@ -1,27 +1,7 @@
 """NER dataset: BIO token tags from the relation extractor's subject/object spans (weak supervision).
 
-Every evidence sentence of a relation triple becomes one example. Its entities are the subjects and
-objects of the triples of that sentence, found in the sentence text as the relation dataset finds
-them (``relation.span_pattern``: markup quotes and asterisks, any whitespace between words). Types
-come from the argument's role first, then from its surface form (first match wins):
-
-    EXCEPTION  the object of ``raises``, or a single token ending in Error/Exception/Warning
-    VALUE      the object of ``defaults_to`` or ``returns``
-    AGENT      the object of ``created_by``, the subject of ``born_in``
-    CODE       a single token that looks like code: a dotted name, an identifier with ``_``,
-               a call ``f()``, or camelCase
-    CONCEPT    everything else
-
-An entity found twice in a sentence with two types keeps the earlier type of that list. Overlapping
-spans: the longer one wins (``skipped.overlapping_entity``). The sentence is encoded with the
-project tokenizer (``return_offsets_mapping``; no special tokens) and a token is tagged with an
-entity when its characters, leading whitespace excluded, overlap the entity span: ``B-TYPE`` on the
-first such token, ``I-TYPE`` after it, ``O`` elsewhere. Sentences longer than ``max_len`` tokens
-are skipped (``skipped.too_long``); sentences without triples are not used (the extractor's misses
-would become false ``O`` tags).
-
-Weak labels: the tags are what the rule extractor found, not gold annotations. The model learns to
-recognise the extractor's arguments in sentences it has not seen.
+Tags are what the rule extractor found, not gold annotations, and only sentences with triples are used (its
+misses would become false ``O`` tags). Entity types, span rules and token alignment: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

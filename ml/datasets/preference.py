@@ -1,39 +1,9 @@
-"""Preference dataset: (prompt, chosen, rejected) examples for DPO, from two sources.
+"""Preference dataset: (prompt, chosen, rejected) examples for DPO, supplied in ``landing/preferences/`` or derived.
 
-**User-supplied pairs** live in the landing zone under ``preferences/`` (``LINEAGE_HOME/landing/
-preferences/*.jsonl`` or ``*.jsonl.gz``; raw_docs leaves that directory alone). One JSON object per
-line with string fields ``prompt``, ``chosen`` and ``rejected`` (other fields are kept as JSON in
-the ``meta`` column). Lines are read and validated with raw_docs' own machinery (``ml.raw_docs``: streaming,
-``max_doc_bytes``, gzip, the same reason codes), so every line ends in exactly one place: a kept pair
-or the quarantine (source, line, reason, detail, excerpt), and ``landing.lines_read =
-landing.kept + landing.quarantined``. Reasons: those of raw_docs that apply to a line
-(``blank_line`` ... ``wrong_type``, ``truncated_file``, ``unreadable_file``), ``empty_content``
-(a field is empty or blank; the detail names it), and two of its own:
-
-==================  =================================================================
-same_response       chosen and rejected are the same text (after whitespace normalisation)
-duplicate_pair      the same (prompt, chosen, rejected) as an earlier kept line
-==================  =================================================================
-
-A prompt that does not start with a chat role marker (``<|system|>`` / ``<|user|>``) is wrapped as a
-user turn of the SFT chat template (``chat_prompt``), and ``<|end|>`` is appended to a response that
-lacks it, so pairs look exactly like the SFT data the policy was tuned on.
-
-**Derived pairs** (``derive: auto`` when no pair was supplied, ``always``, or ``never``) come from
-sft_dataset: chosen = the SFT response; rejected = the response to *another question of the same
-relation* whose object differs (a fluent, well-formed but wrong fact: "What does X return?" answered
-with what Y returns), picked with a seeded hash among the candidates of the same split; when no
-question of that relation has a different object, another question's answer of any relation.
-A row with no candidate at all is counted as ``skipped.no_negative``.
-
-**Splits and mixing** as in every dataset (``ml.datasets.mixing.plan_docs``): a derived pair belongs
-to its SFT row's document; a supplied pair's document is its prompt (``doc_id`` = digest of the
-whitespace-normalised prompt, ``source`` = its landing path), so every pair of one prompt is in one
-split. ``mix_weights`` keys name landing sources (``sample/pydoc_topics.jsonl``,
-``preferences/mine.jsonl`` or their stems). Negatives are drawn from the same split only
-(``rejected_doc_id`` names the document they come from), and a val pair whose prompt also occurs in
-train is dropped (``skipped.prompt_in_train``). Accounting: ``examples_in = landing.kept +
-derived.made = train.examples + val.examples + skipped.mixed_out + skipped.prompt_in_train``.
+Supplied lines go through raw_docs' line reader, so each ends as a kept pair or a quarantine row with a
+reason; derived pairs take a wrong answer of the same relation and split as ``rejected``. Every pair of
+one prompt lands in one split. Reasons, derivation, splits and accounting: DESIGN.md, "Module notes";
+files: ml/FORMATS.md.
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
-"""Held-out evaluation: every model version on the test split of its dataset (no Dagster).
+"""Held-out evaluation: every model version on the ``test`` split of its dataset (no Dagster).
 
-``evaluate_model(asset, model_dir, inputs, settings)`` loads a stored model version (safetensors
-loaders of ml/train/models.py) and measures it on the ``test`` split that training and model
-selection never saw (ml/datasets/splits.py):
-
-| model | test data | metrics |
-|---|---|---|
-| lm_checkpoint | tokenized_corpus test blocks | loss, perplexity, token_accuracy; greedy generations for fixed prompts |
-| lora_adapter (SFT), dpo_adapter | sft_dataset / preference_dataset test prompts | exact_match, token_f1 of the greedy answer (the text before ``Evidence:``) |
-| embedding_checkpoint | embedding_dataset test pairs | recall_at_1, recall_at_10, mrr (every test positive is a candidate) |
-| relation_checkpoint | relation_dataset test | accuracy, macro_f1, confusion matrix (table + PNG) |
-| gnn_checkpoint | gnn_dataset test queries | mrr, ndcg_at_10, hit_at_1 and the no-graph baseline's |
-| ner_checkpoint | ner_dataset test | entity precision / recall / f1 (micro and per type), token accuracy |
-
-Each metric comes with ``n``, the number of test items it was measured on. An empty test split
-(``test_ratio: 0``) is an error naming the dataset, not a silent zero.
+``evaluate_model(asset, model_dir, inputs, settings)``; every metric carries ``n``, and an empty test
+split is an error naming the dataset, never a silent zero. Models, test data and metrics: DESIGN.md,
+"Module notes".
 """
 
 from __future__ import annotations

@@ -1,21 +1,7 @@
-"""What an ONNX bundle is: its layout, file names and errors (ml/FORMATS.md, ONNX bundle).
+"""What an ONNX bundle is: its layout, file names and errors, and reading a stored one.
 
-Layout of a bundle (``bundle/`` in the store's version directory, and the members of
-``bundle.tar.gz`` beside it)::
-
-    manifest.json                 models, files (sha256, bytes), parity, versions, lineage
-    parity.json                   per model, per precision: metrics, criteria, passed
-    <model>/model.onnx            fp32
-    <model>/model.int8.onnx       INT8 dynamic quantization (absent with skip_quantization)
-    <model>/model.int4.onnx       causal LMs: int4 weight-only MatMulNBits (ml/export/int4.py; absent
-                                  with int4: false; every other model's manifest entry says why not)
-    <model>/tokenizer/            the tokenizer the model was trained with
-    <model>/samples.npz           input_ids, attention_mask (graph models: their named inputs and
-                                  feed_names), PyTorch fp32 reference outputs, texts
-
-Latency and export times are run facts: they live in the version's run record
-(``_run/latency.json``, ml/run_record.py), not in the bundle. Building: build.py; the tarball:
-tarball.py; checking one: verify.py.
+Latency and export times are run facts (``_run/latency.json``), never bundle content. Layout: ml/FORMATS.md,
+"onnx_bundle", and DESIGN.md, "Module notes"; building: build.py; the tarball: tarball.py; checking: verify.py.
 """
 
 from __future__ import annotations

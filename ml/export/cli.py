@@ -1,23 +1,7 @@
-"""``lineage verify``, ``lineage promote`` and ``lineage promoted`` (added to ml/cli.py's parser).
+"""``lineage verify``, ``lineage promote``, ``lineage promoted`` and ``lineage export-hf`` (added to ml/cli.py's parser).
 
-    lineage verify BUNDLE.tar.gz [--threads N] [--keep DIR]
-        safe extraction, every sha256, onnx.checker, parity samples re-run in ONNX Runtime;
-        exit 0 when everything holds, 1 otherwise
-    lineage verify ASSET@VERSION | VERSION_DIR | --all
-        every file of a stored version (or of every version) against its manifest (size, sha256);
-        a corrupt version is recorded in corrupt_versions and moved aside; exit 1 when one is
-    lineage promote COMPONENT VERSION [--by NAME] [--note TEXT]
-        promote a component (lm, embedding, relation) of onnx_bundle@VERSION (prefix ok);
-        exit 1, with the reason, when the bundle's blocking checks failed
-    lineage promoted [COMPONENT] [--history]
-        what is promoted now (or every promotion, newest first); the same as
-        lineage stats "select * from promotions order by promoted_at desc"
-    lineage export-hf VERSION DIR [--model lm|sft|dpo]
-        write the standalone Hugging Face folders of hf_release@VERSION (prefix ok, or "latest") to DIR
-        (DIR/<model>/, or DIR itself with --model); VERSION may also be a checkpoint,
-        lm_checkpoint@V / lora_adapter@V / dpo_adapter@V, built into DIR on the spot (ml/export/hf_release.py)
-
-Heavy imports (onnx, onnxruntime) happen inside the commands.
+Each exits 1 with the reason when what it checks does not hold; heavy imports (onnx, onnxruntime) happen
+inside the commands. Arguments and exit codes: ``lineage COMMAND --help`` and DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

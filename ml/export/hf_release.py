@@ -1,22 +1,8 @@
-"""Standalone Hugging Face release of every language model, with a model card made from the lineage.
+"""Standalone Hugging Face release of every language model (lm, sft, dpo), with a model card made from the lineage.
 
-A release holds one ``save_pretrained`` folder per LM (``RELEASE_MODELS``):
-
-    lm/    lm_checkpoint (the causal LM trained from scratch)
-    sft/   lora_adapter merged into the lm_checkpoint it was trained on (or the full fine-tune)
-    dpo/   dpo_adapter (the DPO-aligned SFT model; saved with merged weights), when it exists
-
-each with ``model.safetensors`` + ``config.json``, the tokenizer (``tokenizer.json``,
-``tokenizer_config.json``, ``chat_template.jinja``), ``generation_config.json`` (greedy; the chat
-models also stop at ``<|end|>``) and ``README.md``: a model card whose YAML metadata and text come
-from the store manifests — the training data versions and their stats, the training config, the
-final validation (and test, where present) metrics, the parity results (greedy tokens of this
-folder vs the checkpoint; the ONNX bundle's fp32/INT8/int4 gates when built from a bundle), intended
-use and limits, and the lineage down to raw_docs. ``release.json`` indexes the folders.
-
-Every folder loads with plain ``AutoModelForCausalLM.from_pretrained(folder)`` offline (no project
-code) and is checked when built: on the sample prompts its greedy tokens must equal the tokens of the
-checkpoint it came from (loaded with the project's loaders), else the release says so and fails its gate.
+Every folder loads with plain ``AutoModelForCausalLM.from_pretrained`` offline, and is checked when built:
+its greedy tokens on the sample prompts must equal the checkpoint's, else the release fails its gate.
+Folders and the model card: DESIGN.md, "Module notes"; files: ml/FORMATS.md, "hf_release".
 """
 
 from __future__ import annotations

@@ -1,28 +1,8 @@
 """int4 weight-only quantization of the causal LMs with ONNX Runtime's MatMulNBits quantizer.
 
-``onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer`` (the default, RTN-style
-algorithm) replaces every ``MatMul`` whose second input is a constant weight by a ``MatMulNBits``
-node (com.microsoft): the weight stored as 4-bit integers in blocks of ``block_size`` values along
-the reduction axis, one fp32 scale (and, asymmetric, one 4-bit zero point) per block; activations
-stay fp32. The result is ``<model>/model.int4.onnx`` beside the fp32 and INT8 files.
-
-What is *not* quantized is reported, never skipped in silence (``audit``): each remaining MatMul,
-Gemm and constant-table Gather with the reason, e.g.
-
-- ``MatMul`` with two activation inputs (attention Q·Kᵀ and weights·V): no constant weight;
-- ``Gather`` over the embedding table: int4 Gather (``GatherBlockQuantized``) needs opset 21 and
-  IR 10, and the bundle exports opset 17 (below 18 ``ReduceMean`` takes ``axes`` as an attribute,
-  so a graph forced to opset 21 no longer loads). The table is therefore stored INT8 (ORT dynamic
-  quantization of the Gather alone, as the INT8 model does) or fp32 (``int4_embeddings``: ``auto``
-  builds both and keeps the INT8 table when that model passes the int4 gate, the fp32 one otherwise;
-  on the debug LM: 0.60 MB with top-1 0.906 vs 1.36 MB with top-1 0.9375);
-- ``Gemm``: MatMulNBits covers MatMul only.
-
-Only causal LMs are quantized to int4 (``KINDS``); for every other kind the manifest says why not.
-A failure of the quantizer itself is recorded with its message and fails the model's int4 gate.
-
-The int4 gate (parity.py ``Thresholds``): top-1 next-token agreement with PyTorch fp32 and the
-max |logit difference| on the model's stored sample prompts.
+What is not quantized is reported with the reason (``audit``), never skipped in silence; the embedding
+table stays INT8 or fp32 (int4 Gather needs opset 21, the bundle exports 17). Details, figures and the
+gate: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,21 +1,7 @@
-"""INT8 dynamic quantization with ``onnxruntime.quantization``.
+"""INT8 dynamic quantization with ``onnxruntime.quantization`` (pre-processing, per-tensor/per-channel, embedding tables).
 
-1. Pre-processing (``quant_pre_process``): symbolic shape inference (with ``auto_merge``, which the
-   transformer graphs here need), ORT's basic graph optimizations, ONNX shape inference. When
-   symbolic inference cannot finish, ONNX shape inference alone is used, and the report says so.
-2. ``quantize_dynamic``: weights int8 (symmetric), activations uint8 quantized at run time; MatMul
-   and Gather (the embedding tables — most of a small model's bytes) are quantized.
-3. Per-tensor or per-channel weight scales. Per-channel is usually far closer to fp32 for
-   transformers (measured on all-MiniLM-L6-v2: embedding cosine to fp32 about 0.946 per-tensor vs
-   0.993 per-channel, ``bench/export.py``); ``"auto"`` builds both and keeps the one closer to the
-   PyTorch reference on the sample inputs (the choice and both scores go to the parity report).
-4. Embedding tables (Gather) quantized or kept fp32 (``quantize_embeddings``). Quantized tables are
-   small files; fp32 tables keep a small LM's next-token ranking: on the debug LM (hidden 64, vocab
-   4,096) INT8 top-1 agreement over 200 validation windows was 0.97 with quantized tables and 0.99
-   with fp32 ones. ``"auto"`` tries both and keeps fp32 tables only when no candidate with INT8 tables
-   passes the parity thresholds.
-
-The fp32 model is never modified; the INT8 model is written beside it.
+The fp32 model is never modified; ``"auto"`` choices are made by parity on the sample inputs, and the
+choice and its scores go to the parity report. The steps and the measured figures: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

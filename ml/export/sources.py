@@ -1,16 +1,7 @@
-"""From checkpoint versions in the store to what the export needs: model sources, sample texts, lineage.
+"""From checkpoint versions in the store to what the export needs: model sources, sample texts, lineage, evaluation.
 
-- ``resolve_models``: the three bundle components from the exact checkpoint versions
-  (``lm`` = lora_adapter merged into the lm_checkpoint version its manifest records,
-  ``embedding`` = embedding_checkpoint, ``relation`` = relation_checkpoint, ``gnn`` = gnn_checkpoint
-  with the gnn_dataset and embedding_checkpoint it was trained on, ``ner`` = ner_checkpoint,
-  ``dpo`` = dpo_adapter, the DPO-aligned LM, saved with merged weights).
-- ``sample_texts``: real texts for the parity samples, from the validation split of the dataset
-  each model was trained on (found by walking the store manifests upstream), else cleaned chunks.
-- ``walk_lineage``: every upstream version down to ``raw_docs`` and its landing files, with code
-  versions and run ids, from the store manifests.
-- ``bundle_evaluation``: the held-out test figures of exactly the bundled checkpoints, from a
-  model_evaluation version, for the bundle manifest.
+Everything is read from the exact versions the store manifests record (``resolve_models``,
+``sample_texts``, ``walk_lineage``, ``bundle_evaluation``): DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

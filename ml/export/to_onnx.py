@@ -1,25 +1,8 @@
-"""The one export path: a standard HF directory -> a wrapped torch module -> ONNX.
+"""The one export path: a standard HF directory -> a wrapped torch module (per kind) -> ONNX.
 
-Every model is exported the same way, through a small wrapper module per kind, so that every
-graph has the same two inputs (``input_ids``, ``attention_mask``: int64 [batch, seq], right-padded)
-and one output:
-
-- ``causal_lm``  -> ``logits`` [batch, vocab]: the next-token logits after the last real token of
-  each row (LoRA adapter merged into the base first; no KV cache);
-- ``embedding``  -> ``embeddings`` [batch, hidden]: the pooling (``pooling.json``) inside the graph;
-- ``classifier`` -> ``logits`` [batch, num_labels]: the sequence-classification head;
-- ``token_classifier`` -> ``logits`` [batch, sequence, num_labels]: one row of tag logits per token (NER);
-- ``ranker`` (the GNN) has graph inputs instead (``ml/gnn/model.py``: x, edge_index, edge_attr,
-  node_example, query, candidates -> ``scores`` [batch, candidates]); ``ml/gnn/export.py`` loads it,
-  builds its samples and exports it, and the rest of the path (quantization, parity, latency,
-  manifest) is shared.
-
-Exports use the TorchScript exporter (``dynamo=False``): the dynamo exporter needs ``onnxscript``,
-and the legacy graphs ran faster in ONNX Runtime for a MiniLM encoder. Models load with eager
-attention, so no SDPA shortcut (e.g. "mask is all ones, drop it") is baked into the traced graph;
-the example input used for tracing has a padded row for the same reason. A sparse mixture-of-experts
-LM (Mixtral) loads with the ``batched_mm`` experts forward (ml/train/moe.py): the same function as the
-default per-expert loop, without data-dependent control flow, so the traced graph routes every input.
+Every text model's graph has the same inputs (``input_ids``, ``attention_mask``) and one output; exports
+use the TorchScript exporter with eager attention and a padded example row, so no shortcut is baked into
+the trace. Kinds, outputs and exporter choices: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

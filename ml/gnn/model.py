@@ -1,25 +1,8 @@
-"""GraphRanker: a query-conditioned graph attention network that scores candidate chunks.
+"""GraphRanker: a query-conditioned graph network (GINEConv) that scores candidate chunks.
 
-Inputs (one batched graph of B queries, each with its own subgraph; the ONNX graph has the same):
-
-    x             float32 [N, D]  node features: embedding_checkpoint vectors of the node texts (L2-normalised)
-    edge_index    int64   [2, E]  source, target node (both directions present)
-    edge_attr     float32 [E, A]  one-hot edge type (RELATIONS + mentions), reverse flag, confidence
-    node_example  int64   [N]     the query (0..B-1) each node's subgraph belongs to
-    query         float32 [B, D]  embedding of each query text (L2-normalised)
-    candidates    int64   [B, K]  node index of each candidate chunk
-    -> scores     float32 [B, K]
-
-Each node starts from [x, q, x*q, cos(x, q)] with q its query's vector, so message passing is about
-this query; ``num_layers`` GINEConv layers (torch_geometric; the message is ReLU(h_j + W edge_attr),
-so the edge type and confidence shape every message; summed, then a 2-layer MLP) with a linear skip; a node's score is ``w . h + alpha * cos(x, q)``: alpha starts at 1/0.05, so an untrained
-ranker ranks like the no-graph baseline (cosine of the embedding model) and training learns what the
-graph adds. The layers export to ONNX (TorchScript exporter, opset 17) with dynamic N, E, B, K.
-
-Why GINEConv and not GATConv: GATConv (and GATv2Conv) export with fp32 parity too, but their
-softmax's scatter-max becomes ONNX ``If`` nodes, and after ORT's INT8 pre-processing the graph
-fails ``onnx.checker`` ("nodes must be topologically sorted"), so there would be no INT8 model.
-GINEConv (sum aggregation) exports, quantizes and passes both parity gates.
+An untrained ranker ranks like the no-graph baseline (the score starts as the cosine of the embedding
+model), so training learns what the graph adds; GINEConv rather than GAT because GAT's graph fails
+``onnx.checker`` after INT8 pre-processing. Inputs, layers and the export: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
 """Validate one stored version with its asset's suite, and record the results in the catalog.
 
-    results = validate_version(store, "cleaned_chunks", data_version)   # list of plain dicts
-    record_results(catalog, "cleaned_chunks", data_version, results, run_id)
-
-Each result: check_name, severity ("ERROR" for blocking checks, "WARN" for warnings), passed,
-expectation (the GX type and kwargs), element_count, unexpected_count, unexpected_percent,
-observed_value, sample (failing rows), error, inputs (upstream versions the suite read).
-``check_results.details`` holds everything but check_name/passed/severity as JSON;
-``ml/quality/gate.py`` reads the latest row of each check back.
-
-A result belongs to a data version and to the *check version* (``check_version``: the source of
-``ml/quality/``, the Great Expectations version, the asset and its thresholds). Versions are
-immutable, so a recorded result with the same check version is the result validating again would
-give; ``recorded_results`` returns them (each with ``reused_from_run``), and the Dagster check
-reports them instead of running GX again.
+A result belongs to (data version, check version): a recorded result with the same check version is what
+validating again would give, so ``recorded_results`` returns it instead. Result fields: ml/FORMATS.md,
+"Checks"; usage: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
 """Relation triples (subject, relation, object, confidence, evidence span) from text chunks.
 
-    from ml.relation_triples import get_extractor, extract_triples, TripleCache
-
     extractor = get_extractor("simple")            # or "spacy" (needs spaCy + a model)
-    cache = TripleCache(root, extractor.name, extractor.version)
-    triples, stats = extract_triples(chunks, extractor, min_confidence=0.3, cache=cache)
+    triples, stats = extract_triples(chunks, extractor, min_confidence=0.3, cache=TripleCache(root, ...))
 
-``base``: the label set (``RELATIONS``), ``Triple``, the ``Extractor`` protocol;
-``registry``: backends by name; ``sentences``: prose sentence spans; ``lexicon``: phrase ->
-label tables and the confidence formula shared by the backends; ``tokens`` and ``rules``: the
-``simple`` rule engine; ``simple`` and ``spacy_backend``: the backends; ``cache``: the
-per-chunk parquet cache; ``extract``: the frame-level driver; ``parts``: the stage's
-``triples/part-*.parquet`` output (write and read).
+Which module does what: DESIGN.md, "The parts" and "Module notes".
 """
 
 from ml.relation_triples.base import RELATIONS, Extractor, Triple

@@ -1,22 +1,8 @@
 """Per-chunk cache of extracted triples, keyed by (extractor name, version, chunk digest).
 
-Layout: ``<root>/<name>/<version>/shard-<time_ns>-<pid>-<random>.parquet``. Each
-``put_many`` writes one new immutable shard (temporary sibling, fsync, rename: see
-``ml.fsutil.atomic_write_bytes``), so concurrent writers never touch each other's files
-and a reader sees a shard whole or not at all. The temporary files are hidden
-(``.shard-...tmp``) and never match the ``shard-*.parquet`` glob.
-
-Columns: digest, subject, relation, object, confidence, start, end. A chunk that gave no
-triple is stored as a single row with a null relation, so it is not parsed again.
-
-Two writers racing on the same chunk both store it; readers take, per digest, the rows of
-the first shard (by name, i.e. by write time) that has it, so a chunk never comes back
-twice. Outputs are deterministic for a given extractor version, so either copy is right.
-``compact()`` folds every shard into one; it only deletes shards it has merged, so it is
-safe against concurrent writers, and readers retry when a shard vanishes under them.
-
-The root may be an ``s3://bucket/prefix`` URL (ml/storage.py): a shard is then one object PUT
-(whole or absent, no temporary name needed), listed and read the same way.
+Each ``put_many`` writes one new immutable shard (atomic), so writers never touch each other's files;
+readers take each digest from the first shard that has it. Layout, races, ``compact`` and object-store
+roots: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,26 +1,8 @@
 """Resumable training state, written without pickle and read back only if it is intact.
 
-A checkpoint is a directory ``<work>/checkpoints/step-<N>/``::
-
-    model.safetensors       the trainable parameters (frozen ones come from the base again)
-    optimizer.safetensors   every tensor of the optimizer state, flattened
-    rng-rank<r>.safetensors torch CPU (and CUDA) generator states of rank r
-    rng-rank<r>.json        python and numpy generator states of rank r, and its unlogged metric window
-    state.json              step, data position, optimizer groups, scheduler, grad scaler,
-                            best metric, metric history, and the sha256 of every other file
-
-Tensors go through safetensors, everything else through JSON: nothing is ever unpickled.
-A file whose sha256 differs from state.json, or that is not valid safetensors (a pickle
-renamed, a truncated file), makes ``load_checkpoint`` raise ``CheckpointError``.
-
-Writes are atomic: the directory is built as ``.tmp-step-<N>`` and renamed into place, so
-a kill leaves either no checkpoint or a whole one. ``prune`` keeps the last K and the best.
-
-Named checkpoints: ``<work>/checkpoint-latest`` and ``<work>/checkpoint-best`` are relative symlinks
-to real ``checkpoints/step-<N>`` directories (re-pointed atomically after every save, before any
-pruning, so they never dangle). ``resolve_ref`` turns ``train.resume_from`` / ``train.init_from``
-(a path, ``latest``/``best``, or ``ASSET@VERSION:best``) into a verified step directory, and
-``adopt`` brings another run's checkpoint into this run's work directory before resuming from it.
+Tensors go through safetensors and everything else through JSON, each file's sha256 in ``state.json``;
+a checkpoint directory is renamed into place whole. Layout, named checkpoints and references:
+DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,16 +1,8 @@
-"""Typed training configuration (pydantic, no Dagster): one model per checkpoint asset.
+"""Typed training configuration (pydantic, no Dagster): one settings model per checkpoint asset.
 
-Every model forbids unknown fields and its validators name the field at fault, so a bad
-run config fails before any training starts (``lineage validate-config FILE``). The Dagster
-assets mirror these models as ``dg.Config`` classes (assets/training.py) and convert back
-with ``model_validate`` — the rules live only here.
-
-    DeviceSettings        device / precision / seed / determinism (the ``torch_device`` resource)
-    LoopSettings          the shared loop: steps, batch, AdamW, schedule, clipping, eval, checkpoints
-    CheckSettings         the blocking checks: loss fell, validation metrics finite and past a floor
-    LMCheckpointSettings, LoraAdapterSettings, EmbeddingCheckpointSettings, RelationCheckpointSettings,
-    GnnCheckpointSettings, NerCheckpointSettings, DpoAdapterSettings
-    MoESettings           the sparse mixture-of-experts options of the LM (arch: mixtral)
+Every model forbids unknown fields and its validators name the field at fault, so a bad run config fails
+before any training; the Dagster config is derived from these models (``dagster_config``). The models:
+DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,28 +1,7 @@
 """DPO (Direct Preference Optimization) of the SFT model: the ``dpo_adapter`` Task of the one loop.
 
-Policy and reference both start as the SFT model: lora_adapter merged into the lm_checkpoint it was
-trained on (``models.load_lora_merged``). The **reference** is a frozen copy (``requires_grad=False``,
-eval mode, never given to the optimizer); the **policy** is a new LoRA on the merged model
-(``model.mode: lora``) or the whole model (``full``).
-
-For a pair, ``log p(y|x)`` is the sum of the response tokens' log-probabilities (prompt and padding
-masked with -100, exactly as ``encode_sft`` does for SFT). With
-``h = [log pi(y_c|x) - log pi(y_r|x)] - [log ref(y_c|x) - log ref(y_r|x)]`` the sigmoid loss is
-
-    loss = -(1 - eps) * log sigmoid(beta * h) - eps * log sigmoid(-beta * h)
-
-(``beta`` = ``model.beta``, ``eps`` = ``model.label_smoothing``; eps = 0 is the DPO paper's loss, eps
-> 0 the conservative variant for noisy labels). Implicit rewards: ``r_c = beta * (log pi(y_c|x) -
-log ref(y_c|x))``, likewise ``r_r``.
-
-Validation metrics: ``loss``, ``reward_accuracy`` (share of pairs with r_c > r_r; 0 before any
-training, since the policy equals the reference), ``chosen_reward``, ``rejected_reward``, ``margin``
-(mean r_c - r_r), ``logp_accuracy`` (share of pairs whose chosen response the policy itself finds
-more likely: meaningful before training too) and ``pairs``. ``summary.json`` ``data.val_before``
-holds the same metrics for the SFT model (policy = reference) on the same validation pairs.
-
-Saved version (FORMATS.md): ``model/`` = the aligned policy with its LoRA merged (full weights,
-``AutoModelForCausalLM``), ``tokenizer/``.
+Policy and frozen reference both start as the SFT model (lora_adapter merged into its lm_checkpoint), so
+``reward_accuracy`` is 0 before training. The loss, rewards and metrics: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,27 +1,8 @@
 """THE training loop, shared by every model (nanoGPT-style: read it top to bottom).
 
-A model plugs in as a ``Task``: the module, train/val examples, a collate function, a loss
-and an evaluation. The loop owns everything else:
-
-- AdamW (decay on matrices only), linear warmup then cosine decay to ``min_lr_ratio``;
-- gradient accumulation, clipping, autocast (bf16/fp16 on CUDA; fp32 on CPU unless asked),
-  a grad scaler for fp16, optional gradient checkpointing;
-- evaluation every ``eval_every`` steps, checkpoints every ``save_every`` steps (and whenever the
-  validation metric improves), keeping the last K and the best;
-- resume: the newest checkpoint in ``work`` restores model, optimizer, scheduler, scaler, RNGs
-  and the data position, so on CPU with a fixed seed a resumed run ends bit-identical;
-  ``resume_from`` (another run's checkpoint, adopted into ``work`` first) continues that run,
-  ``init_from`` starts this one from another checkpoint's weights; ``work/checkpoint-latest`` and
-  ``work/checkpoint-best`` always point at real step checkpoints;
-- DDP under torchrun (ddp.py): sharded batches, gradients synchronised once per optimizer step,
-  only rank 0 writes;
-- early stopping: ``early_stopping_patience`` evaluations in a row without an improvement of
-  ``best_metric`` by more than ``early_stopping_min_delta`` stop the run (summary: stopped at step,
-  best step); val only, the test split is never read here;
-- the gradient norm of every optimizer step (before clipping) as a metric row; throughput
-  (tokens/s and samples/s per step, excluding evaluation and checkpoints) and peak memory per
-  evaluation are run facts (``TrainResult.step_facts``), not content: they stay out of metrics.jsonl;
-- a progress line, and every logged value as a metric row {step, split, metric, value}.
+A model plugs in as a ``Task``; the loop owns optimizer, schedule, precision, evaluation, checkpoints,
+resume (bit-identical on CPU with a fixed seed), DDP and early stopping. Throughput and memory are run
+facts, never metrics.jsonl. What it does, point by point: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

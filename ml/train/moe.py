@@ -1,31 +1,8 @@
-"""Sparse mixture-of-experts causal LM (``lm_checkpoint`` with ``model.arch: mixtral``).
+"""Sparse mixture-of-experts causal LM (``lm_checkpoint`` with ``model.arch: mixtral``): model, losses, routing metrics.
 
-The model is transformers' ``MixtralForCausalLM``, configured small: every layer's FFN is
-``moe.num_experts`` SwiGLU experts and a linear router; each token goes to its top
-``moe.experts_per_token`` experts, weighted by the renormalised router softmax. By default an
-expert's FFN width is the dense ``ffn / experts_per_token``, so the FFN parameters *active per token*
-equal those of the dense Llama of the same ``hidden_size`` / ``intermediate_size``.
-
-Training loss (``moe_loss``), with the router logits of every layer (``output_router_logits=True``):
-
-    loss = CE(next token)
-         + router_aux_loss_coef * aux      aux = E * sum_e f_e * P_e (Switch Transformer load balancing:
-                                           f_e share of the top-k assignments, P_e mean router
-                                           probability; 1.0 when perfectly balanced), transformers'
-                                           ``load_balancing_loss_func``
-         + router_z_loss_coef  * z         z = mean over layers and tokens of logsumexp(router logits)^2
-                                           (ST-MoE; the HF class has no z-loss, so it lives here)
-
-Every evaluation logs, next to loss / perplexity / token_accuracy (cross-entropy only, comparable
-with a dense LM): ``aux_loss``, ``z_loss``, ``expert_share.l<L>.e<E>`` (share of layer L's routing
-assignments that went to expert E; sums to 1 per layer), ``experts_used`` (share of (layer, expert)
-pairs that got at least ``USED_SHARE`` of their fair share 1/E), ``min_expert_load`` and
-``max_expert_load`` (min / max of share x E: 1.0 is perfect balance, 0 an expert that gets nothing).
-The blocking check ``experts_not_collapsed`` (ml/train/checkpoint_checks.py) reads the shares.
-
-Export: the default ("eager") experts forward loops over the experts that received tokens, which a
-trace would freeze; ``EXPORT_EXPERTS`` ("batched_mm": gather each token's expert weights, batched
-matmuls) computes the same function without data-dependent control flow and exports to ONNX.
+transformers' ``MixtralForCausalLM``, small; the loss adds the Switch load-balancing and ST-MoE z-losses
+to cross-entropy, and export uses the ``batched_mm`` experts forward (same function, no data-dependent
+control flow). Loss terms, logged expert shares and the export choice: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

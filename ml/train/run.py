@@ -1,16 +1,7 @@
 """One checkpoint, end to end: build the task, run the loop, write the version's files.
 
-The same ``run_training(spec)`` runs in the Dagster step process (one process) and under
-``torchrun`` (``python -m ml.train SPEC.json``, every rank): the asset decides which. Rank 0
-writes, into ``spec.out_dir`` (the store's staging directory)::
-
-    model/ or adapter/, tokenizer/, [pooling.json]   (tasks.py, FORMATS.md "Checkpoints")
-    metrics.jsonl      one {step, split, metric, value} per line
-    loss_curve.png     train/val loss and the headline validation metric
-    summary.json       final metrics, best, early stopping, device, data counts (content only)
-    _run/train_run.json   run facts of the summary: throughput, seconds, peak memory, resumed_from_step
-    _run/train_steps.jsonl   run facts, not content (ml/run_record.py's ``_run/``): seconds and
-                       tokens/s, samples/s per optimizer step; eval seconds and peak memory per evaluation
+``run_training(spec)`` runs the same in the Dagster step and under ``torchrun`` (every rank); rank 0
+writes into ``spec.out_dir``. The files: ml/FORMATS.md, "Checkpoints", and DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
-"""The six models as loop Tasks (ml/train/loop.py), and what each one publishes.
+"""The models as loop Tasks (ml/train/loop.py), and what each one publishes.
 
-    lm         causal LM from scratch on tokenized_corpus blocks      val: loss, perplexity
-    sft        LoRA (or full) fine-tuning of lm_checkpoint on sft_dataset, prompt tokens masked
-                                                                      val: loss, perplexity, token_accuracy
-    embedding  bi-encoder, InfoNCE with in-batch negatives             val: recall_at_1, mean_pos_cosine, loss
-    relation   sequence classifier on entity-marked text               val: accuracy, macro_f1, loss
-    gnn        graph ranker over gnn_dataset subgraphs (ml/gnn/)       val: mrr, ndcg_at_10, hit_at_1 and the
-               same for the no-graph baseline (baseline_*), mrr_gain, loss
-    ner        BIO token classifier on ner_dataset                     val: precision/recall/f1 (micro and
-               per type, exact entity span), token_accuracy, loss
-    dpo        DPO of the merged SFT model on preference_dataset       val: loss, reward_accuracy, chosen/rejected
-               (ml/train/dpo.py), frozen SFT reference                 rewards, margin, logp_accuracy
-    (lm with model.arch: mixtral is a sparse MoE: ml/train/moe.py adds router losses and expert utilisation)
-
-``BUILDERS[asset](settings, inputs)`` returns a ``Built``: the Task, a ``save(out)`` that writes
-the model part of the version (FORMATS.md "Checkpoints"), and data stats for the summary.
+``BUILDERS[asset](settings, inputs)`` returns a ``Built``: the Task, a ``save(out)`` that writes the model
+part of the version (ml/FORMATS.md, "Checkpoints"), and data stats. Models and their val metrics:
+DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations
