@@ -214,8 +214,8 @@ def merge_and_assemble(store: ArtifactStore, units: list[str], cfg: pipeline.Cur
 
         def build_index(index_dir: Path) -> BuildResult:
             merged.index.save(index_dir)
-            return BuildResult(stats={"kept_with_shingles": len(merged.index.kept_ids),
-                                      "exact_keys": len(merged.index.exact_ids)}, rows=len(merged.index.kept_ids))
+            return BuildResult(stats={"kept_with_shingles": merged.index.kept.height,
+                                      "exact_keys": merged.index.exact.height}, rows=merged.index.kept.height)
 
         store.put(CURATION_INDEX, build_index, fingerprint=links[-1], code_version=CURATION_CODE,
                   config=_config_json(cfg), upstream={"chain": links[-1]}, run_id=run_id)

@@ -71,6 +71,7 @@ QUARANTINE_SCHEMA = {
 }
 SKIP_CHUNK = 1 << 20
 PART_BYTES = 64 << 20  # a Parquet part holds at most this many bytes of input lines (bounds memory)
+ROW_GROUP_ROWS = 2048  # rows per Parquet row group: a reader can stream a part in row groups (curation does)
 BOM = b"\xef\xbb\xbf"
 
 
@@ -507,7 +508,7 @@ class PartWriter:
             return
         df = pl.DataFrame(self.rows, schema=self.schema, orient="row")
         df.write_parquet(self.directory / f"{self.prefix}part-{self.parts:05d}.parquet", compression="zstd",
-                         statistics=True)
+                         statistics=True, row_group_size=ROW_GROUP_ROWS)
         self.parts += 1
         self.rows, self.bytes = [], 0
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ import polars as pl
 from ml.cleaned_chunks.chunking import CHUNK_SCHEMA, ChunkConfig, chunk_frame
 from ml.cleaned_chunks.clean import CleanConfig, check_patterns, clean_frame, exact_key_expr, line_rules
 from ml.cleaned_chunks.filters import MIX, FilterConfig, WordArrays, compute_features, first_failing_reason
-from ml.cleaned_chunks.minhash import MinHasher, ShingleSets, _band_hash, lsh_params, resolve
+from ml.cleaned_chunks.minhash import MinHasher, _band_hash, lsh_params, resolve
 
 DECISIONS = ("kept", "exact_duplicate", "near_duplicate", "filtered")
 # similarity: exact Jaccard with duplicate_of (1.0 for an exact duplicate), null otherwise
@@ -60,7 +61,7 @@ class CurationConfig:
     shingle_size: int = 5
     num_perm: int = 128
     minhash_seed: int = 42
-    batch_docs: int = 10_000
+    batch_docs: int = 1_000  # documents cleaned and hashed at once: the unit step's memory
     threads: int = 2
 
 
@@ -99,10 +100,14 @@ class CurationReport:
 
 
 def iter_batches(paths: list[Path], batch: int) -> Iterator[pl.DataFrame]:
+    """The documents of ``paths`` in batches of at most ``batch`` rows, read one Parquet row group
+    at a time (raw_docs writes row groups of ``ROW_GROUP_ROWS``), never a whole file."""
+    import pyarrow.parquet as pq
+
     for path in paths:
-        df = pl.read_parquet(path, columns=[*DOC_COLUMNS, "content"])
-        for lo in range(0, df.height, batch):
-            yield df.slice(lo, batch)
+        with pq.ParquetFile(path) as f:
+            for rb in f.iter_batches(batch_size=batch, columns=[*DOC_COLUMNS, "content"]):
+                yield pl.from_arrow(rb)
 
 
 def _shingles(words: WordArrays, n: int, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -192,39 +197,37 @@ def curate_unit(raw_parts: list[Path], out: Path, cfg: CurationConfig = Curation
 
 
 # ---- 2. the dedup index: the state after a prefix of units --------------------------------------
+EXACT_SCHEMA = {"key": pl.UInt64, "doc_id": pl.String}
+KEPT_SCHEMA = {"doc_id": pl.String, "unit": pl.Int32, "row": pl.Int32}
+
+
 @dataclass
 class DedupIndex:
     """What the decisions of later documents depend on, after some units in order: the first
     non-empty document of each exact-dedup key, and per kept document with shingles its LSH band
     hashes and where its cleaned text is (unit position, row among the unit's survivors).
     Greedy decisions in document order depend on earlier documents only, so merging new units
-    against the index of the units before them gives exactly a cold run's decisions."""
+    against the index of the units before them gives exactly a cold run's decisions. Held as
+    Arrow columns and numpy arrays (no Python object per document)."""
 
-    exact_keys: np.ndarray  # uint64
-    exact_ids: list[str]
-    kept_ids: list[str]
-    kept_unit: np.ndarray  # int32
-    kept_row: np.ndarray  # int32
+    exact: pl.DataFrame  # EXACT_SCHEMA: key, the first doc_id with it
+    kept: pl.DataFrame  # KEPT_SCHEMA: doc_id, unit, row
     bands: np.ndarray  # uint64 [kept, n_bands]
 
     @classmethod
     def empty(cls, n_bands: int = 0) -> "DedupIndex":
-        return cls(np.empty(0, np.uint64), [], [], np.empty(0, np.int32), np.empty(0, np.int32),
-                   np.empty((0, n_bands), np.uint64))
+        return cls(pl.DataFrame(schema=EXACT_SCHEMA), pl.DataFrame(schema=KEPT_SCHEMA), np.empty((0, n_bands), np.uint64))
 
     def save(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
-        pl.DataFrame({"key": self.exact_keys, "doc_id": self.exact_ids},
-                     schema={"key": pl.UInt64, "doc_id": pl.String}).write_parquet(out / "exact.parquet")
-        pl.DataFrame({"doc_id": self.kept_ids, "unit": self.kept_unit, "row": self.kept_row},
-                     schema={"doc_id": pl.String, "unit": pl.Int32, "row": pl.Int32}).write_parquet(out / "kept.parquet")
+        self.exact.write_parquet(out / "exact.parquet")
+        self.kept.write_parquet(out / "kept.parquet")
         np.save(out / "bands.npy", self.bands)
 
     @classmethod
     def load(cls, path: Path) -> "DedupIndex":
-        exact, kept = pl.read_parquet(path / "exact.parquet"), pl.read_parquet(path / "kept.parquet")
-        return cls(exact["key"].to_numpy(), exact["doc_id"].to_list(), kept["doc_id"].to_list(),
-                   kept["unit"].to_numpy(), kept["row"].to_numpy(), np.load(path / "bands.npy"))
+        return cls(pl.read_parquet(path / "exact.parquet").cast(EXACT_SCHEMA),
+                   pl.read_parquet(path / "kept.parquet").cast(KEPT_SCHEMA), np.load(path / "bands.npy"))
 
 
 def _band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -234,23 +237,73 @@ def _band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return out
 
 
-def _unit_shingles(units: list[Path], index: np.ndarray, unit: np.ndarray, row: np.ndarray, n: int) -> ShingleSets:
-    """Shingle sets of documents ``index`` (the merge's numbering), whose text is row ``row`` of
-    unit ``unit``'s survivors: recomputed exactly as ``curate_unit`` computed them for the signatures."""
-    doc_parts, hash_parts = [], []
-    for u in np.unique(unit):
-        mine = unit == u
-        rows, idx = row[mine].astype(np.int64), index[mine]
-        order = np.argsort(rows)
-        rows, idx = rows[order], idx[order]
-        text = (pl.scan_parquet(units[u] / "survivors" / "*.parquet").select("text").with_row_index("row")
+class ShingleFile:
+    """The shingle sets of the merge's candidate documents in a temporary file: each document's
+    hashes sorted and unique (as ``ShingleSets``), appended in ascending document order and read
+    back one document at a time (``os.pread``), so the merge holds an offset per candidate
+    document, not its shingles."""
+
+    def __init__(self, path: Path):
+        self.path, self._out = path, open(path, "wb")
+        self._docs: list[np.ndarray] = []
+        self._counts: list[np.ndarray] = []
+        self.docs = np.empty(0, np.int64)
+        self.offsets = np.zeros(1, np.int64)
+        self._fd = -1
+
+    def add(self, docs: np.ndarray, doc: np.ndarray, hashes: np.ndarray) -> None:
+        """The sets of ``docs`` (ascending, after every earlier ``add``) from (index into docs,
+        shingle hash) pairs."""
+        order = np.lexsort((hashes, doc))
+        doc, hashes = doc[order], hashes[order]
+        first = np.r_[True, (doc[1:] != doc[:-1]) | (hashes[1:] != hashes[:-1])] if len(doc) else np.empty(0, bool)
+        doc, hashes = doc[first], hashes[first]
+        self._out.write(np.ascontiguousarray(hashes, dtype=np.uint64).tobytes())
+        self._docs.append(np.asarray(docs, np.int64))
+        self._counts.append(np.bincount(doc, minlength=len(docs)).astype(np.int64))
+
+    def finish(self) -> "ShingleFile":
+        self._out.close()
+        self.docs = np.concatenate(self._docs) if self._docs else np.empty(0, np.int64)
+        self.offsets = np.r_[0, np.cumsum(np.concatenate(self._counts))].astype(np.int64) if self._counts \
+            else np.zeros(1, np.int64)
+        self._docs = self._counts = []
+        self._fd = os.open(self.path, os.O_RDONLY)
+        return self
+
+    def close(self) -> None:
+        if not self._out.closed:
+            self._out.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __getitem__(self, d: int) -> np.ndarray:
+        k = int(np.searchsorted(self.docs, d))
+        if k == len(self.docs) or self.docs[k] != d:
+            raise KeyError(f"no shingles held for document {d}")
+        lo, hi = int(self.offsets[k]), int(self.offsets[k + 1])
+        return np.frombuffer(os.pread(self._fd, (hi - lo) * 8, lo * 8), dtype=np.uint64)
+
+
+SHINGLE_BLOCK = 1000  # documents whose shingles are computed at once
+
+
+def _unit_shingles(units, index: np.ndarray, unit: np.ndarray, row: np.ndarray, n: int, out: ShingleFile) -> None:
+    """Shingle sets of documents ``index`` (the merge's numbering, ascending), whose text is row
+    ``row`` of unit ``unit``'s survivors, into ``out``: recomputed exactly as ``curate_unit``
+    computed them for the signatures, one unit and ``SHINGLE_BLOCK`` documents at a time. Units
+    come in ascending order, and within a unit rows ascend with the numbering, so the documents
+    reach ``out`` in ascending order."""
+    cuts = np.flatnonzero(np.r_[True, unit[1:] != unit[:-1], True])
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        rows, idx = row[a:b].astype(np.int64), index[a:b]
+        text = (pl.scan_parquet(units[int(unit[a])] / "survivors" / "*.parquet").select("text").with_row_index("row")
                 .filter(pl.col("row").is_in(rows.tolist())).sort("row").collect()["text"])
-        d, h = _shingles(WordArrays.from_texts(text), n, np.arange(len(rows)))
-        doc_parts.append(idx[d])
-        hash_parts.append(h)
-    if not doc_parts:
-        return ShingleSets(np.empty(0, np.int64), np.zeros(1, np.int64), np.empty(0, np.uint64))
-    return ShingleSets.from_hashes(np.concatenate(doc_parts), np.concatenate(hash_parts))
+        for lo in range(0, len(rows), SHINGLE_BLOCK):
+            block = text.slice(lo, SHINGLE_BLOCK)
+            d, h = _shingles(WordArrays.from_texts(block), n, np.arange(len(block)))
+            out.add(idx[lo:lo + len(block)], d, h)
 
 
 @dataclass
@@ -260,48 +313,62 @@ class MergeResult:
     lsh: dict
 
 
-def merge(units: list[Path], start: int, index: DedupIndex, cfg: CurationConfig = CurationConfig()) -> MergeResult:
+def _exact_dedup(local: pl.DataFrame, earlier: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(row, duplicate_of) of the unit's exact duplicates (of an earlier unit's document or of one
+    earlier in the unit), and the unit's new (key, doc_id): the first document of each key no
+    earlier unit has."""
+    k = (local.select("doc_id", "key").with_row_index("row").filter(pl.col("key").is_not_null())
+         .with_columns(first_here=pl.col("key").is_first_distinct()))
+    firsts = k.filter("first_here").select("key", first_unit="doc_id")
+    j = (k.join(earlier.rename({"doc_id": "first_old"}), on="key", how="left", maintain_order="left")
+         .join(firsts, on="key", how="left", maintain_order="left")
+         .with_columns(first=pl.coalesce("first_old", "first_unit")))
+    dups = j.filter(pl.col("first") != pl.col("doc_id")).select("row", duplicate_of="first")
+    new = j.filter(pl.col("first_old").is_null() & pl.col("first_here")).select("key", "doc_id")
+    return dups, new
+
+
+def merge(units: list[Path], start: int, index: DedupIndex, cfg: CurationConfig = CurationConfig(),
+          tmp: Path | None = None) -> MergeResult:
     """Decisions of the computed units ``units[start:]`` (in order), given ``index``: the state after
     ``units[:start]``. Exact dedup against every earlier key, then near dedup of the survivors against
     the kept documents of the index and of each other, looking only at the LSH buckets a new
-    document falls in. Its cost grows with the new units (and one pass over the index's band hashes)."""
+    document falls in. Its cost grows with the new units (and one pass over the index's band
+    hashes); its memory holds per new survivor a row number, 8 bytes per band and its doc_id
+    (Arrow), per candidate document an offset (their shingles go to a file in ``tmp``)."""
     bands, rows = lsh_params(cfg.jaccard_threshold, cfg.num_perm) if cfg.near_dedup else (0, 0)
-    seen: dict[int, str] = dict(zip(index.exact_keys.tolist(), index.exact_ids)) if cfg.exact_dedup else {}
-    new_keys: list[int] = []
-    new_exact_ids: list[str] = []
-    frames, surv_ids, surv_unit, surv_row, sigs, has_parts = [], [], [], [], [], []  # sigs: band hashes
+    earlier = index.exact
+    new_exact: list[pl.DataFrame] = []
+    frames, surv_ids, surv_unit, surv_row, surv_pos, sigs, has_parts = [], [], [], [], [], [], []
     for u in range(start, len(units)):
         local = pl.read_parquet(units[u] / "local" / "*.parquet")
-        ids = local["doc_id"].to_list()
-        decision = np.array(local["decision"].to_list(), dtype=object)
-        reason = np.array(local["reason"].to_list(), dtype=object)
-        dup_of = np.full(local.height, None, dtype=object)
-        similarity = np.full(local.height, None, dtype=object)
+        passed = local["decision"].is_null().to_numpy()  # survivors' rows, in order
+        frame = local.select("doc_id", "decision", "reason",
+                             duplicate_of=pl.lit(None, pl.String), similarity=pl.lit(None, pl.Float64))
         if cfg.exact_dedup:
-            for i, key in enumerate(local["key"].to_list()):
-                if key is None:  # empty after cleaning
-                    continue
-                first = seen.setdefault(key, ids[i])
-                if first is ids[i]:
-                    new_keys.append(key)
-                    new_exact_ids.append(first)
-                elif first != ids[i]:
-                    decision[i], reason[i], dup_of[i] = "exact_duplicate", "exact_duplicate", first
-                    similarity[i] = 1.0  # same lower-cased, whitespace-split words: same shingles
-        passed = np.flatnonzero(local["decision"].is_null().to_numpy())  # survivors' rows, in order
-        mine = np.flatnonzero(decision[passed] == None)  # noqa: E711 (not an exact duplicate)
-        surv_ids.extend(ids[i] for i in passed[mine])
+            dups, new = _exact_dedup(local, earlier)
+            earlier = pl.concat([earlier, new])
+            new_exact.append(new)
+            if dups.height:
+                r = dups["row"].to_numpy()
+                frame = frame.with_columns(
+                    frame["decision"].scatter(r, "exact_duplicate"), frame["reason"].scatter(r, "exact_duplicate"),
+                    frame["duplicate_of"].scatter(r, dups["duplicate_of"]),
+                    frame["similarity"].scatter(r, 1.0))  # same lower-cased, whitespace-split words: same shingles
+        srow = np.cumsum(passed) - 1  # row among the unit's survivors
+        mine = np.flatnonzero(passed & frame["decision"].is_null().to_numpy())  # not an exact duplicate either
+        surv_ids.append(frame["doc_id"].gather(mine))
         surv_unit.append(np.full(len(mine), u, np.int32))
-        surv_row.append(mine.astype(np.int32))
+        surv_row.append(srow[mine].astype(np.int32))
+        surv_pos.append(mine)
         if cfg.near_dedup:  # band hashes only: 8 bytes a band instead of 4 a permutation
-            sigs.append(_band_hashes(np.load(units[u] / "signatures.npy", mmap_mode="r")[mine], bands, rows))
-            has_parts.append(np.load(units[u] / "has.npy")[mine])
-        frames.append(pl.DataFrame({"doc_id": ids, "decision": decision.tolist(), "reason": reason.tolist(),
-                                    "duplicate_of": dup_of.tolist(), "similarity": similarity.tolist()},
-                                   schema=DECISION_SCHEMA))
+            sigs.append(_band_hashes(np.load(units[u] / "signatures.npy", mmap_mode="r")[srow[mine]], bands, rows))
+            has_parts.append(np.load(units[u] / "has.npy")[srow[mine]])
+        frames.append(frame)
     s_unit = np.concatenate(surv_unit) if surv_unit else np.empty(0, np.int32)
     s_row = np.concatenate(surv_row) if surv_row else np.empty(0, np.int32)
-    n_old, n_new = len(index.kept_ids), len(surv_ids)
+    s_ids = pl.concat(surv_ids) if surv_ids else pl.Series("doc_id", [], pl.String)
+    n_old, n_new = index.kept.height, len(s_ids)
     dup = np.full(n_new, -1, np.int64)  # in the merge's numbering: old kept 0..n_old-1, then survivors
     sim = np.full(n_new, np.nan)
     new_bands = np.empty((n_new, bands), np.uint64)
@@ -309,6 +376,7 @@ def merge(units: list[Path], start: int, index: DedupIndex, cfg: CurationConfig 
     lsh: dict = {}
     if cfg.near_dedup:
         new_bands = np.concatenate(sigs) if sigs else np.empty((0, bands), np.uint64)
+        del sigs
         has = np.concatenate(has_parts) if has_parts else np.empty(0, bool)
         new_idx = np.flatnonzero(has)  # documents without shingles are kept without a comparison
         docs_out, buckets_out = [], []
@@ -324,45 +392,57 @@ def merge(units: list[Path], start: int, index: DedupIndex, cfg: CurationConfig 
         lsh = {"bands": bands, "rows": rows, "candidate_docs": 0, "verified_pairs": 0, "bucket_overflow": 0}
         if docs_out:
             d, bk = np.concatenate(docs_out), np.concatenate(buckets_out)
+            del docs_out, buckets_out
             order = np.lexsort((bk, d))
             d, bk = d[order], bk[order]
             need = np.unique(d)
             old, new = need[need < n_old], need[need >= n_old] - n_old
-            sets = _unit_shingles(units, need, np.r_[index.kept_unit[old], s_unit[new]],
-                                  np.r_[index.kept_row[old], s_row[new]], cfg.shingle_size)
-            result = resolve(n_old + n_new, d, bk, sets, cfg.jaccard_threshold, bands, rows, known_kept=n_old)
+            k_unit, k_row = index.kept["unit"].to_numpy(), index.kept["row"].to_numpy()
+            with tempfile.TemporaryDirectory(prefix="merge-shingles-", dir=tmp) as td:
+                sets = ShingleFile(Path(td) / "shingles.u64")
+                try:
+                    _unit_shingles(units, need, np.r_[k_unit[old], s_unit[new]], np.r_[k_row[old], s_row[new]],
+                                   cfg.shingle_size, sets)
+                    sets.finish()
+                    result = resolve(n_old + n_new, d, bk, sets, cfg.jaccard_threshold, bands, rows, known_kept=n_old)
+                finally:
+                    sets.close()
             dup, sim = result.duplicate_of[n_old:], result.similarity[n_old:]
             lsh.update(candidate_docs=result.candidate_docs, verified_pairs=result.verified_pairs,
                        bucket_overflow=result.bucket_overflow)
     # near decisions into the unit frames
-    removed = np.flatnonzero(dup >= 0)
-    near = pl.DataFrame({
-        "doc_id": [surv_ids[i] for i in removed],
-        "near_dup": [index.kept_ids[j] if j < n_old else surv_ids[j - n_old] for j in dup[removed].tolist()],
-        "near_sim": sim[removed]}, schema={"doc_id": pl.String, "near_dup": pl.String, "near_sim": pl.Float64})
-    surv = pl.DataFrame({"doc_id": surv_ids}, schema={"doc_id": pl.String})
-    out = []
-    for frame in frames:
-        frame = (frame.join(near, on="doc_id", how="left", maintain_order="left")
-                 .join(surv.with_columns(survivor=pl.lit(True)), on="doc_id", how="left", maintain_order="left")
-                 .with_columns(
-                     decision=pl.coalesce("decision", pl.when(pl.col("near_dup").is_not_null()).then(pl.lit("near_duplicate")),
-                                          pl.when(pl.col("survivor")).then(pl.lit("kept"))),
-                     reason=pl.coalesce("reason", pl.when(pl.col("near_dup").is_not_null())
-                                        .then(pl.lit(f"near_duplicate:jaccard>={cfg.jaccard_threshold}"))),
-                     duplicate_of=pl.coalesce("duplicate_of", "near_dup"),
-                     similarity=pl.coalesce("similarity", "near_sim"))
-                 .select(*DECISION_SCHEMA))
+    removed = dup >= 0
+    target = np.where(removed, dup, 0)
+    old_t = removed & (target < n_old)
+    dup_id = np.full(n_new, None, dtype=object)
+    if old_t.any():
+        dup_id[old_t] = index.kept["doc_id"].gather(target[old_t]).to_numpy()
+    if (new_t := removed & ~old_t).any():
+        dup_id[new_t] = s_ids.gather(target[new_t] - n_old).to_numpy()
+    reason = f"near_duplicate:jaccard>={cfg.jaccard_threshold}"
+    out, off = [], 0
+    for frame, pos in zip(frames, surv_pos):
+        sl = slice(off, off + len(pos))
+        off += len(pos)
+        rem = removed[sl]
+        if not len(pos):
+            out.append(frame.select(*DECISION_SCHEMA).cast(DECISION_SCHEMA))
+            continue
+        frame = frame.with_columns(
+            frame["decision"].scatter(pos, np.where(rem, "near_duplicate", "kept").tolist()),
+            frame["reason"].scatter(pos[rem], reason) if rem.any() else pl.col("reason"),
+            frame["duplicate_of"].scatter(pos[rem], dup_id[sl][rem].tolist()) if rem.any() else pl.col("duplicate_of"),
+            frame["similarity"].scatter(pos[rem], sim[sl][rem]) if rem.any() else pl.col("similarity"))
         if frame["decision"].null_count():
             raise AssertionError("a document ended without a decision")
-        out.append(frame)
+        out.append(frame.select(*DECISION_SCHEMA).cast(DECISION_SCHEMA))
     # the index after every unit
     kept_new = np.flatnonzero((dup < 0) & has)
     new_index = DedupIndex(
-        np.r_[index.exact_keys, np.array(new_keys, dtype=np.uint64)], index.exact_ids + new_exact_ids,
-        index.kept_ids + [surv_ids[i] for i in kept_new], np.r_[index.kept_unit, s_unit[kept_new]].astype(np.int32),
-        np.r_[index.kept_row, s_row[kept_new]].astype(np.int32),
-        np.concatenate([index.bands.reshape(len(index.kept_ids), bands), new_bands[kept_new]]))
+        pl.concat([index.exact, *new_exact]).cast(EXACT_SCHEMA),
+        pl.concat([index.kept, pl.DataFrame({"doc_id": s_ids.gather(kept_new), "unit": s_unit[kept_new],
+                                              "row": s_row[kept_new]}, schema=KEPT_SCHEMA)]),
+        np.concatenate([index.bands.reshape(index.kept.height, bands), new_bands[kept_new]]))
     return MergeResult(out, new_index, lsh)
 
 
