@@ -15,14 +15,14 @@ import ml.datasets.relation as relation
 import ml.datasets.sft as sft
 import ml.datasets.splits as splits
 from assets.config import MixedSplitConfig
-from assets.versioned import materialize_versioned, preview_table, upstream_version
+from assets.versioned import declared_inputs, materialize_versioned, preview_table
 from ml.cleaned_chunks.pipeline import read_chunks, read_clean_docs
 from ml.fsutil import source_digest
 from ml.relation_triples.parts import read_triples
 from ml.store import BuildResult, StoredVersion
 import ml.tokenizer as tokenization
 from resources import ArtifactStoreResource, CatalogResource
-from resources.dagster_config import dagster_config_from_dataclass
+from resources.dagster_config import dagster_config_from_dataclass, dataclass_from_config
 
 SHARED = (datasets_pkg.__file__, splits.__file__, mixing.__file__, __file__)
 
@@ -30,18 +30,33 @@ SHARED = (datasets_pkg.__file__, splits.__file__, mixing.__file__, __file__)
 DatasetConfig = MixedSplitConfig  # the split every dataset shares; each dataset adds its own fields
 
 
-def _read_doc_sources(chunks: StoredVersion) -> pl.DataFrame:
-    """doc_id and source of the cleaned documents: all the relation and SFT builders use (not the text)."""
-    return read_clean_docs(chunks.path).select("doc_id", "source").collect()
+def _materialize_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, store: ArtifactStoreResource,
+                         catalog: CatalogResource, settings: type, make: Callable[[dict, object, Path], tuple[dict, dict]],
+                         metadata: Callable[[StoredVersion], dict]) -> dg.MaterializeResult:
+    """Every dataset's body: the versions of its declared inputs -> ``make(inputs, cfg, out)`` (the ml/
+    builder: split parts and stats; files besides the splits written into ``out``) -> one version."""
+    st = store.get()
+    inputs = declared_inputs(context, st)
+    cfg = dataclass_from_config(settings, config)
 
-
-def _build(build_fn: Callable[[], tuple[dict, dict]], extra: Callable[[Path], None] = lambda out: None):
     def build(out: Path) -> BuildResult:
-        parts, stats = build_fn()
-        rows = datasets_pkg.write_splits(out, parts)
-        extra(out)
-        return BuildResult(stats=stats, rows=rows)
-    return build
+        parts, stats = make(inputs, cfg, out)
+        return BuildResult(stats=stats, rows=datasets_pkg.write_splits(out, parts))
+
+    return materialize_versioned(
+        context, store=st, catalog=catalog.get(), config=config.model_dump(),
+        upstream={name: version.data_version for name, version in inputs.items()}, build=build, metadata=metadata)
+
+
+def _triples_chunks_docs(inputs: dict[str, StoredVersion], *chunk_columns: str) -> tuple[pl.DataFrame, ...]:
+    """What the triple-based builders read: the triples, these chunk columns, each document's source."""
+    chunks = inputs["cleaned_chunks"].path
+    return (read_triples(inputs["relation_triples"].path).collect(), read_chunks(chunks).select(*chunk_columns).collect(),
+            read_clean_docs(chunks).select("doc_id", "source").collect())
+
+
+def _tokenizer(inputs: dict[str, StoredVersion]):
+    return tokenization.load_tokenizer(inputs["tokenizer"].path)
 
 
 def _metadata(columns: list[str], group_prefix: str) -> Callable[[StoredVersion], dict]:
@@ -52,12 +67,8 @@ def _metadata(columns: list[str], group_prefix: str) -> Callable[[StoredVersion]
         head = f"train.{group_prefix}"
         per_group = {k[len(head):]: int(v) for k, v in s.items() if k.startswith(head) and v}
         return {
-            "train_rows": dg.MetadataValue.int(int(s.get("train.examples", 0))),
-            "val_rows": dg.MetadataValue.int(int(s.get("val.examples", 0))),
-            "test_rows": dg.MetadataValue.int(int(s.get("test.examples", 0))),
-            "train_docs": dg.MetadataValue.int(int(s.get("train.docs", 0))),
-            "val_docs": dg.MetadataValue.int(int(s.get("val.docs", 0))),
-            "test_docs": dg.MetadataValue.int(int(s.get("test.docs", 0))),
+            **{f"{split}_{key}": dg.MetadataValue.int(int(s.get(f"{split}.{stat}", 0)))
+               for split in ("train", "val", "test") for key, stat in (("rows", "examples"), ("docs", "docs"))},
             "skipped": dg.MetadataValue.json(skipped),
             "train_counts": dg.MetadataValue.json(per_group),
             "doc_shares": dg.MetadataValue.json({k.split(".", 2)[2]: round(v, 4) for k, v in s.items()
@@ -83,19 +94,12 @@ EmbeddingDatasetConfig = dagster_config_from_dataclass(
 )
 def embedding_dataset(context: dg.AssetExecutionContext, config: EmbeddingDatasetConfig,
                       store: ArtifactStoreResource, catalog: CatalogResource) -> dg.MaterializeResult:
-    st = store.get()
-    chunks = upstream_version(context, st, "cleaned_chunks")
-    cfg = embedding.EmbeddingConfig(
-        seed=config.seed, val_ratio=config.val_ratio, test_ratio=config.test_ratio, title_pairs_per_doc=config.title_pairs_per_doc,
-        adjacent_pairs_per_doc=config.adjacent_pairs_per_doc, min_chars=config.min_chars,
-        max_chars=config.max_chars, mix_weights=tuple(sorted(config.mix_weights.items())))
-    build = _build(lambda: embedding.build_embedding(
-        read_chunks(chunks.path).collect(), read_clean_docs(chunks.path).collect(), cfg))
-    return materialize_versioned(
-        context, store=st, catalog=catalog.get(), config=config.model_dump(),
-        upstream={"cleaned_chunks": chunks.data_version}, build=build,
-        metadata=_metadata(["anchor", "positive", "kind"], "kind."),
-    )
+    def make(inputs, cfg, out):
+        chunks = inputs["cleaned_chunks"].path
+        return embedding.build_embedding(read_chunks(chunks).collect(), read_clean_docs(chunks).collect(), cfg)
+
+    return _materialize_dataset(context, config, store, catalog, embedding.EmbeddingConfig, make,
+                                _metadata(["anchor", "positive", "kind"], "kind."))
 
 
 RelationDatasetConfig = dagster_config_from_dataclass(
@@ -115,21 +119,12 @@ RelationDatasetConfig = dagster_config_from_dataclass(
 )
 def relation_dataset(context: dg.AssetExecutionContext, config: RelationDatasetConfig,
                      store: ArtifactStoreResource, catalog: CatalogResource) -> dg.MaterializeResult:
-    st = store.get()
-    chunks = upstream_version(context, st, "cleaned_chunks")
-    triples = upstream_version(context, st, "relation_triples")
-    cfg = relation.RelationConfig(
-        seed=config.seed, val_ratio=config.val_ratio, test_ratio=config.test_ratio, no_relation_ratio=config.no_relation_ratio,
-        min_confidence=config.min_confidence, max_chars=config.max_chars,
-        mix_weights=tuple(sorted(config.mix_weights.items())))
-    build = _build(lambda: relation.build_relation(
-        read_triples(triples.path).collect(), read_chunks(chunks.path).select("chunk_id", "doc_id", "text").collect(),
-        _read_doc_sources(chunks), cfg), extra=relation.write_labels)
-    return materialize_versioned(
-        context, store=st, catalog=catalog.get(), config=config.model_dump(),
-        upstream={"cleaned_chunks": chunks.data_version, "relation_triples": triples.data_version},
-        build=build, metadata=_metadata(["text", "label"], "label."),
-    )
+    def make(inputs, cfg, out):
+        relation.write_labels(out)
+        return relation.build_relation(*_triples_chunks_docs(inputs, "chunk_id", "doc_id", "text"), cfg)
+
+    return _materialize_dataset(context, config, store, catalog, relation.RelationConfig, make,
+                                _metadata(["text", "label"], "label."))
 
 
 SftDatasetConfig = dagster_config_from_dataclass(
@@ -147,23 +142,11 @@ SftDatasetConfig = dagster_config_from_dataclass(
 )
 def sft_dataset(context: dg.AssetExecutionContext, config: SftDatasetConfig,
                 store: ArtifactStoreResource, catalog: CatalogResource) -> dg.MaterializeResult:
-    st = store.get()
-    chunks = upstream_version(context, st, "cleaned_chunks")
-    triples = upstream_version(context, st, "relation_triples")
-    tok = upstream_version(context, st, "tokenizer")
-    cfg = sft.SftConfig(
-        seed=config.seed, val_ratio=config.val_ratio, test_ratio=config.test_ratio, system_prompt=config.system_prompt,
-        max_objects=config.max_objects, max_len=config.max_len, min_confidence=config.min_confidence,
-        mix_weights=tuple(sorted(config.mix_weights.items())))
-    build = _build(lambda: sft.build_sft(
-        read_triples(triples.path).collect(), read_chunks(chunks.path).select("chunk_id", "doc_id").collect(),
-        _read_doc_sources(chunks), cfg, tokenizer=tokenization.load_tokenizer(tok.path)))
-    return materialize_versioned(
-        context, store=st, catalog=catalog.get(), config=config.model_dump(),
-        upstream={"cleaned_chunks": chunks.data_version, "relation_triples": triples.data_version,
-                  "tokenizer": tok.data_version},
-        build=build, metadata=_metadata(["prompt", "response"], "relation."),
-    )
+    def make(inputs, cfg, out):
+        return sft.build_sft(*_triples_chunks_docs(inputs, "chunk_id", "doc_id"), cfg, tokenizer=_tokenizer(inputs))
+
+    return _materialize_dataset(context, config, store, catalog, sft.SftConfig, make,
+                                _metadata(["prompt", "response"], "relation."))
 
 
 GnnDatasetConfig = dagster_config_from_dataclass(
@@ -182,19 +165,10 @@ GnnDatasetConfig = dagster_config_from_dataclass(
 )
 def gnn_dataset(context: dg.AssetExecutionContext, config: GnnDatasetConfig,
                 store: ArtifactStoreResource, catalog: CatalogResource) -> dg.MaterializeResult:
-    st = store.get()
-    chunks = upstream_version(context, st, "cleaned_chunks")
-    triples = upstream_version(context, st, "relation_triples")
-    cfg = gnn.GnnConfig(seed=config.seed, val_ratio=config.val_ratio, test_ratio=config.test_ratio, negatives=config.negatives,
-                        min_confidence=config.min_confidence, max_chunk_chars=config.max_chunk_chars,
-                        mix_weights=tuple(sorted(config.mix_weights.items())))
-
-    def build(out: Path) -> BuildResult:
-        parts, nodes, edges, stats = gnn.build_gnn(
-            read_triples(triples.path).collect(), read_chunks(chunks.path).select("chunk_id", "doc_id", "text").collect(),
-            _read_doc_sources(chunks), cfg)
+    def make(inputs, cfg, out):
+        parts, nodes, edges, stats = gnn.build_gnn(*_triples_chunks_docs(inputs, "chunk_id", "doc_id", "text"), cfg)
         gnn.write_graph(out, nodes, edges)
-        return BuildResult(stats=stats, rows=datasets_pkg.write_splits(out, parts))
+        return parts, stats
 
     def metadata(version: StoredVersion) -> dict:
         s = version.stats
@@ -203,11 +177,7 @@ def gnn_dataset(context: dg.AssetExecutionContext, config: GnnDatasetConfig,
                                              and not k.startswith("edges.relation_type.")})
         return md
 
-    return materialize_versioned(
-        context, store=st, catalog=catalog.get(), config=config.model_dump(),
-        upstream={"cleaned_chunks": chunks.data_version, "relation_triples": triples.data_version},
-        build=build, metadata=metadata,
-    )
+    return _materialize_dataset(context, config, store, catalog, gnn.GnnConfig, make, metadata)
 
 
 NerDatasetConfig = dagster_config_from_dataclass(
@@ -226,18 +196,8 @@ NerDatasetConfig = dagster_config_from_dataclass(
 )
 def ner_dataset(context: dg.AssetExecutionContext, config: NerDatasetConfig,
                 store: ArtifactStoreResource, catalog: CatalogResource) -> dg.MaterializeResult:
-    st = store.get()
-    chunks = upstream_version(context, st, "cleaned_chunks")
-    triples = upstream_version(context, st, "relation_triples")
-    tok = upstream_version(context, st, "tokenizer")
-    cfg = ner.NerConfig(seed=config.seed, val_ratio=config.val_ratio, test_ratio=config.test_ratio, max_len=config.max_len,
-                        min_confidence=config.min_confidence, mix_weights=tuple(sorted(config.mix_weights.items())))
-    build = _build(lambda: ner.build_ner(
-        read_triples(triples.path).collect(), read_chunks(chunks.path).select("chunk_id", "doc_id").collect(),
-        _read_doc_sources(chunks), cfg, tokenization.load_tokenizer(tok.path)), extra=ner.write_labels)
-    return materialize_versioned(
-        context, store=st, catalog=catalog.get(), config=config.model_dump(),
-        upstream={"cleaned_chunks": chunks.data_version, "relation_triples": triples.data_version,
-                  "tokenizer": tok.data_version},
-        build=build, metadata=_metadata(["text"], "entity."),
-    )
+    def make(inputs, cfg, out):
+        ner.write_labels(out)
+        return ner.build_ner(*_triples_chunks_docs(inputs, "chunk_id", "doc_id"), cfg, _tokenizer(inputs))
+
+    return _materialize_dataset(context, config, store, catalog, ner.NerConfig, make, _metadata(["text"], "entity."))

@@ -90,3 +90,30 @@ def dagster_config_from_dataclass(cls: type, name: str, only: Iterable[str] | No
         fields[f.name] = (annotation, Field(default_factory=factory, description=docs.get(f.name)) if factory
                           else Field(default=value, description=docs.get(f.name)))
     return create_model(name, __base__=base, __doc__=doc or cls.__doc__, **fields)
+
+
+def dataclass_from_config(cls: type, config: BaseModel):
+    """The ml/ dataclass back from a config made by ``dagster_config_from_dataclass`` (lists become
+    tuples, a dict of pairs becomes its sorted pairs); dataclass fields the config lacks keep their default."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    given = type(config).model_fields
+    return cls(**{f.name: _from_config_value(hints[f.name], getattr(config, f.name))
+                  for f in dataclasses.fields(cls) if f.name in given})
+
+
+def _from_config_value(hint: Any, value: Any) -> Any:
+    """``_config_type`` backwards: a config value as the dataclass field holds it."""
+    import typing
+
+    args = typing.get_args(hint)
+    inner = next((a for a in args if a is not type(None)), hint) if type(None) in args else hint
+    if value is None or typing.get_origin(inner) is not tuple:
+        return value
+    item = typing.get_args(inner)[0]
+    if typing.get_origin(item) is tuple:  # {"n": x} -> ((n, x), ...)
+        key = typing.get_args(item)[0]
+        return tuple(sorted((key(k), v) for k, v in value.items()))
+    return tuple(value)

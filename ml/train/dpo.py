@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ml.train import models
 from ml.train.loop import Batch, Task
-from ml.train.task_parts import IGNORE, Built, InputError, pad_collate, read_split
+from ml.train.task_parts import IGNORE, Built, InputError, check_lm_fits, pad_collate, read_split
 
 Item = tuple[list[int], list[int], list[int], list[int]]  # chosen ids, labels, rejected ids, labels
 
@@ -140,12 +140,7 @@ def build_dpo_with_reference(settings, inputs: dict[str, str]) -> tuple[Built, R
     m = settings.model
     tok = load_tokenizer(inputs["tokenizer"])
     sft, _ = models.load_lora_merged(inputs["lora_adapter"], inputs["lm_checkpoint"])
-    if sft.config.vocab_size < len(tok):
-        raise InputError(f"the SFT model has {sft.config.vocab_size} token ids, the tokenizer {len(tok)}: "
-                         "they come from different tokenizer versions")
-    limit = getattr(sft.config, "n_positions", None)
-    if limit is not None and m.max_len > limit:
-        raise InputError(f"model.max_len={m.max_len} exceeds the SFT model's {limit} positions")
+    check_lm_fits(sft, tok, m.max_len, "SFT model")
     ref = Reference(copy.deepcopy(sft))
     sft.train()
     if m.mode == "lora":

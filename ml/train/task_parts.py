@@ -1,10 +1,11 @@
 """What every task builder shares (tasks.py, dpo.py): ``Built`` (the Task, its ``save`` and data stats),
-``InputError``, ``read_split`` (one split of a dataset version, with the columns checked) and
+``InputError`` (and the input checks ``check_lm_fits``, ``read_label_list``), ``read_split`` (one split of a dataset version, with the columns checked) and
 ``pad_collate`` (right-padded ids with ``IGNORE`` labels). Its own module so that dpo.py does not
 import tasks.py, whose ``BUILDERS`` registry imports dpo.py."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +27,24 @@ class Built:
 
 class InputError(ValueError):
     """An upstream version that this model cannot train on (the message says which and why)."""
+
+
+def check_lm_fits(model, tokenizer, max_len: int, what: str) -> None:
+    """InputError unless a causal LM (``what`` names it) covers the tokenizer's ids and ``max_len`` positions."""
+    if model.config.vocab_size < len(tokenizer):
+        raise InputError(f"{what} has {model.config.vocab_size} token ids, the tokenizer {len(tokenizer)}: "
+                         "they come from different tokenizer versions")
+    limit = getattr(model.config, "n_positions", None)
+    if limit is not None and max_len > limit:
+        raise InputError(f"model.max_len={max_len} exceeds the {what}'s {limit} positions")
+
+
+def read_label_list(dataset_dir: Path, what: str) -> Any:
+    """The parsed ``labels.json`` of a dataset version (``what`` names its contents in the error)."""
+    path = Path(dataset_dir) / "labels.json"
+    if not path.is_file():
+        raise InputError(f"{dataset_dir}/labels.json is missing (the ordered {what} list)")
+    return json.loads(path.read_text("utf-8"))
 
 
 def read_split(version_dir: Path, split: str, columns: list[str]) -> pl.DataFrame:

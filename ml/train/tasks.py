@@ -24,7 +24,7 @@ from ml.train.config import (
     NerCheckpointSettings, RelationCheckpointSettings,
 )
 from ml.train.loop import Batch, Task
-from ml.train.task_parts import IGNORE, Built, InputError, pad_collate, read_split
+from ml.train.task_parts import IGNORE, Built, InputError, check_lm_fits, pad_collate, read_label_list, read_split
 
 # ---- lm -----------------------------------------------------------------------------------------
 class Blocks:
@@ -131,12 +131,7 @@ def build_sft(settings: LoraAdapterSettings, inputs: dict[str, str]) -> Built:
     m = settings.model
     tok = load_tokenizer(inputs["tokenizer"])
     base, _ = models.load_lm(inputs["lm_checkpoint"])
-    if base.config.vocab_size < len(tok):
-        raise InputError(f"lm_checkpoint has {base.config.vocab_size} token ids, the tokenizer {len(tok)}: "
-                         "they come from different tokenizer versions")
-    limit = getattr(base.config, "n_positions", None)
-    if limit is not None and m.max_len > limit:
-        raise InputError(f"model.max_len={m.max_len} exceeds the base LM's {limit} positions")
+    check_lm_fits(base, tok, m.max_len, "base LM (lm_checkpoint)")
     base.train()
     if m.mode == "lora":
         model = models.add_lora(base, m.lora, "CAUSAL_LM", "model.lora")
@@ -270,9 +265,7 @@ def build_relation(settings: RelationCheckpointSettings, inputs: dict[str, str])
 
     m = settings.model
     ddir = Path(inputs["relation_dataset"])
-    if not (ddir / "labels.json").is_file():
-        raise InputError(f"{ddir}/labels.json is missing (the ordered label list)")
-    labels = json.loads((ddir / "labels.json").read_text("utf-8"))
+    labels = read_label_list(ddir, "label")
     if isinstance(labels, dict):
         labels = labels.get("labels", labels)
     if not isinstance(labels, list) or len(labels) < 2 or len(set(labels)) != len(labels):
@@ -428,9 +421,7 @@ def build_ner(settings: NerCheckpointSettings, inputs: dict[str, str]) -> Built:
 
     m = settings.model
     ddir = Path(inputs["ner_dataset"])
-    if not (ddir / "labels.json").is_file():
-        raise InputError(f"{ddir}/labels.json is missing (the ordered tag list)")
-    tags = json.loads((ddir / "labels.json").read_text("utf-8"))
+    tags = read_label_list(ddir, "tag")
     if not isinstance(tags, list) or not tags or tags[0] != "O" or len(set(tags)) != len(tags):
         raise InputError(f"{ddir}/labels.json must list distinct BIO tags starting with 'O', got {tags!r}")
     tag_id = {t: i for i, t in enumerate(tags)}
