@@ -131,30 +131,28 @@ def filesystem():
     worker makes its own)."""
     from obstore.fsspec import FsspecStore
 
-    ident = ("fs", os.getpid(), tuple(sorted(settings().items())))
-    with _lock:
-        if not _fs_cache:
-            atexit.register(_release)
-        fs = _fs_cache.get(ident)
-        if fs is None:
-            config, client = _config()
-            fs = _fs_cache[ident] = FsspecStore("s3", config=config, client_options=client, skip_instance_cache=True)
-    return fs
+    return _client(("fs",), lambda config, client: FsspecStore("s3", config=config, client_options=client,
+                                                                skip_instance_cache=True))
 
 
 def native_store(bucket: str):
     """obstore's native S3 store of one bucket (create-only PUTs, listings with modification times)."""
     from obstore.store import S3Store
 
-    ident = ("store", os.getpid(), bucket, tuple(sorted(settings().items())))
+    return _client(("store", bucket), lambda config, client: S3Store(bucket, config=config, client_options=client))
+
+
+def _client(kind: tuple, make):
+    """The cached client of this kind for this process and settings, made by ``make(config, client_options)``."""
+    ident = (*kind, os.getpid(), tuple(sorted(settings().items())))
     with _lock:
         if not _fs_cache:
             atexit.register(_release)
-        store = _fs_cache.get(ident)
-        if store is None:
+        made = _fs_cache.get(ident)
+        if made is None:
             config, client = _config()
-            store = _fs_cache[ident] = S3Store(bucket, config=config, client_options=client)
-    return store
+            made = _fs_cache[ident] = make(config, client)
+    return made
 
 
 def scratch_dir() -> Path:
