@@ -17,12 +17,13 @@ from assets.pools import GPU_STEP
 from assets.config import dagster_config
 from assets.training import CODE_VERSION as TRAIN_CODE_VERSION
 from assets.training import _specs, train_checkpoint
-from assets.versioned import declared_inputs, materialize_versioned, preview_table, upstream_version
+from assets.versioned import declared_inputs, materialize_versioned, preview_table
 from ml.cleaned_chunks.pipeline import read_clean_docs
 from ml.fsutil import source_digest
 from ml.store import BuildResult, StoredVersion
 from ml.train import config as tc
 from resources import ArtifactStoreResource, CatalogResource, LandingZone, TorchDevice
+from resources.dagster_config import dataclass_from_config
 
 
 class PreferenceDatasetConfig(DatasetConfig):
@@ -78,14 +79,11 @@ def preference_dataset(context: dg.AssetExecutionContext, config: PreferenceData
                        store: ArtifactStoreResource, catalog: CatalogResource,
                        landing: LandingZone) -> dg.MaterializeResult:
     st = store.get()
-    sft = upstream_version(context, st, "sft_dataset")
-    chunks = upstream_version(context, st, "cleaned_chunks")
+    inputs = declared_inputs(context, st)
+    sft, chunks = inputs["sft_dataset"], inputs["cleaned_chunks"]
     files = preference.scan_preferences(landing.dir())
     try:
-        cfg = preference.PreferenceConfig(seed=config.seed, val_ratio=config.val_ratio, test_ratio=config.test_ratio,
-                                          derive=config.derive,
-                                          system_prompt=config.system_prompt,
-                                          mix_weights=tuple(sorted(config.mix_weights.items())))
+        cfg = dataclass_from_config(preference.PreferenceConfig, config)
     except ValueError as exc:
         raise dg.Failure(f"preference_dataset config: {exc}") from exc
     ingest = raw_docs_engine.IngestConfig(max_doc_bytes=config.max_doc_bytes, excerpt_chars=config.excerpt_chars)

@@ -17,7 +17,7 @@ import polars as pl
 import ml.export.hf_release as hf_export
 import ml.export.metrics as export_metrics
 from assets.pools import GPU_STEP
-from assets.versioned import materialize_versioned, preview_table, upstream_version
+from assets.versioned import declared_inputs, materialize_versioned, preview_table
 from ml.catalog import check_result_rows
 from ml.export.bundle import BUNDLE_DIR, MANIFEST
 from ml.fsutil import source_digest
@@ -70,7 +70,7 @@ def _metadata(version: StoredVersion) -> dict:
 def hf_release(context: dg.AssetExecutionContext, config: HfReleaseConfig, store: ArtifactStoreResource,
                catalog: CatalogResource) -> dg.MaterializeResult:
     st, cat = store.get(), catalog.get()
-    bundle = upstream_version(context, st, "onnx_bundle")
+    bundle = declared_inputs(context, st)["onnx_bundle"]
     failed = failed_blocking_checks(cat, "onnx_bundle", bundle.data_version)
     if failed:
         raise dg.Failure(f"refusing to release from onnx_bundle@{bundle.data_version}: blocking checks failed: "

@@ -11,7 +11,7 @@ import ml.datasets.splits as splits
 import ml.tokenized_corpus as corpus
 import ml.tokenizer as tokenization
 from assets.config import MixedSplitConfig, SplitConfig, dagster_config
-from assets.versioned import materialize_versioned, preview_table, upstream_version
+from assets.versioned import declared_inputs, materialize_versioned, preview_table
 from ml.cleaned_chunks.pipeline import read_clean_docs
 from ml.fsutil import source_digest
 from ml.settings import TokenizedCorpusRules, TokenizerRules
@@ -53,7 +53,7 @@ def _tokenizer_metadata(version: StoredVersion) -> dict:
 def tokenizer(context: dg.AssetExecutionContext, config: TokenizerConfig,
               store: ArtifactStoreResource, catalog: CatalogResource) -> dg.MaterializeResult:
     st = store.get()
-    chunks = upstream_version(context, st, "cleaned_chunks")
+    chunks = declared_inputs(context, st)["cleaned_chunks"]
 
     def build(out: Path) -> BuildResult:
         texts = splits.texts_by_split(read_clean_docs(chunks.path).select("doc_id", "text").collect(),
@@ -97,8 +97,8 @@ def _corpus_metadata(version: StoredVersion) -> dict:
 def tokenized_corpus(context: dg.AssetExecutionContext, config: TokenizedCorpusConfig,
                      store: ArtifactStoreResource, catalog: CatalogResource) -> dg.MaterializeResult:
     st = store.get()
-    chunks = upstream_version(context, st, "cleaned_chunks")
-    tok = upstream_version(context, st, "tokenizer")
+    inputs = declared_inputs(context, st)
+    chunks, tok = inputs["cleaned_chunks"], inputs["tokenizer"]
     leak = corpus.split_leak(tok.manifest.get("config", {}), tok.data_version, config.seed, config.val_ratio,
                              config.test_ratio)
     if leak:
