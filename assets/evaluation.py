@@ -1,12 +1,7 @@
-"""Evaluation stage: model_evaluation (group evaluation), every model version on its held-out test split.
+"""Evaluation stage: model_evaluation, every model version on its held-out test split.
 
-    model_evaluation  <- lm_checkpoint, lora_adapter, dpo_adapter, embedding_checkpoint,
-                         relation_checkpoint, gnn_checkpoint, ner_checkpoint
-
-The metrics (ml/evaluation/) become a version (``results.parquet`` + tables and images), the
-catalog's ``eval_results`` rows, the metadata (results, generations and confusion tables, the
-confusion-matrix image) and an MLflow run. The blocking ``no_regression`` check compares each metric
-with the last promoted bundle's models (ml/evaluation/regression.py, ``tolerance``).
+The metrics (ml/evaluation/) become a version, ``eval_results`` rows, metadata and an MLflow run; the
+blocking ``no_regression`` check compares them with the last promoted bundle's models.
 """
 
 

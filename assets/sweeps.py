@@ -1,14 +1,8 @@
-"""Sweeps, Dagster-native: model_sweep (group experiments) is a graph of three ops,
+"""Sweeps, Dagster-native: model_sweep (group experiments) is a graph sweep_points -> sweep_train (fan-out, pool gpu) -> sweep_rank.
 
-    sweep_points ─(DynamicOut: one output per point)─► sweep_train (pool gpu) ─(collect)─► sweep_rank
-
-so the points train in parallel as far as the executor and the ``gpu`` pool allow. Each point is a
-versioned checkpoint of the swept asset (``lm_checkpoint@...``: same fingerprint rule, store,
-catalog rows, checks and MLflow run as a materialization of that asset, lineage edges to its
-inputs); ``sweep_rank`` ranks them by the sweep's validation metric into a model_sweep version
-(``results.parquet``) and the catalog's ``sweep_results``. ``train.from_sweep: NAME`` on the swept
-asset publishes the best point as that asset's version (assets/training.py), with the sweep version as
-a lineage edge. Sweeps are not part of full_pipeline: ``sweep_job`` runs them.
+Each point is a versioned checkpoint of the swept asset with the same fingerprint rule as a materialization
+of it, so a point equal to the asset's config is its cache hit. Not part of full_pipeline (``sweep_job``).
+More: DESIGN.md, "Experiments" and "Module notes".
 """
 
 import json

@@ -1,12 +1,8 @@
 """The Dagster side of ``lineage rebuild`` (ml/rebuild.py): run an asset again from a version's record.
 
-For one stored version: refuse when the asset's current code version differs from the recorded one
-(naming the changed files) unless allowed; else make a scratch home, copy the exact upstream versions
-it was made from into a scratch ArtifactStore (through the store API, with their manifests' records),
-record them as materialized in a throwaway Dagster instance, and materialize the asset there with the
-recorded config (and, for training, the recorded torch_device). The rebuilt version is compared with
-the original file by file; a rebuild whose fingerprint differs from the recorded one (the config no
-longer resolves the same way) is reported as a config change, never as corruption.
+The exact upstream versions are copied into a scratch store and instance and the asset runs there with the
+recorded config; a changed fingerprint is reported as a config change, never as corruption. The steps:
+DESIGN.md, "Content and run facts" ("Rebuilding a version").
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
 """Named fault-injection points, so tests can kill or stall a writer at an exact moment.
 
-Production code calls ``fault_point("store.after_publish")`` at the events that matter for
-crash safety; with nothing configured that is one environment lookup. Tests arm a point for a
-child process through the environment::
-
-    LINEAGE_FAULTS="store.after_publish=kill"                    # SIGKILL this process there
-    LINEAGE_FAULTS="catalog.before_own_batch=barrier:/tmp/b:2"   # wait until 2 processes got there
-    LINEAGE_FAULTS="store.during_upload@onnx_bundle=pause:/tmp/p" # only where the subject is onnx_bundle
-
-Actions: ``kill`` (SIGKILL), ``exit:N`` (``os._exit(N)``), ``sleep:S``, ``barrier:DIR:N`` (drop a
-token file in DIR, wait until N tokens are there, at most 60 s), ``pause:DIR`` (drop a token file
-``DIR/<pid>`` and wait there, at most 600 s, for the test to do something to this process, e.g.
-SIGKILL it from outside; then a TimeoutError). ``EVENT@SUBJECT`` arms the point only where the
-code names that subject (``fault_point(event, subject)``: the store names the asset).
-
-Events (``EVENTS``): where each one fires is described beside it.
+Production code calls ``fault_point(event[, subject])`` where crash safety matters; unarmed, that is one
+environment lookup. Tests arm points through ``LINEAGE_FAULTS`` (actions kill, exit, sleep, barrier,
+pause): DESIGN.md, "Module notes"; the events (``EVENTS``) are described beside each one.
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
-"""Version-level lineage as a graph: what ``lineage trace`` prints.
+"""Version-level lineage as a graph: what ``lineage trace`` prints (text, JSON or Graphviz).
 
-``lineage_graph(catalog, asset, version, depth)`` walks ``lineage_edges`` from one version, up
-(what it was made from, down to raw_docs and the landing files) and down (what was made from
-it), breadth first, each version once, at most ``depth`` edges away. Renderers:
-
-- ``render_text``: two trees; a version reached again prints ``(see above)`` instead of its
-  subtree again, and a version with more beyond ``depth`` ends in ``…``;
-- ``to_json``: nodes (with their distance) and edges, upstream and downstream;
-- ``to_dot``: a Graphviz digraph, edges pointing from input to output.
+``lineage_graph(catalog, asset, version, depth)`` walks ``lineage_edges`` up and down, breadth first,
+each version once. The renderers: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""Where lineage-forge keeps its state (``LINEAGE_HOME``) and the layout under it.
+"""Where lineage-forge keeps its state (``LINEAGE_HOME``), the layout under it, and safe names inside it.
 
-    landing/      raw *.jsonl / *.jsonl.gz dropped here (watched)
-    artifacts/    <asset>/<data_version>/ immutable versions
-    work/         <asset>/<fingerprint>/ resumable training state
-    catalog/      append-only tables + catalog.duckdb (views over them)
-    dagster/      DAGSTER_HOME (local homes only)
-
-LINEAGE_HOME may be ``s3://bucket/prefix`` (ml/storage.py): the same layout as object keys.
+LINEAGE_HOME may be ``s3://bucket/prefix`` (ml/storage.py): the same layout as object keys. The layout:
+DESIGN.md, "Storage".
 """
 
 from __future__ import annotations

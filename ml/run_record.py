@@ -1,12 +1,7 @@
-"""The run record: facts about one run that made a version, kept beside its content.
+"""The run record (``_run/``): facts about the run that made a version, kept beside its content.
 
-A version's content is only what its inputs determine; its data version digests that content.
-Facts about the run (wall time, throughput, latency, timestamps, host, run id, peak memory) go
-under ``_run/`` in the version directory: listed in the store manifest and verified on read like
-any file, but left out of the data version (``ml.store.content_version``), so a rebuild from the
-same inputs lands on the same version. The catalog's ``run_facts`` table keeps the numbers of every
-run (a rebuild that lands on an existing version keeps that version's first run record). DESIGN.md,
-"Content and run facts", has the rule.
+Listed in the manifest and verified on read, but left out of the data version, so a rebuild from the same
+inputs lands on the same version. The rule: DESIGN.md, "Content and run facts".
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
 """Training datasets built from the corpus: splits, mixing and one module per dataset.
 
-- ``splits.doc_split``: train/val/test by document, the same everywhere (no leakage across splits).
-- ``mixing.apply_mix``: ``source -> weight`` shares of the train split, by seeded downsampling.
-- ``embedding``: (anchor, positive) pairs for contrastive training.
-- ``relation``: entity-marked sentences -> relation label, with a balanced ``no_relation`` class.
-- ``sft``: chat-template instruction / response pairs and ``encode_sft`` (prompt tokens masked).
-
-Each ``build_*`` returns ``({"train": frame, "val": frame, "test": frame}, stats)``; ``write_splits``
-stores them.
+Each ``build_*`` returns ``({"train": frame, "val": frame, "test": frame}, stats)`` and ``write_splits``
+stores them; the split is by document and the same everywhere (``splits.doc_split``).
 """
 
 from __future__ import annotations

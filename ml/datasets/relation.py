@@ -1,13 +1,7 @@
 """Relation dataset: entity-marked evidence sentences -> relation label, plus ``no_relation``.
 
-Positive examples come from relation triples: the evidence sentence with ``<e1>..</e1>`` around the
-subject and ``<e2>..</e2>`` around the object (found in the sentence even when markup such as
-``*Annotation* assignment`` or a line break sits between the words). ``no_relation`` examples come
-from sentences without any triple, pairing two noun-ish spans (runs of up to three non-stop words);
-their number is ``no_relation_ratio`` times the average count of a positive class, per split.
-
-``labels.json`` lists ``RELATIONS`` (ml/relation_triples/base.py) in order, then ``no_relation``;
-label_id = index. Every triple is accounted for in the stats: used or ``skipped.<reason>``.
+``labels.json`` fixes the label ids (``RELATIONS`` in order, then ``no_relation``), and every triple is
+accounted for in the stats (used or ``skipped.<reason>``). Positives and negatives: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
 """SFT dataset: instruction / response pairs built from relation triples, and ``encode_sft``.
 
-An example is a question about a subject's relation ("What does X return?"), answered with the
-object(s) and the evidence sentence, written in the chat template of the tokenizer's role markers::
-
-    prompt   = <|system|>{system}<|end|><|user|>{question}<|end|><|assistant|>
-    response = {answer}<|end|>
-
-``encode_sft`` encodes prompt and response *separately* and concatenates them, so no BPE merge can
-cross the boundary, and puts -100 on exactly the prompt tokens.
+``encode_sft`` encodes prompt and response separately and concatenates them, so no BPE merge crosses the
+boundary, and puts -100 on exactly the prompt tokens. The chat template: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """Train/val/test split by document: a pure function of (seed, doc_id).
 
-Every dataset and ``tokenized_corpus`` call ``doc_split`` with the same ``seed``, ``val_ratio`` and
-``test_ratio`` config fields, so a document lands in the same split everywhere and no document (nor
-any example made from it) can appear in two splits. A document's unit hash ``u`` decides: ``val``
-when ``u < val_ratio``, ``test`` when ``val_ratio <= u < val_ratio + test_ratio``, else ``train``,
-so adding a test split leaves every val document where it was (test documents come out of train).
-The test split is held out: no training, no model selection (the loop's best/early stopping read
-val only); ``model_evaluation`` reads it.
+A document lands in the same split in every dataset and in ``tokenized_corpus``; test comes out of train,
+so adding a test split moves no val document. The rule: ml/FORMATS.md, "Splits and mixing".
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """The regression gate: each model's test metrics against the last promoted bundle's models.
 
-The baseline of a model asset is the model version named by the latest ``promotions`` row whose
-``model_version`` is ``<asset>@<version>`` (``lineage promote``), and its figures are the
-``eval_results`` rows recorded for that version (the newest per metric, preferring the dataset
-version the current model is measured on). A metric regresses when it got worse by more than
-``tolerance`` x |baseline| (relative; ``higher_is_better`` says which way is worse). A model with
-no promoted baseline, or a metric the baseline never had, is listed with ``status`` ``no_baseline``
-and does not fail.
+A metric regresses when it got worse by more than ``tolerance`` x |baseline|; a model or metric without a
+baseline is ``no_baseline`` and does not fail. Where the baseline comes from: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""Promotion: mark one component of an onnx_bundle version as the one to deploy.
+"""Promotion: mark one component of an onnx_bundle version as the one to deploy (a ``promotions`` row).
 
-A promotion is a row in the catalog's ``promotions`` table (component, bundle_version,
-model_version, promoted_by, promoted_at, note); the latest row per component is the promoted
-one, earlier rows are the history. A bundle is verified first (its files against the store
-manifest, then its package as ``lineage verify`` does) and refused when that fails, when any of its blocking checks failed
-(``ml/quality/gate.py``), when no parity result was ever recorded for it, or when the
-component's own parity in the bundle's report did not pass, or when the held-out evaluation the
-manifest carries (``evaluation``: model_evaluation) failed its ``no_regression`` check.
+A bundle is refused unless it verifies and its blocking checks, its parity and its held-out evaluation
+passed; the latest row per component is the promoted one. The refusals: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
-"""How a quality suite is written: the ``Suite``/``CheckDef``/``Prepared`` types, ``Thresholds``
-and the helpers the stages' suites share.
+"""How a quality suite is written: the ``Suite``/``CheckDef``/``Prepared`` types, ``Thresholds`` and shared helpers.
 
-A suite turns one stored version into a few small polars frames and one ``Expectation`` per check
-(``engine`` runs them); its ``CheckDef`` list is static, so Dagster shows every check before
-anything ran. Where an expectation needs more than one column or table, polars computes a per-row
-boolean or number and GX validates that column. A cross-asset expectation reads the upstream
-version recorded in the checked version's manifest, never "the newest"; bounds that are part of
-how a version was built come from its manifest ``config``. Missing values never slip through: a
-derived column maps a missing value to one that fails (GX skips nulls).
+A suite reads the upstream versions named in the checked version's manifest, never "the newest", and a
+derived column maps a missing value to one that fails (GX skips nulls). How a suite is built:
+DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

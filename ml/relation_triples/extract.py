@@ -1,12 +1,7 @@
 """Run an extractor over a frame of chunks, through the per-chunk cache.
 
-``extract_triples(chunks, extractor)`` takes a polars frame with ``chunk_id`` and
-``text`` and returns one row per triple (``TRIPLE_SCHEMA``) plus a stats dict. Chunks are
-identified by the digest of their text, so a chunk whose text did not change is never
-parsed twice by the same extractor version, whatever its id; identical texts inside one
-frame are parsed once. The cache keeps every triple the extractor produced; the
-``min_confidence`` filter is applied on the way out, to cached and fresh triples alike,
-so changing the threshold needs no re-parse.
+Chunks are keyed by the digest of their text, so an unchanged text is never parsed twice by one extractor
+version; ``min_confidence`` filters on the way out, so changing it needs no re-parse.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """The rule engine of the ``simple`` backend: candidate triples of one sentence, from its tokens.
 
-Every token is tried as a trigger with the tables of ``lexicon``: copulas (passives, fixed
-phrases, relational nouns, "is a Y", "The default X is Y"), active verbs, past-tense creation
-verbs, appositions ("X, a Y, ..."), aliases ("X, also known as Y") and acronyms ("Simple API
-for XML (SAX)"). The subject runs back from the verb group to the previous clause boundary and
-is rejected when it starts with a pronoun, demonstrative or possessive (nothing is resolved);
-imperatives have no subject and give nothing. The object runs to the next boundary, relative
-word, preposition other than "of", or verb; coordinated names give one triple each. Negation
-and questions give no triple; hedges, subordinate clauses and long arguments lower the
-confidence (``lexicon.score``).
+Nothing is resolved: a subject that starts with a pronoun, demonstrative or possessive is rejected, and
+negation and questions give no triple. Triggers, argument boundaries and confidence: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
-"""``spacy``: relation extraction from spaCy dependency parses.
+"""``spacy``: relation extraction from spaCy dependency parses (spaCy imported only when one is built).
 
-Needs spaCy and a pipeline that assigns dependency labels (``en_core_web_sm`` by default, or
-any ``nlp`` passed in); building one raises ``RuntimeError(SPACY_HINT)`` when either is
-missing, and spaCy is imported only then. The prose sentences of ``sentences`` are parsed
-(so evidence spans agree with ``simple``); per verb with an explicit subject, copulas,
-passives (``lexicon.PASSIVE``), active verbs (``lexicon.ACTIVE``), appositions and aliases
-map onto ``RELATIONS``; acronyms use the ``simple`` rule. Arguments are cleaned and checked
-as in ``simple`` (``lexicon.clean_arg``/``arg_ok``); negation gives no triple; hedges and
-subordinate clauses lower the confidence through ``lexicon.score``. The version is a digest
-of this module's and the shared modules' source plus the model name and spaCy version.
+It parses the same prose sentences as ``simple`` and shares its lexicon, argument checks and scoring, so
+evidence spans agree; a missing spaCy or model raises ``RuntimeError(SPACY_HINT)``. What maps onto which
+relation, and its version digest: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

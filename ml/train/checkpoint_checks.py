@@ -1,14 +1,7 @@
-"""The blocking checks of a checkpoint, computed from its metrics.jsonl and summary.json.
+"""The blocking checks of a checkpoint (``training_loss_fell``, ``val_metrics_ok``, ``experts_not_collapsed``), from its files.
 
-- ``training_loss_fell``: the mean train loss of the last tenth of the logged points is lower than
-  that of the first tenth by more than ``min_loss_drop`` (a fraction), and finite.
-- ``val_metrics_ok``: every final validation metric is finite and each configured floor
-  (higher-is-better metrics) and ceiling (lower-is-better) holds.
-- ``experts_not_collapsed`` (lm_checkpoint only): for a sparse MoE LM (arch: mixtral), at least
-  ``checks.min_experts_used`` (default 0.5) of the (layer, expert) pairs are *used* in the final
-  validation routing, an expert being used in a layer when it gets at least ``checks.expert_used_share``
-  (default 0.1) of its fair share 1/E of the layer's top-k assignments (``expert_share.*`` metrics,
-  ml/train/moe.py). A dense LM passes with "no experts".
+Computed from the version's ``metrics.jsonl`` and ``summary.json``. Each check's rule: DESIGN.md,
+"Module notes".
 """
 
 from __future__ import annotations
