@@ -7,7 +7,6 @@ DESIGN.md, "Content and run facts" ("Rebuilding a version").
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -17,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import dagster as dg
 
-from ml.fsutil import sha256_file, source_files
+from ml.fsutil import scoped_environ, sha256_file, source_files
 from ml.paths import ASSET_NAME_RE, landing_dir
 from ml.rebuild import RebuildOutcome, code_change, compare_versions, landing_inputs, upstream_closure
 from ml.store import ArtifactStore, BuildResult, CorruptVersionError, StoredVersion
@@ -140,32 +139,23 @@ def rebuild_one(home: Path, asset: str, version: str, *, allow_code_change: bool
                      "landing": LandingZone(path=str(landing_dir(scratch))), "torch_device": torch_device(m.get("config") or {})}
         env = {"LINEAGE_HOME": str(scratch),  # code that asks the environment (work dirs, caches) stays in scratch
                "LINEAGE_TRACKING": "off"}  # a rebuild checks a version; it is not an experiment to track
-        before = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            with dg.instance_for_test(temp_dir=str(scratch / "dagster")) as instance:
-                for up, up_v in sorted((m.get("upstream") or {}).items()):
-                    if ASSET_NAME_RE.match(up) and sstore.has_version(up, up_v):  # not landing:<file>
-                        instance.report_runless_asset_event(dg.AssetMaterialization(
-                            asset_key=up, tags={"dagster/data_version": up_v}))
-                log(f"rebuilding {asset}@{version} in {scratch}")
-                result = dg.materialize([adef], instance=instance, resources=resources, selection=[asset],
-                                        run_config=run_config(adef, asset, m.get("config") or {}),
-                                        raise_on_error=False)
-                mats = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()
-                        if e.asset_key == dg.AssetKey(asset)]
-                if not result.success or not mats:
-                    errors = [str(e.event_specific_data.error.message).strip()[:600]
-                              for e in result.get_step_failure_events()]
-                    return RebuildOutcome(asset, version, "failed", "the rebuild failed: " + " | ".join(errors),
-                                          seconds=time.perf_counter() - t0)
-                new_v = mats[0].tags["dagster/data_version"]
-        finally:
-            for k, v in before.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        with scoped_environ(env), dg.instance_for_test(temp_dir=str(scratch / "dagster")) as instance:
+            for up, up_v in sorted((m.get("upstream") or {}).items()):
+                if ASSET_NAME_RE.match(up) and sstore.has_version(up, up_v):  # not landing:<file>
+                    instance.report_runless_asset_event(dg.AssetMaterialization(
+                        asset_key=up, tags={"dagster/data_version": up_v}))
+            log(f"rebuilding {asset}@{version} in {scratch}")
+            result = dg.materialize([adef], instance=instance, resources=resources, selection=[asset],
+                                    run_config=run_config(adef, asset, m.get("config") or {}),
+                                    raise_on_error=False)
+            mats = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()
+                    if e.asset_key == dg.AssetKey(asset)]
+            if not result.success or not mats:
+                errors = [str(e.event_specific_data.error.message).strip()[:600]
+                          for e in result.get_step_failure_events()]
+                return RebuildOutcome(asset, version, "failed", "the rebuild failed: " + " | ".join(errors),
+                                      seconds=time.perf_counter() - t0)
+            new_v = mats[0].tags["dagster/data_version"]
         rebuilt = sstore.get(asset, new_v)
         seconds = time.perf_counter() - t0
         fp_before, fp_after = m.get("fingerprint"), rebuilt.manifest.get("fingerprint")

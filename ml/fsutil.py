@@ -12,7 +12,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 CHUNK = 1 << 20
 
@@ -118,3 +119,18 @@ def source_files(code_version: str) -> dict[str, str]:
         if digest and digest in (code_version or ""):
             out.update(files)
     return dict(sorted(out.items()))
+
+
+@contextmanager
+def scoped_environ(values: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set inside the block; each variable back as it was (or unset) after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from ml.fsutil import scoped_environ
+
 DEFAULT_EXPERIMENT = "lineage-forge"
 
 
@@ -54,17 +56,8 @@ def _client_env(uri: str) -> Iterator[None]:
     """No retries and a short timeout for an HTTP tracker (MLflow's default retries for minutes)."""
     keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
             "MLFLOW_HTTP_REQUEST_TIMEOUT": os.environ.get("LINEAGE_TRACKING_TIMEOUT", "5")}
-    saved = {k: os.environ.get(k) for k in keys}
-    if uri.startswith(("http://", "https://")):
-        os.environ.update(keys)
-    try:
+    with scoped_environ(keys if uri.startswith(("http://", "https://")) else {}):
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _experiment_id(client, name: str, artifacts: Path | None) -> str:
