@@ -15,6 +15,8 @@ import ml.curation_units as units
 import ml.raw_docs as engine
 from assets.versioned import materialize_versioned, preview_table
 from ml.fsutil import source_digest
+from ml.paths import work_dir
+from ml.storage import is_url
 from ml.store import BuildResult, StoredVersion, compute_fingerprint
 from resources import ArtifactStoreResource, CatalogResource, LandingZone
 from resources.dagster_config import dagster_config_from_dataclass
@@ -23,9 +25,11 @@ from resources.dagster_config import dagster_config_from_dataclass
 class RawDocsConfig(dagster_config_from_dataclass(engine.IngestConfig, "RawDocsFields", descriptions={
         "max_doc_bytes": "Lines longer than this many bytes are quarantined as too_large (never read whole).",
         "excerpt_chars": "Characters of a rejected line kept in the quarantine excerpt.",
-        "batch_rows": "Rows per Parquet part (bounds memory)."})):
+        "batch_rows": "Rows per Parquet part (bounds memory).",
+        "slice_bytes": "A landing file larger than this is ingested in slices of about this many bytes, each a "
+                       "unit step of its own (cut after a newline; 0: never)."})):
     def to_ml(self) -> engine.IngestConfig:
-        return engine.IngestConfig(self.max_doc_bytes, self.excerpt_chars, self.batch_rows)
+        return engine.IngestConfig(self.max_doc_bytes, self.excerpt_chars, self.batch_rows, self.slice_bytes)
 
 
 def _catalog_rows(version: StoredVersion) -> dict:
@@ -60,9 +64,11 @@ def _upstream(files: list[engine.LandingFile]) -> dict[str, str]:
 def raw_docs_plan(context: dg.OpExecutionContext, config: RawDocsConfig, store: ArtifactStoreResource,
                   landing: LandingZone):
     """The landing files, and one unit per file unless the whole version is already stored."""
-    files = engine.scan_landing(landing.dir())
+    home = store.get().home
+    files = engine.scan_landing(landing.dir(), None if is_url(home) else work_dir(home) / "raw_docs" / "landing_digests.json")
     if not files:
         raise dg.Failure(f"no *.jsonl or *.jsonl.gz files in {landing.dir()} (try: lineage sample-corpus)")
+    files = engine.slice_files(files, config.slice_bytes)  # a large file: several units
     yield dg.Output(files, "files")
     key = dg.AssetKey("raw_docs")
     fp = compute_fingerprint("raw_docs", context.assets_def.code_versions_by_key.get(key) or "unversioned",

@@ -49,14 +49,14 @@ def run(landing: Path, home: Path, threshold: float, workers: int, cold_merge: b
     import ml.curation_units as cu
     from ml.cleaned_chunks.pipeline import CurationConfig
     from ml.fsutil import digest_json
-    from ml.raw_docs import scan_landing
+    from ml.raw_docs import IngestConfig, scan_landing, slice_files
     from ml.store import ArtifactStore, BuildResult
 
     cfg = CurationConfig(jaccard_threshold=threshold, threads=1)  # the pool keeps the cores busy
     store = ArtifactStore(home)
     res: dict = {}
     t0 = time.perf_counter()
-    files = scan_landing(landing)
+    files = slice_files(scan_landing(landing, home / "work" / "landing_digests.json"), IngestConfig().slice_bytes)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         raw_units = list(pool.map(_ingest, [(home, f) for f in files]))
         t1 = time.perf_counter()

@@ -38,7 +38,7 @@ import ml.cleaned_chunks.filters as filters
 import ml.cleaned_chunks.minhash as minhash
 import ml.cleaned_chunks.pipeline as pipeline
 import ml.raw_docs as raw_docs
-from ml.fsutil import digest_json, source_digest
+from ml.fsutil import digest_json, sha256_file, source_digest
 from ml.store import ArtifactStore, BuildResult, CorruptVersionError, StoredVersion
 
 RAW_UNIT = "raw_docs__unit"
@@ -65,8 +65,17 @@ def _verified_lookup(store: ArtifactStore, asset: str, fingerprint: str) -> Stor
 
 
 # ---- raw_docs ------------------------------------------------------------------------------------
+def _ingest_config_json(cfg: raw_docs.IngestConfig) -> dict[str, Any]:
+    c = asdict(cfg)
+    c.pop("slice_bytes", None)  # a unit is a file or a slice (named by its byte range), whatever cut it
+    return c
+
+
 def raw_unit_fingerprint(lf: raw_docs.LandingFile, cfg: raw_docs.IngestConfig) -> str:
-    return digest_json({"relpath": lf.relpath, "sha256": lf.sha256, "config": asdict(cfg), "code": RAW_CODE})
+    fp = {"relpath": lf.relpath, "sha256": lf.sha256, "config": _ingest_config_json(cfg), "code": RAW_CODE}
+    if lf.sliced:
+        fp["slice"] = [lf.offset, lf.size, lf.first_line]
+    return digest_json(fp)
 
 
 def ingest_unit(store: ArtifactStore, lf: raw_docs.LandingFile, cfg: raw_docs.IngestConfig,
@@ -80,8 +89,9 @@ def ingest_unit(store: ArtifactStore, lf: raw_docs.LandingFile, cfg: raw_docs.In
         stats = raw_docs.ingest_file(lf, out, cfg)
         return BuildResult(stats=stats, rows=stats["kept"])
 
-    return store.put(RAW_UNIT, build, fingerprint=fp, code_version=RAW_CODE, config=asdict(cfg),
-                     upstream={f"landing:{lf.relpath}": lf.sha256}, run_id=run_id)
+    return store.put(RAW_UNIT, build, fingerprint=fp, code_version=RAW_CODE, config=_ingest_config_json(cfg),
+                     upstream={f"landing:{lf.relpath}" + (f"@{lf.offset}+{lf.size}" if lf.sliced else ""): lf.sha256},
+                     run_id=run_id)
 
 
 def assemble_raw(store: ArtifactStore, files: list[raw_docs.LandingFile], units: list[str],
@@ -159,7 +169,7 @@ class _VerifiedPaths:
     needs; an earlier unit nothing is read from is never hashed."""
 
     def __init__(self, store: ArtifactStore, versions: list[StoredVersion]):
-        self.store, self.versions, self.paths = store, versions, {}
+        self.store, self.versions, self.paths, self.checked = store, versions, {}, set()
 
     def __len__(self) -> int:
         return len(self.versions)
@@ -168,6 +178,27 @@ class _VerifiedPaths:
         if i not in self.paths:
             self.paths[i] = self.store.open(CURATION_UNIT, self.versions[i].data_version).path
         return self.paths[i]
+
+    def unverified(self, i: int) -> Path:
+        """Unit i's directory, for reading only files passed to ``check_file`` first."""
+        return self.paths.get(i) or self.versions[i].path
+
+    def check_file(self, i: int, relpath: str) -> None:
+        """One file of unit i against its manifest (size, sha256), once: the merge reads a few
+        survivors parts of an earlier unit, so only those are hashed, not the whole unit. A
+        mismatch is a ``CorruptVersionError`` naming the file, as ``store.open`` would raise."""
+        if i in self.paths or (i, relpath) in self.checked:
+            return
+        v = self.versions[i]
+        entry = next((f for f in v.manifest["files"] if f["path"] == relpath), None)
+        path = v.file(relpath)
+        size = path.stat().st_size if path.is_file() else None
+        actual = sha256_file(path) if size is not None and entry and size == entry["bytes"] else None
+        if entry is None or actual != entry["sha256"]:
+            raise CorruptVersionError(CURATION_UNIT, v.data_version, v.path, [{
+                "path": relpath, "expected_sha256": entry and entry["sha256"], "actual_sha256": actual,
+                "expected_bytes": entry and entry["bytes"], "actual_bytes": size}])
+        self.checked.add((i, relpath))
 
 
 def merge_and_assemble(store: ArtifactStore, units: list[str], cfg: pipeline.CurationConfig, out: Path,

@@ -47,7 +47,7 @@ import stat
 import unicodedata
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -80,6 +80,7 @@ class IngestConfig:
     max_doc_bytes: int = 2_000_000
     excerpt_chars: int = 160
     batch_rows: int = 50_000
+    slice_bytes: int = 64 << 20  # a landing file larger than this is ingested in slices of about this size (0: never)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,10 @@ class LandingFile:
     sha256: str  # a MARKERS value when the entry is accounted but not read
     problem: str | None = None  # its quarantine reason then (symlink, not_regular_file, unreadable_file)
     detail: str = ""
+    # a slice of a large file (``slice_files``): its bytes [offset, offset + size) and the lines before it
+    offset: int = 0
+    first_line: int = 0
+    sliced: bool = False
 
 
 @dataclass
@@ -215,26 +220,59 @@ def _sha256_nofollow(path: Path) -> str:
     return h.hexdigest()
 
 
-def scan_landing(landing: Path) -> list[LandingFile]:
+def _stat_key(st: os.stat_result) -> list[int]:
+    """What says a file's bytes are unchanged without reading them: any write changes mtime or
+    ctime (ctime cannot be set back), a replacement changes the inode."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def scan_landing(landing: Path, digests: Path | None = None) -> list[LandingFile]:
     """Every *.jsonl / *.jsonl.gz under ``landing`` (recursively, hidden ones left out: see
     ``visible_files``), sorted, with size and sha256; and the entries raw_docs accounts for without
     reading them (``landing_problems``, and files it cannot open: ``unreadable_file``), with the
     reason in ``problem`` and a marker instead of the sha256. An ``s3://`` landing zone follows the
-    same rules over its objects (size from the listing, sha256 of the streamed bytes)."""
+    same rules over its objects (size from the listing, sha256 of the streamed bytes).
+
+    ``digests``: a JSON file of the sha256s of an earlier scan by file (device, inode, size, mtime,
+    ctime); a file whose stat is the same is not read again (as git's index does), so a scan of
+    an unchanged landing zone costs a stat per file, not a read of the corpus. Rewritten atomically."""
     if is_url(landing):
         return _s3_scan(landing)
+    known: dict = {}
+    if digests is not None:
+        try:
+            known = json.loads(Path(digests).read_text())
+        except (OSError, ValueError):
+            known = {}
+    seen: dict = {}
     out = []
     for rel, path in visible_files(landing):
         if not is_landing_file(rel):
             continue
         try:
-            out.append(LandingFile(rel, path, path.stat().st_size, _sha256_nofollow(path)))
+            st = path.stat()
+            entry = known.get(rel)
+            if entry and entry[0] == _stat_key(st):
+                sha = entry[1]
+            else:
+                sha = _sha256_nofollow(path)
+                st2 = path.stat()  # written to while read: not remembered
+                if _stat_key(st2) != _stat_key(st):
+                    st = None
+            if st is not None:
+                seen[rel] = [_stat_key(st), sha]
+            out.append(LandingFile(rel, path, path.stat().st_size, sha))
         except FileNotFoundError:  # removed while scanned
             continue
         except OSError as exc:  # PermissionError, or swapped for a link (ELOOP)
             out.append(LandingFile(rel, path, 0, MARKERS["unreadable_file"], "unreadable_file",
                                    f"{type(exc).__name__}: {exc.strerror or exc}"))
     out += landing_problems(landing)
+    if digests is not None and seen != known:
+        from ml.fsutil import atomic_write_json
+
+        Path(digests).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(digests), seen)
     return sorted(out, key=lambda f: f.relpath)
 
 
@@ -522,6 +560,54 @@ IDS_SCHEMA = {"doc_id": pl.String, "line": pl.Int64, "excerpt": pl.String}
 _DUP_DETAIL = re.compile(r"^duplicate of ([0-9a-f]+) \(")
 
 
+class _Window:
+    """``readline`` over the next ``size`` bytes of a stream (a slice of a landing file)."""
+
+    def __init__(self, stream: IO[bytes], size: int):
+        self.stream, self.left = stream, size
+
+    def readline(self, limit: int = -1) -> bytes:
+        n = self.left if limit is None or limit < 0 else min(limit, self.left)
+        data = self.stream.readline(n) if n > 0 else b""
+        self.left -= len(data)
+        return data
+
+
+def slice_files(files: list[LandingFile], slice_bytes: int) -> list[LandingFile]:
+    """Each uncompressed landing file larger than ``slice_bytes`` as consecutive slices of about
+    that size, cut after a newline (the first newline at or after each multiple of ``slice_bytes``),
+    each with the number of lines before it, so a slice's lines keep the numbers they have in the
+    file. A slice is a unit of its own: (relpath, file sha256, offset, size) name it. Other
+    entries are returned as they are. One sequential read of each sliced file (newlines counted)."""
+    if slice_bytes <= 0:
+        return list(files)
+    out = []
+    for lf in files:
+        if lf.problem or lf.relpath.endswith(".gz") or lf.size <= slice_bytes:
+            out.append(lf)
+            continue
+        cuts, lines_at = [0], [0]
+        lines, pos, want = 0, 0, slice_bytes
+        with open_landing(lf.path) as f:
+            while block := f.read(1 << 20):
+                while want < pos + len(block):  # the cut: just after the first newline at or after `want`
+                    nl = block.find(b"\n", want - pos)
+                    if nl < 0:
+                        break
+                    cuts.append(pos + nl + 1)
+                    lines_at.append(lines + block.count(b"\n", 0, nl + 1))
+                    want = cuts[-1] + slice_bytes
+                lines += block.count(b"\n")
+                pos += len(block)
+                want = max(want, pos)  # no newline after `want` in this block: look on in the next one
+        if cuts[-1] >= pos:
+            cuts.pop(), lines_at.pop()
+        bounds = cuts + [pos]
+        for k in range(len(cuts)):
+            out.append(replace(lf, size=bounds[k + 1] - bounds[k], offset=cuts[k], first_line=lines_at[k], sliced=True))
+    return out
+
+
 def ingest_file(lf: LandingFile, out: Path, cfg: IngestConfig = IngestConfig()) -> dict[str, Any]:
     """Validate every line of one landing file into ``out``; returns its counts (``lines_read``,
     ``kept``, ``quarantined``, ``bom_stripped``, ``reasons`` {reason: n}); duplicates are checked
@@ -545,8 +631,11 @@ def ingest_file(lf: LandingFile, out: Path, cfg: IngestConfig = IngestConfig()) 
         try:
             with open_landing(lf.path) as raw_stream, (
                     gzip.GzipFile(fileobj=raw_stream, mode="rb") if lf.relpath.endswith(".gz") else raw_stream) as stream:
-                for raw in iter_lines(stream, cfg.max_doc_bytes):
+                if lf.sliced:
+                    stream.seek(lf.offset)
+                for raw in iter_lines(_Window(stream, lf.size) if lf.sliced else stream, cfg.max_doc_bytes):
                     lines += 1
+                    raw.number += lf.first_line
                     if raw.number == 1 and raw.data.startswith(BOM):  # a BOM is no part of the first document
                         raw.data, raw.size = raw.data[len(BOM):], raw.size - len(BOM)
                         bom += 1
@@ -589,32 +678,31 @@ def assemble(files: list[LandingFile], units: list[Path], unit_stats: list[dict[
 
     link = link or place_file
     report = IngestReport()
-    seen: dict[str, tuple[str, int]] = {}
+    # doc_id -> (source, line) of its first kept line: Arrow columns, not a Python object per document
+    seen = pl.DataFrame(schema={"doc_id": pl.String, "src": pl.String, "first_line": pl.Int64})
     (out_dir / "docs").mkdir(parents=True, exist_ok=True)
     (out_dir / "quarantine").mkdir(parents=True, exist_ok=True)
     for i, (lf, unit, st) in enumerate(zip(files, units, unit_stats)):
         prefix = f"u{i:05d}-"
-        report.files += 1
+        report.files += not (lf.sliced and lf.offset)  # a file's later slices are the same file
         report.bytes_read += lf.size
         report.lines_read += st["lines_read"]
         report.bom_stripped += st["bom_stripped"]
         counts = report.per_source.setdefault(lf.relpath, Counter())
         counts.update(st["reasons"])
         ids = pl.read_parquet(unit / "ids.parquet")
-        dup = [doc_id in seen for doc_id in ids["doc_id"].to_list()]
-        if not any(dup):
-            for doc_id, line in zip(ids["doc_id"].to_list(), ids["line"].to_list()):
-                seen[doc_id] = (lf.relpath, line)
+        hit = ids.join(seen, on="doc_id", how="left", maintain_order="left")
+        dup = hit["src"].is_not_null()
+        seen = pl.concat([seen, ids.filter(~dup).select("doc_id", src=pl.lit(lf.relpath, pl.String),
+                                                        first_line=pl.col("line"))])
+        if not dup.any():
             for sub in ("docs", "quarantine"):
                 for part in sorted((unit / sub).glob("part-*.parquet")):
                     link(part, out_dir / sub / f"{prefix}{part.name}")
             kept, extra = st["kept"], Counter()
         else:  # rare: rewrite this unit without the documents an earlier file holds
-            dups = ids.filter(pl.Series(dup))
-            first = {d: seen[d] for d in dups["doc_id"].to_list()}
-            for doc_id, line, is_dup in zip(ids["doc_id"].to_list(), ids["line"].to_list(), dup):
-                if not is_dup:
-                    seen[doc_id] = (lf.relpath, line)
+            dups = ids.filter(dup)
+            first = {d: (src, line) for d, src, line in hit.filter(dup).select("doc_id", "src", "first_line").iter_rows()}
             docs = pl.read_parquet(unit / "docs" / "*.parquet").filter(~pl.col("doc_id").is_in(list(first)))
             q = pl.read_parquet(unit / "quarantine" / "*.parquet")
 

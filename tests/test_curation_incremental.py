@@ -14,7 +14,7 @@ import pytest
 
 import ml.curation_units as cu
 from ml.cleaned_chunks.pipeline import CurationConfig, read_chunks, read_clean_docs, read_decisions
-from ml.raw_docs import IngestConfig, read_docs, read_quarantine, scan_landing
+from ml.raw_docs import IngestConfig, read_docs, read_quarantine, scan_landing, slice_files
 from ml.store import ArtifactStore, BuildResult, CorruptVersionError
 from tests.helpers.near_dedup import NO_RULES, edited, jaccard, noisy_join, vocabulary
 
@@ -49,11 +49,11 @@ def land(landing: Path, name: str, rows: list[dict]) -> None:
     (landing / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def run(home: Path, landing: Path) -> tuple[dict, dict]:
+def run(home: Path, landing: Path, ingest: IngestConfig = IngestConfig()) -> tuple[dict, dict]:
     """raw_docs then cleaned_chunks through the stored units; returns (frames, cleaned_chunks stats)."""
     store = ArtifactStore(home)
-    files = scan_landing(landing)
-    units = [cu.ingest_unit(store, f, IngestConfig()).data_version for f in files]
+    files = slice_files(scan_landing(landing), ingest.slice_bytes)
+    units = [cu.ingest_unit(store, f, ingest).data_version for f in files]
     raw = store.put("raw_docs", lambda out: BuildResult(stats=cu.assemble_raw(store, files, units, out).stats()),
                     fingerprint="0" * 16, code_version="t", config={}, upstream={})
     raw = store.open("raw_docs", raw.data_version)
@@ -157,3 +157,31 @@ def test_a_corrupt_stored_unit_fails_the_merge_that_reads_it(corpus, tmp_path):
     land(landing, "b.jsonl", corpus["b.jsonl"])  # near copies of a.jsonl's documents: the merge reads a's text
     with pytest.raises(CorruptVersionError, match="survivors/part-00000.parquet"):
         run(home, landing)
+
+
+def test_slices_of_a_large_file_decide_as_the_whole_file(corpus, tmp_path):
+    """A file above slice_bytes is several units (cut after newlines); every raw row (line numbers
+    included), quarantine row and decision equals the unsliced run's. The big file repeats a line
+    in another slice (duplicate_doc across slices), holds a bad line, and ends without a newline."""
+    landing = tmp_path / "landing"
+    land(landing, "a.jsonl", corpus["a.jsonl"])
+    big = corpus["b.jsonl"] + corpus["c.jsonl"][:40]
+    lines = [json.dumps(r) for r in big]
+    lines.insert(30, "{not json")
+    lines.insert(90, lines[5])  # the same document again, slices later
+    (landing / "big.jsonl").write_text("\n".join(lines))  # no final newline
+    size = (landing / "big.jsonl").stat().st_size
+    sliced_cfg = IngestConfig(slice_bytes=size // 7)
+    slices = slice_files(scan_landing(landing), sliced_cfg.slice_bytes)
+    big_slices = [f for f in slices if f.relpath == "big.jsonl"]
+    assert len(big_slices) >= 6 and sum(f.size for f in big_slices) == size
+    assert [f.offset for f in big_slices][1:] == [f.offset + f.size for f in big_slices][:-1]
+    whole, whole_report = run(tmp_path / "whole", landing, IngestConfig(slice_bytes=0))
+    sliced, sliced_report = run(tmp_path / "sliced", landing, sliced_cfg)
+    assert sliced_report.lsh["units_merged"] == len(slices) > len(big_slices)  # a.jsonl is sliced too
+    assert whole_report.lsh["units_merged"] == 2
+    assert_same(sliced, whole)
+    q = whole["quarantine"]
+    assert sorted(q["reason"].to_list()) == ["duplicate_doc", "invalid_json"]
+    assert "(big.jsonl:6)" in q.filter(pl.col("reason") == "duplicate_doc")["detail"][0]
+    assert whole["docs"]["line"].max() == len(lines)

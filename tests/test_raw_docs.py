@@ -136,3 +136,23 @@ def test_reason_list_is_documented():
 
     for reason in REASONS:
         assert reason in ml.raw_docs.__doc__
+
+
+def test_a_scan_with_digests_reads_only_changed_files(tmp_path, monkeypatch):
+    import ml.raw_docs as rd
+
+    landing, digests = tmp_path / "landing", tmp_path / "work" / "digests.json"
+    write_lines(landing / "a.jsonl", [doc()])
+    write_lines(landing / "b.jsonl", [doc(url="https://example.org/b")])
+    first = scan_landing(landing, digests)
+    assert [f.sha256 for f in first] == [f.sha256 for f in scan_landing(landing)]
+    read = []
+    real = rd._sha256_nofollow
+    monkeypatch.setattr(rd, "_sha256_nofollow", lambda p: read.append(p.name) or real(p))
+    assert scan_landing(landing, digests) == first and read == []  # nothing changed: nothing read
+    # the same size, other bytes: read again, and the new digest is the file's
+    (landing / "b.jsonl").write_text((landing / "b.jsonl").read_text().replace("example", "EXAMPLE"))
+    again = scan_landing(landing, digests)
+    assert read == ["b.jsonl"]
+    assert again[0] == first[0] and again[1].sha256 != first[1].sha256
+    assert again[1].sha256 == real(landing / "b.jsonl")

@@ -150,7 +150,7 @@ def curate_unit(raw_parts: list[Path], out: Path, cfg: CurationConfig = Curation
     for sub in ("local", "survivors", "chunks"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     signatures, has_shingles = [np.empty((0, cfg.num_perm), np.uint32)], [np.empty(0, bool)]
-    part = 0
+    part, survivor_rows = 0, []
     for batch in iter_batches(raw_parts, cfg.batch_docs):
         stats["docs_in"] += batch.height
         stats["chars_in"] += int(batch["content"].str.len_chars().sum())
@@ -184,12 +184,15 @@ def curate_unit(raw_parts: list[Path], out: Path, cfg: CurationConfig = Curation
                      schema=LOCAL_SCHEMA).write_parquet(out / "local" / f"part-{part:05d}.parquet")
         survivors = survivors.select(*DOC_COLUMNS, "text")
         survivors.write_parquet(out / "survivors" / f"part-{part:05d}.parquet")
+        survivor_rows.append(survivors.height)
         chunk_frame(survivors.select("doc_id", "text"), cfg.chunk).write_parquet(out / "chunks" / f"part-{part:05d}.parquet")
         part += 1
     if not part:  # no documents: empty parts, so every glob finds a file
         pl.DataFrame(schema=LOCAL_SCHEMA).write_parquet(out / "local" / "part-00000.parquet")
         pl.DataFrame(schema=SURVIVOR_SCHEMA).write_parquet(out / "survivors" / "part-00000.parquet")
         pl.DataFrame(schema=CHUNK_SCHEMA).write_parquet(out / "chunks" / "part-00000.parquet")
+        survivor_rows.append(0)
+    np.save(out / "survivor_rows.npy", np.array(survivor_rows, np.int64))  # rows per survivors part
     if cfg.near_dedup:
         np.save(out / "signatures.npy", np.concatenate(signatures))
         np.save(out / "has.npy", np.concatenate(has_shingles))
@@ -212,11 +215,11 @@ class DedupIndex:
 
     exact: pl.DataFrame  # EXACT_SCHEMA: key, the first doc_id with it
     kept: pl.DataFrame  # KEPT_SCHEMA: doc_id, unit, row
-    bands: np.ndarray  # uint64 [kept, n_bands]
+    bands: np.ndarray  # uint64 [n_bands, kept]: band-major, so probing a band reads one contiguous row
 
     @classmethod
     def empty(cls, n_bands: int = 0) -> "DedupIndex":
-        return cls(pl.DataFrame(schema=EXACT_SCHEMA), pl.DataFrame(schema=KEPT_SCHEMA), np.empty((0, n_bands), np.uint64))
+        return cls(pl.DataFrame(schema=EXACT_SCHEMA), pl.DataFrame(schema=KEPT_SCHEMA), np.empty((n_bands, 0), np.uint64))
 
     def save(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
@@ -296,14 +299,35 @@ def _unit_shingles(units, index: np.ndarray, unit: np.ndarray, row: np.ndarray, 
     come in ascending order, and within a unit rows ascend with the numbering, so the documents
     reach ``out`` in ascending order."""
     cuts = np.flatnonzero(np.r_[True, unit[1:] != unit[:-1], True])
+    check = getattr(units, "check_file", None)
     for a, b in zip(cuts[:-1], cuts[1:]):
+        u = int(unit[a])
         rows, idx = row[a:b].astype(np.int64), index[a:b]
-        text = (pl.scan_parquet(units[int(unit[a])] / "survivors" / "*.parquet").select("text").with_row_index("row")
-                .filter(pl.col("row").is_in(rows.tolist())).sort("row").collect()["text"])
+        text = _survivor_text(units[u] if check is None else units.unverified(u), rows,
+                              (lambda rel, u=u: check(u, rel)) if check else None)
         for lo in range(0, len(rows), SHINGLE_BLOCK):
             block = text.slice(lo, SHINGLE_BLOCK)
             d, h = _shingles(WordArrays.from_texts(block), n, np.arange(len(block)))
             out.add(idx[lo:lo + len(block)], d, h)
+
+
+def _survivor_text(unit: Path, rows: np.ndarray, check=None) -> pl.Series:
+    """The cleaned text of survivors ``rows`` (ascending) of a unit, reading only the survivors
+    parts that hold them (``survivor_rows.npy``); ``check(relpath)`` verifies each file read first."""
+    if check:
+        check("survivor_rows.npy")
+    counts = np.load(unit / "survivor_rows.npy")
+    starts = np.r_[0, np.cumsum(counts)]
+    part = np.searchsorted(starts, rows, side="right") - 1
+    texts = []
+    for k in np.unique(part):
+        rel = f"survivors/part-{int(k):05d}.parquet"
+        if check:
+            check(rel)
+        local = (rows[part == k] - starts[k]).tolist()
+        texts.append(pl.read_parquet(unit / rel, columns=["text"]).with_row_index("row")
+                     .filter(pl.col("row").is_in(local)).sort("row")["text"])
+    return pl.concat(texts) if texts else pl.Series("text", [], pl.String)
 
 
 @dataclass
@@ -380,12 +404,14 @@ def merge(units: list[Path], start: int, index: DedupIndex, cfg: CurationConfig 
         has = np.concatenate(has_parts) if has_parts else np.empty(0, bool)
         new_idx = np.flatnonzero(has)  # documents without shingles are kept without a comparison
         docs_out, buckets_out = [], []
-        for b in range(bands):
-            hn, ho = new_bands[new_idx, b], index.bands[:, b]
-            shared_new = pl.Series(hn).is_duplicated().to_numpy() | np.isin(hn, ho)
+        for b in range(bands):  # one hash-set probe of the index's band (polars), the rest on new documents
+            hn, ho = new_bands[new_idx, b], index.bands[b]
+            shared_old = pl.Series(ho).is_in(pl.Series(hn).implode()).to_numpy()
+            shared_new = pl.Series(hn).is_duplicated().to_numpy()
+            if shared_old.any():
+                shared_new |= np.isin(hn, ho[shared_old])
             if not shared_new.any():
                 continue
-            shared_old = np.isin(ho, hn[shared_new])
             _, bucket = np.unique(np.r_[ho[shared_old], hn[shared_new]], return_inverse=True)
             docs_out.append(np.r_[np.flatnonzero(shared_old), n_old + new_idx[shared_new]])
             buckets_out.append(bucket.astype(np.int64) + b * (n_old + n_new))
@@ -442,7 +468,7 @@ def merge(units: list[Path], start: int, index: DedupIndex, cfg: CurationConfig 
         pl.concat([index.exact, *new_exact]).cast(EXACT_SCHEMA),
         pl.concat([index.kept, pl.DataFrame({"doc_id": s_ids.gather(kept_new), "unit": s_unit[kept_new],
                                               "row": s_row[kept_new]}, schema=KEPT_SCHEMA)]),
-        np.concatenate([index.bands.reshape(index.kept.height, bands), new_bands[kept_new]]))
+        np.concatenate([index.bands.reshape(bands, index.kept.height), new_bands[kept_new].T], axis=1))
     return MergeResult(out, new_index, lsh)
 
 
