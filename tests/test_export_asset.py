@@ -13,13 +13,13 @@ import pytest
 from ml.export import to_onnx
 from assets import cleaned_chunks, raw_docs
 from assets.export import onnx_bundle
-from assets.versioned import materialize_versioned, upstream_version
 from ml.catalog import Catalog, now_utc
 from ml.cli import main as lineage
-from ml.store import ArtifactStore, BuildResult
+from ml.store import ArtifactStore
 from resources import ArtifactStoreResource, CatalogResource, LandingZone
 from tests.conftest import write_lines
 from tests.helpers.export_models import TEXTS, build_checkpoints, build_graph_models, perturb_largest_weight
+from tests.helpers.stand_ins import publishing_stand_in
 
 RESOURCES = {"store": ArtifactStoreResource(), "catalog": CatalogResource(), "landing": LandingZone()}
 CKPT: dict = {}  # stand-in asset -> directory to publish (filled by the fixture)
@@ -29,24 +29,15 @@ FAST = {"latency_runs": 1, "latency_batches": [1], "threads": 1, "samples": 8}
 def _standin(name: str, deps: list[str]):
     """A test asset that publishes a prepared directory as a version, with real upstream versions."""
 
-    @dg.asset(name=name, deps=deps, group_name="stand_in")
-    def _asset(context: dg.AssetExecutionContext, store: ArtifactStoreResource, catalog: CatalogResource):
-        st = store.get()
-        up = {d: upstream_version(context, st, d).data_version for d in deps}
+    def write(out, up):
+        if name == "relation_dataset":
+            pl.DataFrame({"text": [f"<e1>{t.split()[0]}</e1> {t} <e2>it</e2>" for t in TEXTS]}).write_parquet(out / "val.parquet")
+        elif name == "ner_dataset":
+            pl.DataFrame({"text": [s for t in TEXTS for s in t.split(". ")]}).write_parquet(out / "val.parquet")
+        else:
+            shutil.copytree(CKPT[name], out, dirs_exist_ok=True)
 
-        def build(out):
-            if name == "relation_dataset":
-                pl.DataFrame({"text": [f"<e1>{t.split()[0]}</e1> {t} <e2>it</e2>" for t in TEXTS]}).write_parquet(out / "val.parquet")
-            elif name == "ner_dataset":
-                pl.DataFrame({"text": [s for t in TEXTS for s in t.split(". ")]}).write_parquet(out / "val.parquet")
-            else:
-                shutil.copytree(CKPT[name], out, dirs_exist_ok=True)
-            return BuildResult(rows=1)
-
-        return materialize_versioned(context, store=st, catalog=catalog.get(), config={"stand_in": name},
-                                     upstream=up, build=build)
-
-    return _asset
+    return publishing_stand_in(name, deps, write)
 
 
 STAND_INS = [

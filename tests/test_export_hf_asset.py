@@ -10,38 +10,29 @@ import shutil
 import dagster as dg
 
 from assets.release import CHECK, hf_release
-from assets.versioned import materialize_versioned, upstream_version
 from ml.catalog import Catalog, now_utc
-from ml.store import ArtifactStore, BuildResult
+from ml.store import ArtifactStore
 from resources import ArtifactStoreResource, CatalogResource
 from tests.helpers.export_models import build_checkpoints
+from tests.helpers.stand_ins import publishing_stand_in
 
 CKPT: dict = {}
 RESOURCES = {"store": ArtifactStoreResource(), "catalog": CatalogResource()}
 
 
 def _standin(name: str, deps: list[str]):
-    @dg.asset(name=name, deps=deps, group_name="stand_in")
-    def _asset(context: dg.AssetExecutionContext, store: ArtifactStoreResource, catalog: CatalogResource):
-        st = store.get()
-        up = {d: upstream_version(context, st, d).data_version for d in deps}
+    def write(out, up):
+        if name == "onnx_bundle":  # only what hf_release reads: the producer's versions, per-model parity
+            (out / "bundle").mkdir()
+            (out / "bundle" / "manifest.json").write_text(json.dumps({
+                "producer": {"upstream": up},
+                "models": {"lm": {"source": {"asset": "lora_adapter"}, "bytes": {"fp32": 4e5, "int4": 2e5},
+                                  "parity": {"int4": {"passed": True, "argmax_agreement": 0.97}}}}}))
+        else:
+            shutil.copytree(CKPT[name], out, dirs_exist_ok=True)
+            (out / "summary.json").write_text(json.dumps({"val": {"loss": 2.0}, "steps": 5}))
 
-        def build(out):
-            if name == "onnx_bundle":  # only what hf_release reads: the producer's versions, per-model parity
-                (out / "bundle").mkdir()
-                (out / "bundle" / "manifest.json").write_text(json.dumps({
-                    "producer": {"upstream": up},
-                    "models": {"lm": {"source": {"asset": "lora_adapter"}, "bytes": {"fp32": 4e5, "int4": 2e5},
-                                      "parity": {"int4": {"passed": True, "argmax_agreement": 0.97}}}}}))
-            else:
-                shutil.copytree(CKPT[name], out, dirs_exist_ok=True)
-                (out / "summary.json").write_text(json.dumps({"val": {"loss": 2.0}, "steps": 5}))
-            return BuildResult(rows=1)
-
-        return materialize_versioned(context, store=st, catalog=catalog.get(), config={"stand_in": name},
-                                     upstream=up, build=build)
-
-    return _asset
+    return publishing_stand_in(name, deps, write)
 
 
 STAND_INS = [_standin("lm_checkpoint", []), _standin("lora_adapter", ["lm_checkpoint"]),

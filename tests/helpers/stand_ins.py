@@ -4,6 +4,7 @@ so a sensor sees what it sees in production; only their bodies are trivial."""
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import dagster as dg
 
@@ -33,6 +34,25 @@ def _stand_in(name: str, group: str, deps: list[str], pool: str | None = None):
 
         return materialize_versioned(context, store=st, catalog=catalog.get(), config=config.model_dump(),
                                      upstream=ups, build=build)
+    return _asset
+
+
+def publishing_stand_in(name: str, deps: list[str], write: Callable[[Path, dict[str, str]], None]):
+    """A stand-in (group ``stand_in``) whose version holds what ``write(out, upstream versions)`` puts there,
+    with the real upstream versions of ``deps``: for the tests of assets that read prepared checkpoints."""
+
+    @dg.asset(name=name, deps=deps, group_name="stand_in")
+    def _asset(context: dg.AssetExecutionContext, store: ArtifactStoreResource, catalog: CatalogResource):
+        st = store.get()
+        up = {d: upstream_version(context, st, d).data_version for d in deps}
+
+        def build(out: Path) -> BuildResult:
+            write(out, up)
+            return BuildResult(rows=1)
+
+        return materialize_versioned(context, store=st, catalog=catalog.get(), config={"stand_in": name},
+                                     upstream=up, build=build)
+
     return _asset
 
 
