@@ -104,7 +104,7 @@ def cleaned_chunks_unit(context: dg.OpExecutionContext, config: CleanedChunksCon
     raw_version, i, unit = todo
     st = store.get()
     try:
-        done = curation_units.curate_unit(st, lambda: st.open("raw_docs", raw_version), unit, config.to_ml(),
+        done = curation_units.curate_unit(st, lambda: st.get("raw_docs", raw_version), unit, config.to_ml(),
                                           context.run.run_id)
     except CorruptVersionError as err:
         raise corruption_failure(context, st, catalog.get(), err) from None

@@ -42,7 +42,7 @@ def _curate(args) -> str:
 
     home, raw_version, unit, cfg = args
     store = ArtifactStore(home)
-    return cu.curate_unit(store, lambda: store.open("raw_docs", raw_version), unit, cfg).data_version
+    return cu.curate_unit(store, lambda: store.get("raw_docs", raw_version), unit, cfg).data_version
 
 
 def run(landing: Path, home: Path, threshold: float, workers: int, cold_merge: bool = False) -> dict:

@@ -137,13 +137,14 @@ def curation_unit_fingerprint(unit: CurationUnit, cfg: pipeline.CurationConfig) 
 def curate_unit(store: ArtifactStore, raw: StoredVersion | Callable[[], StoredVersion], unit: CurationUnit,
                 cfg: pipeline.CurationConfig, run_id: str = "") -> StoredVersion:
     """The stored per-document work of one unit: found by fingerprint (verified later, when the merge
-    reads it), else computed now from ``raw`` (the raw_docs version, or a function that opens it:
-    a found unit never opens, so never verifies, the whole raw_docs version)."""
+    reads it), else computed now from ``raw`` (the raw_docs version, or a function that gets it:
+    a found unit never reads it). Only the unit's own raw parts are read, and those are verified
+    against the manifest first (``check_files``), so a unit step costs its unit, not the corpus."""
     fp = curation_unit_fingerprint(unit, cfg)
     if (found := store.lookup(CURATION_UNIT, fp, verify=False)) is not None:
         return found
 
-    version = raw() if callable(raw) else raw
+    version = check_files(raw() if callable(raw) else raw, list(unit.parts))
 
     def build(out: Path) -> BuildResult:
         stats = pipeline.curate_unit([version.file(p) for p in unit.parts], out, cfg)
@@ -184,21 +185,30 @@ class _VerifiedPaths:
         return self.paths.get(i) or self.versions[i].path
 
     def check_file(self, i: int, relpath: str) -> None:
-        """One file of unit i against its manifest (size, sha256), once: the merge reads a few
-        survivors parts of an earlier unit, so only those are hashed, not the whole unit. A
-        mismatch is a ``CorruptVersionError`` naming the file, as ``store.open`` would raise."""
+        """One file of unit i against its manifest, once: the merge reads a few survivors parts of
+        an earlier unit, so only those are hashed, not the whole unit."""
         if i in self.paths or (i, relpath) in self.checked:
             return
-        v = self.versions[i]
-        entry = next((f for f in v.manifest["files"] if f["path"] == relpath), None)
-        path = v.file(relpath)
+        check_files(self.versions[i], [relpath])
+        self.checked.add((i, relpath))
+
+
+def check_files(version: StoredVersion, relpaths: list[str]) -> StoredVersion:
+    """Some files of a stored version against its manifest (size, sha256): verify-on-read of the
+    files a step reads when it reads a small share of a large version. A mismatch is a
+    ``CorruptVersionError`` naming the files, as ``store.open`` would raise for the whole version."""
+    listed = {f["path"]: f for f in version.manifest["files"]}
+    problems = []
+    for rel in relpaths:
+        entry, path = listed.get(rel), version.file(rel)
         size = path.stat().st_size if path.is_file() else None
         actual = sha256_file(path) if size is not None and entry and size == entry["bytes"] else None
         if entry is None or actual != entry["sha256"]:
-            raise CorruptVersionError(CURATION_UNIT, v.data_version, v.path, [{
-                "path": relpath, "expected_sha256": entry and entry["sha256"], "actual_sha256": actual,
-                "expected_bytes": entry and entry["bytes"], "actual_bytes": size}])
-        self.checked.add((i, relpath))
+            problems.append({"path": rel, "expected_sha256": entry and entry["sha256"], "actual_sha256": actual,
+                             "expected_bytes": entry and entry["bytes"], "actual_bytes": size})
+    if problems:
+        raise CorruptVersionError(version.asset, version.data_version, version.path, problems)
+    return version
 
 
 def merge_and_assemble(store: ArtifactStore, units: list[str], cfg: pipeline.CurationConfig, out: Path,

@@ -185,3 +185,22 @@ def test_slices_of_a_large_file_decide_as_the_whole_file(corpus, tmp_path):
     assert sorted(q["reason"].to_list()) == ["duplicate_doc", "invalid_json"]
     assert "(big.jsonl:6)" in q.filter(pl.col("reason") == "duplicate_doc")["detail"][0]
     assert whole["docs"]["line"].max() == len(lines)
+
+
+def test_a_unit_step_verifies_the_raw_parts_it_reads(corpus, tmp_path):
+    landing, home = tmp_path / "landing", tmp_path / "home"
+    land(landing, "a.jsonl", corpus["a.jsonl"])
+    land(landing, "b.jsonl", corpus["b.jsonl"])
+    store = ArtifactStore(home)
+    files = scan_landing(landing)
+    units = [cu.ingest_unit(store, f, IngestConfig()).data_version for f in files]
+    raw = store.put("raw_docs", lambda out: BuildResult(stats=cu.assemble_raw(store, files, units, out).stats()),
+                    fingerprint="0" * 16, code_version="t", config={}, upstream={})
+    a, b = cu.plan_units(raw)
+    part = raw.file(b.parts[0])
+    part.chmod(0o644)
+    part.write_bytes(part.read_bytes()[:-1] + b"\0")  # same size, other bytes
+    fresh = ArtifactStore(home)
+    assert cu.curate_unit(fresh, lambda: fresh.get("raw_docs", raw.data_version), a, CFG).data_version  # a's parts are fine
+    with pytest.raises(CorruptVersionError, match=b.parts[0]):
+        cu.curate_unit(fresh, lambda: fresh.get("raw_docs", raw.data_version), b, CFG)
