@@ -122,10 +122,14 @@ def source_files(code_version: str) -> dict[str, str]:
 
 
 @contextmanager
-def scoped_environ(values: Mapping[str, str]) -> Iterator[None]:
-    """``os.environ`` with ``values`` set inside the block; each variable back as it was (or unset) after."""
+def scoped_environ(values: Mapping[str, str | None]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set (``None``: unset) inside the block; each variable back as it was after."""
     saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     try:
         yield
     finally:

@@ -21,6 +21,7 @@ import pytest
 from ml import faults
 from ml.catalog import Catalog, now_utc, own_batch_id
 from ml.cli import main as lineage
+from ml.fsutil import scoped_environ
 from ml.store import MANIFEST, ArtifactStore, BuildResult, CorruptVersionError, ObjectArtifactStore
 from tests.conftest import REPO
 from tests.servers import seaweedfs
@@ -31,19 +32,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     scratch = tmp_path_factory.mktemp("scratch")
-    with seaweedfs() as server:
-        saved = {k: os.environ.get(k) for k in (*server.env(), "LINEAGE_SCRATCH", "LINEAGE_HOME")}
-        os.environ.update(server.env())
-        os.environ["LINEAGE_SCRATCH"] = str(scratch)
-        os.environ.pop("LINEAGE_HOME", None)  # every call below names its home
-        try:
-            yield server
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with seaweedfs() as server, scoped_environ({**server.env(), "LINEAGE_SCRATCH": str(scratch),
+                                                "LINEAGE_HOME": None}):  # every call below names its home
+        yield server
 
 
 def _build(text: str, n: int = 12, run_record: bool = False):
