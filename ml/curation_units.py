@@ -1,28 +1,8 @@
 """Units of raw_docs and cleaned_chunks in the artifact store: computed once, reused by every version.
 
-A unit is one landing file. Its results are immutable store entries (``ArtifactStore.put``, read
-back with ``open``/``lookup``, verified against their manifests like any version), named by what
-they are made of:
-
-==========================  =================================================================
-raw_docs__unit              ``ingest_file`` of one file; fingerprint: (relpath, sha256, config, code)
-cleaned_chunks__unit        ``curate_unit`` of one raw unit; fingerprint: (sha256 of its raw parts,
-                            config, code): the same documents from the same source, whatever
-                            position the file has now
-cleaned_chunks__part        a unit's share of a version (kept docs, chunks, decisions); fingerprint:
-                            the chain digest of every unit up to and including it (its decisions
-                            depend on those and nothing else)
-cleaned_chunks__index       the ``DedupIndex`` after a prefix of units; fingerprint: that chain digest
-==========================  =================================================================
-
-A version is assembled from its units' parts (hard links where the file system allows, so the
-version directory holds ordinary files: integrity on read, ``gc`` and the catalog see nothing
-new). Raw units, parts and indexes are verified when found (a corrupt one is moved aside and built
-again in the same run); curation units when the merge reads them (a corrupt one fails that run,
-is moved aside, and the next run computes it again). An incremental run finds the longest prefix of units whose index and parts are stored and
-merges only the units after it, so appending a file costs that file; inserting or removing one
-costs the units after it (their per-document work stays cached; only the merge reruns).
-Names with ``__`` are no catalog assets (``lineage gc`` leaves them out of its catalog repair).
+A unit is one landing file; its results are immutable store entries named by what they are
+made of, so an incremental run merges only the units after the longest stored prefix. Names with ``__``
+are no catalog assets. The entries and their fingerprints: DESIGN.md, "Curation in units" and "Module notes".
 """
 
 from __future__ import annotations

@@ -1,24 +1,9 @@
-"""Training work / resume state at a storage location (ml/storage.py).
+"""Training work / resume state at a storage location, and the object-store upload ``Lease``.
 
-Training writes its resumable state into a local directory (``ml/train/checkpointing.py``:
-``<work>/checkpoints/step-<N>/`` renamed into place, ``state.json`` listing the sha256 of every
-other file). ``WorkState`` gives that directory for a (home, asset, fingerprint):
-
-- local home: ``<home>/work/<asset>/<fingerprint>/`` itself; nothing to sync (unchanged behaviour);
-- ``s3://`` home: a local mirror in scratch space, ``<scratch>/work/<home digest>/<asset>/<fp>/``.
-  ``pull()`` brings the complete checkpoints stored under ``<home>/work/<asset>/<fp>/`` into it
-  before training (a run resumed on another machine continues from there); ``push()`` uploads every
-  complete local checkpoint the bucket does not have, its ``state.json`` LAST (the commit marker:
-  a checkpoint without it is never pulled, whatever a kill left behind), and removes the ones
-  ``prune`` dropped (``state.json`` first). ``syncing()`` pushes every ``interval_s`` seconds from a
-  background thread while training runs, and once more at the end.
-
-``Lease`` is the upload lease of an object-store writer (``artifacts/_leases/<...>.json``: host, pid,
-start, TTL): written before the first object, RENEWED by a background thread every third of its TTL
-(``renewed_at``) while the upload runs, deleted when the manifest is in. ``lease_dead`` is gc's rule:
-on this host a lease is dead when its pid is gone; from another host, when it was neither started
-nor renewed within its TTL. So a writer that is still uploading after the TTL keeps its lease, and
-``lineage gc`` only takes what dead writers left.
+A local home trains in ``<home>/work/<asset>/<fp>/`` itself; an ``s3://`` home in a scratch mirror, pulled
+before training and pushed while it runs, each checkpoint's ``state.json`` LAST (a checkpoint without it is
+never pulled). A lease is renewed while its upload runs, so gc only takes what dead writers left.
+Details: DESIGN.md, "Object-store homes" and "Module notes".
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
 """Token shards: whole cleaned documents encoded with the trained tokenizer, memory-mappable.
 
-Layout of a version (ml/FORMATS.md, "tokenized_corpus")::
-
-    train/shard-00000.bin ...   flat little-endian uint16 (uint32 if the vocabulary has > 65,535 ids)
-    val/shard-00000.bin ...
-    index.json                  {"dtype", "vocab_size", "eos_id", "shard_tokens", "mixed_out_docs",
-                                 "splits": {split: {"shards": [{"path", "tokens"}], "docs", "tokens"}}}
-    offsets/<split>.npy         int64 start of each document in the split's concatenated stream
-    doc_ids/<split>.parquet     doc_id, source, tokens (in stream order)
-
-The stream of a split is ``doc_0 <|eos|> doc_1 <|eos|> ... doc_n <|eos|>``: every document is
-followed by one ``<|eos|>``. Shards are consecutive fixed-size pieces of that stream (the last one
-shorter), so a document may continue in the next shard; ``TokenShards`` hides that.
+A split's stream is ``doc_0 <|eos|> doc_1 <|eos|> ...``, cut into fixed-size shards, so a document may
+continue in the next shard; ``TokenShards`` hides that. Layout: ml/FORMATS.md, "tokenized_corpus", and
+DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

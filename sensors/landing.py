@@ -1,33 +1,8 @@
 """landing_sensor: new, changed or removed files in the landing zone -> one ``ingest_job`` run.
 
-Each tick:
-
-1. List the files ``raw_docs`` would read, by its own rule (``ml.raw_docs``: ``*.jsonl`` /
-   ``*.jsonl.gz`` under the landing zone, hidden files and directories skipped; a ``*.partial``
-   name is not such a file, so writers can use one until the file is complete), and the preference
-   pairs ``preference_dataset`` reads (``preferences/*.jsonl``, ``ml.datasets.preference``).
-2. A file is *complete* when its (size, mtime) is the one the previous tick saw, or when its
-   mtime is at least ``LINEAGE_LANDING_SETTLE_SECONDS`` (default 10) old (a file moved in with
-   ``mv`` keeps its old mtime and is taken at once). Otherwise it is *pending*: still being
-   written. While any file is pending, nothing is requested, since ``raw_docs`` would read
-   the half-written file too.
-3. Only files whose (size, mtime) changed are hashed (sha256); the others keep the digest in
-   the cursor. Hashing stops after ``LINEAGE_LANDING_HASH_SECONDS`` (default 20) per tick;
-   what is left waits for the next tick, so a huge landing never times a tick out. The
-   landing *fingerprint* is the digest of the sorted (relpath, sha256) set.
-4. No request when that set is the one ``raw_docs`` and ``preference_dataset`` last ingested (their
-   materializations' ``upstream`` metadata): rewriting identical bytes, or starting the sensor over a landing
-   zone already ingested, requests nothing. No request either when this fingerprint was
-   already requested (the run may have failed: see ``run_failures``), or while a run that
-   may materialize ``raw_docs`` is queued or running; a burst of landings during that run
-   becomes one follow-up ingest.
-5. Otherwise one RunRequest for ``ingest_job``, with ``run_key`` = digest(previous run key,
-   fingerprint). Chaining the previous key keeps keys unique when the landing zone returns
-   to an earlier state (a file added, then removed again), which Dagster would otherwise
-   skip as an old run key.
-
-Cursor (JSON): ``files`` {relpath: {size, mtime_ns, sha256}} of complete files, ``pending``
-{relpath: {size, mtime_ns}}, ``requested`` {fingerprint, run_key} of the last request.
+Nothing is requested while a file is still being written (its size or mtime moved since the last tick
+and it is younger than the settle time), nor when the landing fingerprint (sorted relpath, sha256) is the
+one raw_docs last ingested. The tick step by step and the cursor: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

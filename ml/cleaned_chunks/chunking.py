@@ -1,54 +1,9 @@
 """Sentence-aware text chunking with stable ids and exact character spans.
 
-Chunks are measured in tokens of a simple regex pre-tokenizer, ``TOKEN_RE``: a run of
-word characters or one punctuation mark (``"don't"`` is ``don``, ``'``, ``t``). It is not
-a trained tokenizer; it only makes chunk sizes comparable and deterministic.
-
-Sentences (``split_sentences``) are split, using a regex and a small loop:
-
-* after ``.``, ``!`` or ``?`` (optionally followed by closing quotes/brackets) when
-  whitespace follows and then an uppercase letter, a digit, an opening quote or bracket
-  (or a letter without case, e.g. CJK) -- never a lowercase letter. A ``.`` right after a
-  common abbreviation (``e.g.``, ``i.e.``, ``etc.``, ``Mr.``, ``Dr.``, ``vs.``, ``Fig.``,
-  ``No.``, ... see ``ABBREVIATIONS``, any case) or after an initial (a capital letter
-  starting a word: ``J. Smith``, ``J.R.R. Tolkien``, and so also ``U.S.``) ends no
-  sentence; a decimal (``3.14``) never does, as no whitespace follows its dot;
-* at blank lines (paragraph breaks, ``\\n\\s*\\n``);
-* at the start of a bullet / list line: a line whose first non-blank text is ``-``, ``*``,
-  ``•`` or ``1.`` / ``1)`` (one to three digits) followed by whitespace.
-
-Sentence spans are trimmed of surrounding whitespace and cover all non-space text. As
-sentences are separated by whitespace, no token ever crosses a sentence boundary.
-
-Packing (``chunk_text``) works on the document's token sequence, in which every sentence
-end is a *boundary*:
-
-* a chunk ends at the last boundary that keeps it within ``chunk_size`` tokens (greedy
-  whole sentences). A sentence longer than ``chunk_size`` is cut at token boundaries: when
-  no boundary past the previous chunk's end fits, or the sentence after the last fitting
-  boundary is longer than ``chunk_size`` on its own (it is cut anyway), the chunk is filled
-  to exactly ``chunk_size`` tokens (so no tiny chunk is left before a long sentence);
-* the next chunk starts ``overlap`` tokens or fewer before the previous chunk's end: at the
-  earliest sentence boundary within that budget (the largest sentence-aligned overlap), else
-  exactly ``overlap`` tokens back. The start never reaches back to the previous chunk's
-  start (progress), and it is moved later if that lets the next sentence fit whole in the
-  next chunk (so a fitting sentence is never cut just to make room for the overlap), as
-  long as some overlap remains. With ``overlap=0`` chunks tile the tokens exactly once;
-* a trailing chunk with fewer than ``min_chunk_tokens`` tokens is merged into the previous
-  one when the merged chunk fits in ``chunk_size`` tokens, else kept. (With the greedy
-  packing above that merge cannot actually fit: had it fit, the previous chunk would already
-  have reached the end. The rule is kept as a guard, and a short tail is therefore kept.)
-
-Speed: sentence candidates come from one regex whose branches all start with ``[.!?\\n]``
-(the engine skips to those with a fast character-set scan; abbreviations are negative
-lookbehinds, so Python sees only real candidates), and token counts come from a per-character
-class string built with ``bytes.translate`` and counted with ``bytearray.count``, not from a
-regex pass over every token. Token positions are computed (``TOKEN_RE``) only for sentences a
-chunk starts or ends inside. Single-threaded throughput on English prose is about 25 MB/s.
-
-Each chunk's ``text`` is exactly ``doc_text[char_start:char_end]``, from the start of its
-first token to the end of its last (no surrounding whitespace), and its ``chunk_id`` is the
-first 20 hex digits of ``sha256(f"{doc_id}\\x1f{char_start}\\x1f{char_end}\\x1f{text}")``.
+Chunks pack whole sentences up to ``chunk_size`` tokens of a regex pre-tokenizer (``TOKEN_RE``), so no
+token crosses a sentence boundary; a chunk's ``text`` is exactly ``doc_text[char_start:char_end]`` and
+its ``chunk_id`` a digest of (doc_id, span, text). Sentence rules, packing, overlap and speed:
+DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

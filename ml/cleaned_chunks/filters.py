@@ -1,21 +1,7 @@
-"""Document quality rules: Gopher quality, Gopher repetition, C4 document rules.
+"""Document quality rules: Gopher quality, Gopher repetition, C4 document rules (batch-wise, no Python loop per document).
 
-Each rule is a small named unit (``Rule``) with a reason code that lands in
-``doc_decisions`` when it removes a document; rules run in ``RULES`` order and the
-first one that fires is the recorded reason. Every threshold is a field of
-``FilterConfig``; setting it to ``None`` switches that rule off, and each family
-has its own switch.
-
-Features are computed for a whole batch at once: per-document string statistics
-with polars, repetition statistics from n-gram hashes over the batch's flat word
-array with numpy/polars (``WordArrays``), so no rule loops over documents in Python.
-Definitions follow Rae et al. 2021 (Gopher, appendix A) and Raffel et al. 2020 (C4):
-
-- words are whitespace-separated tokens; n-grams are over lower-cased words;
-- duplicate line/paragraph fractions count every occurrence after the first;
-- top n-gram fraction = characters of the most frequent n-gram × its count / characters of the text;
-- duplicate n-gram fraction = characters of words covered by any repeated occurrence
-  of an n-gram (overlaps counted once) / characters of the text.
+Rules run in ``RULES`` order and the first that fires is the recorded reason; every threshold is a
+``FilterConfig`` field and ``None`` switches its rule off. Definitions: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

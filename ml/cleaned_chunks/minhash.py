@@ -1,35 +1,8 @@
-"""Near-duplicate detection: MinHash + LSH finds candidates, exact Jaccard decides.
+"""Near-duplicate detection: MinHash + LSH finds candidates, exact Jaccard of word 5-gram sets decides.
 
-Definition (what a decision means, reproducible by hand). The Jaccard similarity of two
-documents is |S(a) ∩ S(b)| / |S(a) ∪ S(b)|, where S(x) is the *set* of word n-grams
-(``shingle_size``, default 5) of the document's cleaned text, lower-cased and split on
-whitespace: ``w = text.lower().split(); S = {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}``;
-a document of fewer than n words has one shingle made of all its words.
-
-- Shingles are hashed to uint64 (``WordArrays.ngram_hashes``); sets of 64-bit hashes stand in
-  for sets of word tuples. A collision between two different shingles of two ~1,000-shingle
-  documents has probability ~10⁶/2⁶⁴ ≈ 5·10⁻¹⁴: negligible.
-- ``num_perm`` hash functions h_j(x) = a_j·x + b_j (mod 2^64, a_j odd), minimum per
-  document, top 32 bits kept: a (n_docs × num_perm) uint32 signature, computed in
-  fixed-size slices of shingles on several threads (numpy releases the GIL), so
-  memory stays bounded even for one huge document.
-- LSH: bands × rows are chosen from the threshold t so that a pair *at* t becomes a
-  candidate with probability ≥ 1 − ``LSH_MISS`` (0.999): the most rows per band (fewest
-  chance candidates) that still meets it (``lsh_params``; 0.8 → 25 × 5, 0.7 → 32 × 4).
-- The signature only finds candidates; it never decides. Every candidate pair is checked
-  with the exact Jaccard of the two documents' sorted shingle-hash sets, which the caller
-  supplies for the candidate documents only (``ShingleSets``).
-- Decision, greedy in document order: a document is a near duplicate when its exact
-  Jaccard with an earlier *kept* document that shares an LSH bucket with it is ≥ t;
-  ``duplicate_of`` is the earliest such kept document and ``similarity`` that Jaccard.
-  So the earliest document of a group is always kept, and a kept document is never
-  ≥ t similar to another kept document it shares a bucket with. Chains are not
-  transitive: with A ≈ B and B ≈ C but A ≉ C, A is kept, B is removed (duplicate of A)
-  and C is kept — C's only match was removed, and C is not a copy of anything kept.
-- Work per document is bounded: each bucket remembers at most ``MAX_BUCKET_KEPT`` kept
-  documents (a corpus of thousands of mutually similar-but-not-duplicate templated pages
-  would otherwise cost a comparison per pair); the number of kept documents a full
-  bucket did not remember is reported (``bucket_overflow``).
+The signature never decides: every candidate pair is checked exactly, greedily in document order, so the
+earliest document of a group is kept and ``duplicate_of`` names a kept document. The definition:
+ml/FORMATS.md ("cleaned_chunks"); hashing, LSH parameters and bounds: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations

@@ -1,28 +1,8 @@
-"""cleaned_chunks: raw docs → cleaned, deduplicated, quality-filtered, chunked text.
+"""cleaned_chunks: raw docs -> cleaned, deduplicated, quality-filtered, chunked text.
 
-Every input document gets exactly one decision, recorded in ``decisions/``:
-
-==================  ==========================================================
-kept                passed every rule; its cleaned text is chunked
-exact_duplicate     same normalized text as an earlier document (duplicate_of);
-                    similarity 1.0
-filtered            a rule fired; ``reason`` is the rule's code (filters.RULES)
-near_duplicate      exact Jaccard ≥ threshold with an earlier kept document
-                    (duplicate_of), found through MinHash/LSH; similarity = that
-                    Jaccard (definition in minhash.py)
-==================  ==========================================================
-
-Order of the checks: cleaning → empty text → exact dedup → quality rules → near
-dedup among the documents that passed the rules, so ``duplicate_of`` always points
-at a document that is kept.
-
-Two passes over bounded batches: pass 1 cleans, exact-dedups, filters and MinHashes
-each batch, spilling the survivors' cleaned text to ``tmp``; then LSH finds the
-survivors that share a bucket, their shingles are recomputed from the spilled text
-(those documents only), and exact Jaccard decides; pass 2 chunks the documents that
-remain. Memory: one batch plus a uint32 signature (num_perm × 4 bytes) and an
-exact-dedup key per document, plus the shingle hashes (8 bytes per word) of the
-documents that share an LSH bucket.
+Every input document gets exactly one decision (kept, exact_duplicate, filtered, near_duplicate), checked
+in the order cleaning -> empty -> exact dedup -> rules -> near dedup, so ``duplicate_of`` always names a
+kept document. Decisions, passes and memory: DESIGN.md, "Module notes"; files: ml/FORMATS.md.
 """
 
 from __future__ import annotations
