@@ -5,22 +5,8 @@
     lineage gc --repair             record store versions missing from the catalog (from their manifests)
     lineage gc --min-age SECONDS    age after which a leftover whose owner cannot be checked counts (86400)
 
-Leftovers (a SIGKILL skips every ``finally``):
-
-- ``artifacts/_staging/<asset>~<pid>~<rand>~<host>/``: a version being built;
-- ``catalog/_staging/<batch>~<pid>~<rand>~<host>/``: a catalog batch being written;
-- ``.<name>.<random>.tmp`` files of atomic writes (``_fingerprints/``, the catalog's ``_schema/``
-  and ``views.json``).
-
-A staging directory is a leftover when its owner is a process on this host that no longer runs,
-or (owner on another host, or a name without one) when it is older than ``--min-age``: a build
-may run for hours on another machine, so that age is a day by default. A temporary file of an
-atomic write lives for milliseconds: it counts once it is an hour old (or ``--min-age``, if less).
-Versions moved to ``artifacts/_corrupt/`` by the integrity check are listed, never removed.
-
-On an ``s3://`` home (``find_object_leftovers``): upload leases of dead writers, version prefixes
-without a manifest whose writers are all dead, uncommitted or losing catalog uploads, and local
-scratch staging of dead processes; ``--apply`` removes them.
+A leftover's owner must be provably dead (this host: pid gone) or it must be older than --min-age.
+What counts as a leftover, locally and on an s3:// home: DESIGN.md, "Module notes".
 """
 
 from __future__ import annotations
