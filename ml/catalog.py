@@ -81,7 +81,7 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     # `lineage rebuild` (ml/rebuild.py): a version rebuilt from its manifest and compared file by file
     "rebuilds": {"asset": S, "data_version": S, "rebuilt_at": TS, "identical": B, "detail": S,
                  "rebuilt_version": S, "seconds": F},
-    # stored versions whose files no longer match their manifest (ml/store.py: verify_tree), one row per file
+    # stored versions whose files no longer match their manifest (ml/store_base.py: verify_tree), one row per file
     "corrupt_versions": {
         "asset": S, "data_version": S, "path": S, "expected_sha256": S, "actual_sha256": S,
         "expected_bytes": I, "actual_bytes": I, "detail": S, "detected_by": S, "run_id": S,
