@@ -6,10 +6,15 @@ execution:
   config:
     in_process: {}                 # configs/debug.yaml: every step in the run's process
     # multiprocess: {max_concurrent: 2}
-    # celery:                      # configs/cluster/debug.yaml: every step a Celery task
+    # celery:                      # configs/cluster/executor.yaml: every step a Celery task
     #   broker: {env: LINEAGE_CELERY_BROKER}    # redis://127.0.0.1:6379/0
     #   backend: {env: LINEAGE_CELERY_BACKEND}
 ```
+
+``celery`` given beside ``in_process`` or ``multiprocess`` wins: the cluster is an overlay on any
+profile, ``-c configs/debug.yaml -c configs/cluster/executor.yaml`` (Dagster merges several ``-c``
+files key by key, so the debug profile's ``in_process`` stays in the merged config; no copy of its
+ops is kept for the cluster). ``in_process`` beside ``multiprocess`` is an error.
 
 ``in_process`` and ``multiprocess`` are Dagster's default executor (``multi_or_in_process_executor``),
 ``celery`` is ``dagster_celery.celery_executor`` with its own config block: steps go to the queue
@@ -36,6 +41,11 @@ CELERY_QUEUE_TAG = "dagster-celery/queue"  # dagster_celery.tags.DAGSTER_CELERY_
 GPU_OP_TAGS = {CELERY_QUEUE_TAG: GPU_QUEUE}
 
 _DEFAULT_SCHEMA = multi_or_in_process_executor.config_schema.config_type.fields  # in_process, multiprocess
+# every kind optional and without a default (a default would put it into every processed config)
+_SCHEMA = {**{name: dg.Field(f.config_type, is_required=False, description=f.description)
+              for name, f in _DEFAULT_SCHEMA.items()},
+           "celery": dg.Field(dg.Shape(CELERY_CONFIG), is_required=False,
+                              description="dagster-celery's executor: every step a Celery task")}
 
 
 def _requirements(config) -> list:
@@ -45,17 +55,32 @@ def _requirements(config) -> list:
 @dg.executor(
     name="lineage_executor",
     config_schema=dg.Field(
-        dg.Selector({**_DEFAULT_SCHEMA, "celery": CELERY_CONFIG}),
+        dg.Shape(_SCHEMA),
         default_value={"multiprocess": {}},  # Dagster's default, as before
     ),
     requirements=_requirements,
 )
 def lineage_executor(init_context: InitExecutorContext) -> dg.Executor:
     """``execution: config: {in_process | multiprocess | celery: ...}`` (Dagster's default executor
-    plus ``celery``); with no ``execution:`` section, Dagster's default (a process per step)."""
-    (kind, config), = init_context.executor_config.items()
+    plus ``celery``, which wins over the other two); with no ``execution:`` section, Dagster's
+    default (a process per step)."""
+    kind = choose(init_context.executor_config)
+    config = init_context.executor_config[kind]
     if kind != "celery":
-        return multi_or_in_process_executor.executor_creation_fn(init_context)
+        return multi_or_in_process_executor.executor_creation_fn(
+            init_context._replace(executor_config={kind: config}))
     from dagster_celery.executor import celery_executor
 
     return celery_executor.executor_creation_fn(init_context._replace(executor_config=config))
+
+
+def choose(executor_config: dict) -> str:
+    """The executor kind of a processed ``execution: config:``: celery if given, else the one other."""
+    kinds = set(executor_config)
+    if "celery" in kinds:
+        return "celery"
+    if len(kinds) != 1:
+        raise dg.DagsterInvalidConfigError(
+            f"execution: config: name one executor (in_process, multiprocess or celery), got {sorted(kinds) or 'none'}",
+            [], executor_config)
+    return kinds.pop()

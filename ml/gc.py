@@ -114,20 +114,17 @@ def _scratch_leftovers() -> list[Leftover]:
 
 
 def _lease_state(lease: dict, now: float) -> str | None:
-    """Why an upload lease is dead, or None while its writer may still upload."""
-    host, pid = lease.get("host"), lease.get("pid")
-    if host == socket.gethostname() and isinstance(pid, int):
-        return None if pid_alive(pid) else f"writer pid {pid} on this host is dead"
-    age, ttl = now - float(lease.get("started_at") or 0), float(lease.get("ttl_s") or DEFAULT_MIN_AGE_S)
-    if age >= ttl:
-        return f"writer pid {pid} on {host}, lease {age / 3600:.1f} h old (TTL {ttl / 3600:.1f} h)"
-    return None
+    """Why an upload lease is dead, or None while its writer may still upload (ml/storage_work.py
+    ``lease_dead``: this host's pid gone, or not renewed within its TTL)."""
+    from ml.storage_work import lease_dead
+
+    return lease_dead(lease, now)
 
 
 def find_object_leftovers(home, min_age_s: float, now: float) -> list[Leftover]:
     """Leftovers on an object-store home (``ml/store.py``: ObjectArtifactStore, ``ml/catalog.py``: ObjectCatalog):
 
-    - ``artifacts/_leases/<...>.json`` of dead writers (same host: pid gone; else: older than its TTL);
+    - ``artifacts/_leases/<...>.json`` of dead writers (same host: pid gone; else: not renewed within its TTL);
     - ``artifacts/<asset>/<version>/`` prefixes without ``manifest.json`` (never a version) whose
       writers' leases are all dead, or that no lease names and are older than ``min_age_s``;
     - ``catalog/batches/<batch>/<writer>/`` uploads never committed (writer dead, or older than

@@ -223,13 +223,18 @@ class ObjectArtifactStore(ArtifactStore):
 
     def _upload(self, asset: str, data_version: str, staging: Path, files: list[dict[str, Any]],
                 manifest: dict[str, Any]) -> bool:
-        """Lease, files, manifest (create-only), lease removed. False: another writer's manifest came first."""
-        vdir = self.version_dir(asset, data_version)
+        """Lease (renewed while the upload runs: ml/storage_work.py ``Lease``), files, manifest
+        (create-only), lease removed. False: another writer's manifest came first."""
+        from ml.storage_work import Lease
+
         lease = self.root / LEASES / (f"{asset}~{data_version}~{os.getpid()}~{secrets.token_hex(4)}~"
                                       f"{socket.gethostname()}.json")
-        self.fs.pipe_file(lease.key, json.dumps({
-            "asset": asset, "data_version": data_version, "host": socket.gethostname(), "pid": os.getpid(),
-            "started_at": datetime.now(timezone.utc).timestamp(), "ttl_s": lease_ttl_s()}).encode())
+        with Lease(lease, {"asset": asset, "data_version": data_version}, lease_ttl_s(), fs=self.fs):
+            return self._upload_files(asset, data_version, staging, files, manifest)
+
+    def _upload_files(self, asset: str, data_version: str, staging: Path, files: list[dict[str, Any]],
+                      manifest: dict[str, Any]) -> bool:
+        vdir = self.version_dir(asset, data_version)
         listed = {f["path"] for f in files}
         others = [p.relative_to(staging).as_posix() for p in sorted(staging.rglob("*"))  # not in the manifest
                   if p.is_file() and p.name != MANIFEST and p.relative_to(staging).as_posix() not in listed]
@@ -237,7 +242,7 @@ class ObjectArtifactStore(ArtifactStore):
         half = len(paths) // 2
         for i, part in enumerate((paths[:half], paths[half:])):
             if i == 1:
-                fault_point("store.during_upload")
+                fault_point("store.during_upload", asset)
             if part:
                 self.fs.put([str(staging / rel) for rel in part], [(vdir / rel).key for rel in part])
         for rel in others:  # the read copy holds the manifest's files only
@@ -255,7 +260,5 @@ class ObjectArtifactStore(ArtifactStore):
                     local.write_bytes(theirs)
                     local.chmod(0o444)
         fault_point("store.before_publish")
-        created = create_only(vdir / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True, default=str)
-                                                + "\n").encode())
-        self.fs.rm_file(lease.key)
-        return created
+        return create_only(vdir / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True, default=str)
+                                             + "\n").encode())

@@ -3,8 +3,10 @@
 Run config of sensor-requested runs
     A *profile* is a Dagster run-config YAML like ``configs/debug.yaml``. Its path comes from
     ``$LINEAGE_RUN_CONFIG`` (relative paths are taken from the repository root), default
-    ``configs/debug.yaml``. It is read at every tick, so an edit applies to the next request
-    without reloading the code location. Each RunRequest carries the profile with ``ops:``
+    ``configs/debug.yaml``; several files separated by ``:`` (``os.pathsep``) are merged key by key
+    as ``dagster job execute -c A -c B`` merges them (later files win), e.g.
+    ``configs/debug.yaml:configs/cluster/executor.yaml`` for the cluster. It is read at every
+    tick, so an edit applies to the next request without reloading the code location. Each RunRequest carries the profile with ``ops:``
     cut down to exactly the ops of the run (the job, or the assets the request selects):
     Dagster rejects config for ops that are not in the run. ``resources:``, ``execution:``
     and ``loggers:`` are passed on as they are.
@@ -68,26 +70,35 @@ def interval_seconds(specific_env: str) -> int:
 
 
 # ---- run-config profile ------------------------------------------------------------------
-def profile_path() -> Path:
+def profile_paths() -> list[Path]:
     raw = os.environ.get(PROFILE_ENV, "").strip() or DEFAULT_PROFILE
-    path = Path(raw).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
+    out = []
+    for part in (p.strip() for p in raw.split(os.pathsep)):
+        if part:
+            path = Path(part).expanduser()
+            out.append(path if path.is_absolute() else REPO_ROOT / path)
+    return out
 
 
 def load_profile() -> dict[str, Any]:
-    """The profile as a dict; a clear error when it is missing or not a run config."""
-    path = profile_path()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"run-config profile {path} not found (set ${PROFILE_ENV} to a run-config YAML such as "
-            f"{DEFAULT_PROFILE})"
-        )
-    try:
-        data = yaml.safe_load(path.read_text("utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"run-config profile {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("ops", {}) or {}, dict):
-        raise ValueError(f"run-config profile {path}: expected a mapping with an 'ops:' mapping")
+    """The profile as a dict (its files merged in order, later keys win); a clear error when a file
+    is missing or not a run config."""
+    from dagster._utils.merger import deep_merge_dicts
+
+    data: dict[str, Any] = {}
+    for path in profile_paths():
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"run-config profile {path} not found (set ${PROFILE_ENV} to a run-config YAML such as "
+                f"{DEFAULT_PROFILE}, or several separated by {os.pathsep!r})"
+            )
+        try:
+            part = yaml.safe_load(path.read_text("utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"run-config profile {path} is not valid YAML: {exc}") from None
+        if not isinstance(part, dict) or not isinstance(part.get("ops", {}) or {}, dict):
+            raise ValueError(f"run-config profile {path}: expected a mapping with an 'ops:' mapping")
+        data = deep_merge_dicts(data, part)
     return data
 
 

@@ -15,16 +15,37 @@ REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "configs" / "cluster"
 
 
-def test_cluster_profile_is_the_debug_profile_on_celery():
+def test_cluster_overlay_moves_the_debug_profile_onto_celery(tmp_path, monkeypatch):
+    """configs/cluster/executor.yaml holds only `execution:`; merged over configs/debug.yaml as
+    `dagster job execute -c configs/debug.yaml -c configs/cluster/executor.yaml` merges them, the run
+    keeps the debug ops and resources and runs on Celery (celery wins over the profile's in_process)."""
+    from dagster_shared.yaml_utils import merge_yamls
+
+    from jobs.executor import choose, lineage_executor
+    from sensors.common import load_profile
+
+    overlay = yaml.safe_load((CLUSTER / "executor.yaml").read_text())
+    assert set(overlay) == {"execution"} and list(overlay["execution"]["config"]) == ["celery"]
     debug = yaml.safe_load((REPO / "configs" / "debug.yaml").read_text())
-    cluster = yaml.safe_load((CLUSTER / "debug.yaml").read_text())
-    # the same ops and resources (copy configs/debug.yaml's sections when it changes), only the executor differs
-    assert {k: v for k, v in cluster.items() if k != "execution"} == {k: v for k, v in debug.items() if k != "execution"}, \
-        "configs/cluster/debug.yaml must hold configs/debug.yaml's ops and resources: copy them over"
-    assert list(cluster["execution"]["config"]) == ["celery"]
-    assert validate_profile(cluster) == []
+    merged = merge_yamls([str(REPO / "configs" / "debug.yaml"), str(CLUSTER / "executor.yaml")])
+    assert {k: v for k, v in merged.items() if k != "execution"} == {k: v for k, v in debug.items() if k != "execution"}
+    assert set(merged["execution"]["config"]) == {"in_process", "celery"}
+    assert validate_profile(merged) == []
+    from dagster._config import process_config
+
+    monkeypatch.setenv("LINEAGE_CELERY_BROKER", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("LINEAGE_CELERY_BACKEND", "redis://127.0.0.1:6379/1")
+    processed = process_config(lineage_executor.config_schema.config_type, merged["execution"]["config"])
+    assert processed.success, processed.errors
+    assert choose(processed.value) == "celery"
+    assert choose({"in_process": {}}) == "in_process"
+    with pytest.raises(dg.DagsterInvalidConfigError, match="name one executor"):
+        choose({"in_process": {}, "multiprocess": {}})
+    # the sensors read the same pair from LINEAGE_RUN_CONFIG (os.pathsep-separated, merged the same way)
+    monkeypatch.setenv("LINEAGE_RUN_CONFIG", f"configs/debug.yaml:{CLUSTER / 'executor.yaml'}")
+    assert load_profile() == merged
     worker = yaml.safe_load((CLUSTER / "worker.yaml").read_text())["execution"]["config"]
-    assert worker == cluster["execution"]["config"]["celery"]  # runs and workers meet on one broker
+    assert worker == overlay["execution"]["config"]["celery"]  # runs and workers meet on one broker
 
 
 def test_instance_template_loads_postgres_and_s3_logs(monkeypatch):
