@@ -18,6 +18,9 @@ step "2/4 dagster job execute full_pipeline (configs/debug.yaml): every asset an
 # computed or cache hit with its version, each check) is read from Dagster's event log, the
 # record of the run: a filter over the console can miss the last lines of a step (DESIGN.md).
 log="$LINEAGE_HOME/demo.log"
+# The job and the progress reader start together: create the instance's storage first, or on an
+# empty home both create the same SQLite tables at once and one fails ("table already exists").
+dagster instance migrate > /dev/null
 launch="demo-$(date +%s)-$$"
 dagster job execute -m definitions -j full_pipeline -c configs/debug.yaml \
   --tags "{\"lineage/launch\": \"$launch\"}" > "$log" 2>&1 &

@@ -61,6 +61,9 @@ def test_loaded_run_every_event_in_the_log_and_in_the_progress(home, tmp_path):
     defs.write_text(JOB)
     env = subprocess_env(home)
     tag = f"test-{os.getpid()}-{time.time_ns()}"
+    # as demo.sh does: the instance's storage exists before the job and the reader open it at once
+    subprocess.run([sys.executable, "-m", "dagster", "instance", "migrate"], env=env, cwd=tmp_path,
+                   check=True, capture_output=True)
     stop = mp.Event()
     burners = [mp.Process(target=_burn, args=(stop,), daemon=True) for _ in range(max(2, os.cpu_count() or 2))]
     for b in burners:
