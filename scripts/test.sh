@@ -4,7 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."  # the repo root (env.sh leaves the directory alone)
 source scripts/env.sh
 set +e
-python -m pytest "$@"
+# two worker processes, each taking whole test files (module fixtures stay in one process);
+# PYTEST_WORKERS=0 runs everything in this process
+python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
