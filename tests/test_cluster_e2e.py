@@ -10,7 +10,8 @@ inputs did not change are cache hits):
    uploading onnx_bundle's version, where a fault point pauses it; the test SIGKILLs w2 from outside
    (the process group: Celery's main process and its pool child), finds no manifest-less version
    visible to readers and `lineage gc` listing the dead writer's lease and half upload; the lost
-   run is terminated as the UI's force-termination does it, and a replacement w2 is started;
+   run is marked canceled and its gpu pool slot freed (README "A lost worker"), and a replacement w2
+   is started;
 2. the same job again completes, on both workers (gpu queue: w2 only), every version in the bucket,
    nothing in a local home; only the killed step and the one after it are computed again;
 3. the README's lineage SQL reaches raw_docs from the bundle through the object-store catalog, and
@@ -251,8 +252,9 @@ def test_worker_killed_mid_upload_leaves_no_visible_partial_version(cluster):
     instance = cluster.instance()
     run = _latest_run(instance)
     assert run.status == dg.DagsterRunStatus.STARTED  # still waiting for w2's answer
-    # what the UI's force-termination does for a run whose process is gone: mark it canceled and free
-    # the gpu pool slot its lost step held (the next run's gpu steps would wait for it otherwise)
+    # the run's process is gone: mark it canceled (what the UI's force-termination does) and free the gpu
+    # pool slot its lost step held (the UI's pool page does it at once, the daemon's run monitoring 60 s
+    # after the run's end; the next run's gpu steps would wait for it otherwise)
     instance.report_run_canceled(run, message="worker w2 was SIGKILLed mid-step (test)")
     instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
     assert _latest_run(instance).status == dg.DagsterRunStatus.CANCELED
