@@ -1,27 +1,7 @@
 """The code location's executor: in one process, in a process per step, or on Celery workers, chosen
-by the run config's ``execution:`` section (a profile), not by the code.
-
-```yaml
-execution:
-  config:
-    in_process: {}                 # configs/debug.yaml: every step in the run's process
-    # multiprocess: {max_concurrent: 2}
-    # celery:                      # configs/cluster/executor.yaml: every step a Celery task
-    #   broker: {env: LINEAGE_CELERY_BROKER}    # redis://127.0.0.1:6379/0
-    #   backend: {env: LINEAGE_CELERY_BACKEND}
-```
-
-``celery`` given beside ``in_process`` or ``multiprocess`` wins: the cluster is an overlay on any
-profile, ``-c configs/debug.yaml -c configs/cluster/executor.yaml`` (Dagster merges several ``-c``
-files key by key, so the debug profile's ``in_process`` stays in the merged config; no copy of its
-ops is kept for the cluster). ``in_process`` beside ``multiprocess`` is an error.
-
-``in_process`` and ``multiprocess`` are Dagster's default executor (``multi_or_in_process_executor``),
-``celery`` is ``dagster_celery.celery_executor`` with its own config block: steps go to the queue
-named by their op tag ``dagster-celery/queue`` (training and export steps: ``gpu``; the rest:
-``dagster``), where ``dagster-celery worker start -q ...`` workers pick them up. A Celery worker
-shares nothing with the run but the Dagster instance (PostgreSQL), the broker and the object store
-(``LINEAGE_HOME=s3://...``): README "Beyond one machine".
+by the run config's ``execution:`` section (a profile), not by the code. ``celery`` given beside
+``in_process`` or ``multiprocess`` wins, so the cluster is an overlay on any profile (DESIGN.md
+Module notes).
 """
 
 from __future__ import annotations

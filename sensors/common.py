@@ -1,21 +1,6 @@
 """What the sensors share: tick intervals, the run-config profile, and "is a run in progress?".
-
-Run config of sensor-requested runs
-    A *profile* is a Dagster run-config YAML like ``configs/debug.yaml``. Its path comes from
-    ``$LINEAGE_RUN_CONFIG`` (relative paths are taken from the repository root), default
-    ``configs/debug.yaml``; several files separated by ``:`` (``os.pathsep``) are merged key by key
-    as ``dagster job execute -c A -c B`` merges them (later files win), e.g.
-    ``configs/debug.yaml:configs/cluster/executor.yaml`` for the cluster. It is read at every
-    tick, so an edit applies to the next request without reloading the code location. Each RunRequest carries the profile with ``ops:``
-    cut down to exactly the ops of the run (the job, or the assets the request selects):
-    Dagster rejects config for ops that are not in the run. ``resources:``, ``execution:``
-    and ``loggers:`` are passed on as they are.
-
-Intervals
-    ``$LINEAGE_SENSOR_INTERVAL`` (seconds, default 30) for every sensor; a per-sensor variable
-    (``LINEAGE_LANDING_INTERVAL``, ``LINEAGE_RETRAIN_INTERVAL``, ``LINEAGE_FAILURE_INTERVAL``)
-    wins over it. Read when the code location loads. The sensor daemon never ticks a sensor
-    more often than every 5 s, whatever the setting.
+A sensor's RunRequest carries the profile with ``ops:`` cut to exactly the run's ops (Dagster rejects
+config for ops not in the run); how profiles and intervals are chosen: DESIGN.md Module notes.
 """
 
 from __future__ import annotations
