@@ -1,39 +1,9 @@
 """raw_docs: validate landing-zone JSONL into documents + a quarantine with reasons.
 
-Every input line ends in exactly one place: ``docs`` (kept) or ``quarantine`` with
-one reason code, so ``lines_read == kept + quarantined`` always holds, and the
-per-reason counts say why. Files are streamed line by line (``*.jsonl.gz`` through
-``gzip``) and a line is never read into memory past ``max_doc_bytes + 1`` bytes:
-longer lines are skipped in bounded chunks and quarantined as ``too_large``.
-
-Reason codes (``REASONS``):
-
-==================  =================================================================
-blank_line          an empty or whitespace-only line
-invalid_utf8        bytes that are not UTF-8, or a JSON escape of a lone surrogate
-nul_byte            a NUL byte in the raw line or (``\\u0000``) in a string field
-too_large           the line is longer than ``max_doc_bytes`` bytes
-truncated_line      the JSON text ends before its value is complete (a cut-off write)
-invalid_json        a JSON syntax error before the end of the text, or NaN/Infinity
-not_object          valid JSON that is not an object
-missing_field       one of title / content / url is absent
-wrong_type          one of title / content / url is not a string
-empty_content       content is empty or whitespace only
-duplicate_doc       same doc_id (normalized url + content) as an earlier kept line
-truncated_file      a .gz stream that ends early: the line in flight is lost
-unreadable_file     a file that cannot be read at all (not gzip, no permission to open it)
-symlink             a symbolic link in the landing zone: never followed, whatever its target
-not_regular_file    a directory (or fifo, socket, device) with a landing file name
-==================  =================================================================
-
-File-level reasons (the last three, and ``truncated_file``) are one quarantine row with line 0
-and count as one line read, so the accounting identity holds for them too. A UTF-8 byte order
-mark at the start of a file is removed before parsing and counted in ``bom_stripped``.
-
-Output files (written into the directory given to ``ingest``):
-``docs/part-NNNNN.parquet`` and ``quarantine/part-NNNNN.parquet``, fixed-size
-batches written with polars, so memory stays bounded and the same input always
-produces the same bytes (the data version is a digest of those bytes).
+Every input line ends in exactly one place: ``docs`` (kept) or ``quarantine`` with one reason
+code (``REASONS``, each explained in ml/FORMATS.md "Quarantine reasons"), so
+``lines_read == kept + quarantined`` always holds. A line is never read into memory past
+``max_doc_bytes + 1`` bytes; longer lines are quarantined as ``too_large``.
 """
 
 from __future__ import annotations
