@@ -157,10 +157,24 @@ def ingested_digests(instance: dg.DagsterInstance) -> dict[str, str] | None:
     return {k.removeprefix("landing:"): str(v) for k, v in upstream.items() if k.startswith("landing:")}
 
 
+def changed_since_ingested(digests: dict[str, str], ingested: dict[str, str]) -> set[str]:
+    """Landing files added, removed or changed since the last ingest."""
+    return {rel for rel in set(digests) | set(ingested)
+            if rel not in digests or rel not in ingested or not digests[rel].startswith(ingested[rel])}
+
+
 def same_as_ingested(digests: dict[str, str], ingested: dict[str, str] | None) -> bool:
-    if ingested is None or set(digests) != set(ingested):
+    return ingested is not None and not changed_since_ingested(digests, ingested)
+
+
+def only_preferences_changed(digests: dict[str, str], ingested: dict[str, str] | None,
+                             preferences_built: bool) -> bool:
+    """True when every change since an ingest that built preference_dataset is under ``preferences/``:
+    only preference_dataset reads those files, so the run selects it alone (no document stage to check)."""
+    if ingested is None or not preferences_built:
         return False
-    return all(digests[rel].startswith(ingested[rel]) for rel in digests)
+    changed = changed_since_ingested(digests, ingested)
+    return bool(changed) and all(is_preference_file(rel) for rel in changed)
 
 
 # ---- the sensor --------------------------------------------------------------------------------
@@ -197,7 +211,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) ->
         return skip(f"no *.jsonl / *.jsonl.gz files in {root}{extra}")
 
     fingerprint = obs.fingerprint
-    if same_as_ingested(obs.digests, ingested_digests(context.instance)):
+    ingested = ingested_digests(context.instance)
+    if same_as_ingested(obs.digests, ingested):
         return skip(f"landing zone unchanged since the last ingest ({len(obs.complete)} files, {fingerprint})")
     if requested.get("fingerprint") == fingerprint:
         return skip(f"ingest of this landing state ({fingerprint}) already requested as {requested.get('run_key')}; "
@@ -208,12 +223,16 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) ->
 
     run_key = next_run_key(requested.get("run_key"), fingerprint)
     new_cursor["requested"] = {"fingerprint": fingerprint, "run_key": run_key}
+    built = latest_upstream(context.instance, PREFERENCES) is not None
+    selection = [PREFERENCES] if only_preferences_changed(obs.digests, ingested, built) else None
     request = dg.RunRequest(
         run_key=run_key,
         job_name=ingest_job.name,
-        run_config=run_config_for(context.repository_def, ingest_job.name),
+        asset_selection=selection,
+        run_config=run_config_for(context.repository_def, ingest_job.name, selection),
         tags={TRIGGER_TAG: "landing_sensor", "lineage/landing_fingerprint": fingerprint,
               "lineage/landing_files": str(len(obs.complete))},
     )
-    context.log.info(f"requesting {ingest_job.name} for {len(obs.complete)} landing files ({fingerprint})")
+    what = "preference_dataset only (only preferences/ changed)" if selection else "every stage"
+    context.log.info(f"requesting {ingest_job.name} for {len(obs.complete)} landing files ({fingerprint}): {what}")
     return dg.SensorResult(run_requests=[request], cursor=json.dumps(new_cursor, sort_keys=True))

@@ -371,8 +371,8 @@ def test_second_run_is_all_cache_hits(cluster):
 
 
 def test_new_landing_object_ingests_and_retrains(cluster):
-    """New DPO pairs land (landing/preferences/): the landing sensor requests ingest_job, which finds
-    every document stage a cache hit and builds a new preference_dataset; the retrain sensor, reading
+    """New DPO pairs land (landing/preferences/): the landing sensor requests an ingest_job run of
+    preference_dataset alone (no document file changed) and it builds a new version; the retrain sensor, reading
     the catalog and the instance, requests a train_job of exactly the model whose input changed
     (dpo_adapter). Both runs must succeed on the workers."""
     t_start = time.monotonic()
@@ -410,7 +410,8 @@ def test_new_landing_object_ingests_and_retrains(cluster):
     assert ingest.tags.get("lineage/trigger") == "landing_sensor", ingest.tags
     assert train.tags.get("lineage/trigger") == "retrain_sensor", train.tags
     ingested = _materializations(instance, ingest.run_id)
-    assert ingested["raw_docs"].get("cache_hit") is True and ingested["preference_dataset"].get("cache_hit") is not True
+    assert set(ingested) == {"preference_dataset"} and ingested["preference_dataset"].get("cache_hit") is not True
+    assert ingest.asset_selection == {dg.AssetKey("preference_dataset")}
     prefs = instance.get_latest_materialization_event(dg.AssetKey("preference_dataset")).asset_materialization
     assert "preferences/more_prefs.jsonl" in json.dumps(prefs.metadata["upstream"].value)
     # the retrain ran on the gpu worker and wrote a new dpo_adapter version into the bucket

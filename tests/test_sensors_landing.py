@@ -199,3 +199,26 @@ def test_profile_from_env_is_cut_to_the_ops_of_the_run(tmp_path, monkeypatch):
     monkeypatch.setenv("LINEAGE_RUN_CONFIG", str(tmp_path / "missing.yaml"))
     with pytest.raises(FileNotFoundError, match="LINEAGE_RUN_CONFIG"):
         run_config_for(repo, "ingest_job")
+
+
+def test_a_change_only_under_preferences_selects_preference_dataset_alone():
+    from sensors.landing import PREFERENCES, only_preferences_changed
+
+    ingested = {"a.jsonl": "aaaa", "preferences/p.jsonl": "pppp"}
+    same = {"a.jsonl": "aaaa1234", "preferences/p.jsonl": "pppp1234"}
+    assert not only_preferences_changed(same, ingested, True)  # nothing changed: no run at all
+    assert only_preferences_changed({**same, "preferences/q.jsonl": "qqqq"}, ingested, True)  # added
+    assert only_preferences_changed({**same, "preferences/p.jsonl": "ffff"}, ingested, True)  # changed
+    assert only_preferences_changed({"a.jsonl": "aaaa1234"}, ingested, True)  # removed
+    # one document file changes as well: every stage runs
+    assert not only_preferences_changed({"a.jsonl": "bbbb", "preferences/q.jsonl": "qqqq"}, ingested, True)
+    assert not only_preferences_changed({**same, "b.jsonl": "bbbb"}, ingested, True)
+    # nothing ingested yet, or preference_dataset never built: every stage runs
+    assert not only_preferences_changed({**same, "preferences/q.jsonl": "qqqq"}, None, True)
+    assert not only_preferences_changed({**same, "preferences/q.jsonl": "qqqq"}, ingested, False)
+    # the selected run's config is the profile cut to preference_dataset's ops, and valid for that subset
+    repo = defs.get_repository_def()
+    config = run_config_for(repo, "ingest_job", [PREFERENCES])
+    assert set(config["ops"]) == {"preference_dataset"} & set(load_profile()["ops"])
+    subset = repo.get_job("ingest_job").get_subset(asset_selection={PREFERENCES})
+    assert dg.validate_run_config(subset, config)
