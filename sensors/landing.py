@@ -217,7 +217,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) ->
     if requested.get("fingerprint") == fingerprint:
         return skip(f"ingest of this landing state ({fingerprint}) already requested as {requested.get('run_key')}; "
                     "if that run failed, see the run_failures table")
-    busy = active_runs_touching(context.instance, context.repository_def, [RAW_DOCS])
+    busy = active_runs_touching(context.instance, context.repository_def, [RAW_DOCS, PREFERENCES])
     if busy:
         return skip(f"landing changed ({fingerprint}); waiting for {describe_runs(busy)} to finish")
 

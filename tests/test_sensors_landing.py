@@ -154,6 +154,13 @@ def test_a_burst_during_an_ingest_run_becomes_one_follow_up_request(home):
         (req,) = tick().run_requests
         assert req.tags["lineage/landing_files"] == "4"
         assert tick().run_requests == []
+        # a run of preference_dataset alone holds back a document landing too (both would build it)
+        prefs_run = dg.DagsterRun(job_name="ingest_job", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED,
+                                  asset_selection=frozenset({dg.AssetKey("preference_dataset")}))
+        instance.add_run(prefs_run)
+        _drop(landing / "5.jsonl", [_doc(5)])
+        result = tick()
+        assert result.run_requests == [] and f"waiting for ingest_job {prefs_run.run_id[:8]}" in result.skip_reason.skip_message
 
 
 def test_listing_matches_what_raw_docs_reads(tmp_path):
