@@ -543,38 +543,57 @@ class _Window:
         return data
 
 
-def slice_files(files: list[LandingFile], slice_bytes: int) -> list[LandingFile]:
+def _slice_cuts(lf: LandingFile, slice_bytes: int) -> list[list[int]]:
+    """[[offset, lines before it], ...] of a file's slices, then [size, lines]: one sequential read."""
+    cuts, lines_at = [0], [0]
+    lines, pos, want = 0, 0, slice_bytes
+    with open_landing(lf.path) as f:
+        while block := f.read(1 << 20):
+            while want < pos + len(block):  # the cut: just after the first newline at or after `want`
+                nl = block.find(b"\n", want - pos)
+                if nl < 0:
+                    break
+                cuts.append(pos + nl + 1)
+                lines_at.append(lines + block.count(b"\n", 0, nl + 1))
+                want = cuts[-1] + slice_bytes
+            lines += block.count(b"\n")
+            pos += len(block)
+            want = max(want, pos)  # no newline after `want` in this block: look on in the next one
+    if cuts[-1] >= pos:
+        cuts.pop(), lines_at.pop()
+    return [[c, n] for c, n in zip(cuts, lines_at)] + [[pos, lines]]
+
+
+def slice_files(files: list[LandingFile], slice_bytes: int, cache: Path | None = None) -> list[LandingFile]:
     """Each uncompressed landing file larger than ``slice_bytes`` as consecutive slices of about
     that size, cut after a newline (the first newline at or after each multiple of ``slice_bytes``),
     each with the number of lines before it, so a slice's lines keep the numbers they have in the
     file. A slice is a unit of its own: (relpath, file sha256, offset, size) name it. Other
-    entries are returned as they are. One sequential read of each sliced file (newlines counted)."""
+    entries are returned as they are. ``cache``: a JSON file of the cuts by (sha256, slice_bytes),
+    so an unchanged large file is not read again to find them (rewritten atomically)."""
     if slice_bytes <= 0:
         return list(files)
+    known: dict = {}
+    if cache is not None:
+        try:
+            known = json.loads(Path(cache).read_text())
+        except (OSError, ValueError):
+            known = {}
+    used: dict = {}
     out = []
     for lf in files:
         if lf.problem or lf.relpath.endswith(".gz") or lf.size <= slice_bytes:
             out.append(lf)
             continue
-        cuts, lines_at = [0], [0]
-        lines, pos, want = 0, 0, slice_bytes
-        with open_landing(lf.path) as f:
-            while block := f.read(1 << 20):
-                while want < pos + len(block):  # the cut: just after the first newline at or after `want`
-                    nl = block.find(b"\n", want - pos)
-                    if nl < 0:
-                        break
-                    cuts.append(pos + nl + 1)
-                    lines_at.append(lines + block.count(b"\n", 0, nl + 1))
-                    want = cuts[-1] + slice_bytes
-                lines += block.count(b"\n")
-                pos += len(block)
-                want = max(want, pos)  # no newline after `want` in this block: look on in the next one
-        if cuts[-1] >= pos:
-            cuts.pop(), lines_at.pop()
-        bounds = cuts + [pos]
-        for k in range(len(cuts)):
-            out.append(replace(lf, size=bounds[k + 1] - bounds[k], offset=cuts[k], first_line=lines_at[k], sliced=True))
+        key = f"{lf.sha256}:{slice_bytes}"
+        cuts = used[key] = known.get(key) or _slice_cuts(lf, slice_bytes)
+        for (start, lines_before), (end, _) in zip(cuts, cuts[1:]):
+            out.append(replace(lf, size=end - start, offset=start, first_line=lines_before, sliced=True))
+    if cache is not None and used != known:
+        from ml.fsutil import atomic_write_json
+
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(cache), used)
     return out
 
 

@@ -176,6 +176,13 @@ def test_slices_of_a_large_file_decide_as_the_whole_file(corpus, tmp_path):
     big_slices = [f for f in slices if f.relpath == "big.jsonl"]
     assert len(big_slices) >= 6 and sum(f.size for f in big_slices) == size
     assert [f.offset for f in big_slices][1:] == [f.offset + f.size for f in big_slices][:-1]
+    # with a cache of the cuts, the same file is sliced the same way without being read again
+    cache = tmp_path / "cuts.json"
+    assert slice_files(scan_landing(landing), sliced_cfg.slice_bytes, cache) == slices
+    files = scan_landing(landing)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("ml.raw_docs._slice_cuts", lambda *a: pytest.fail("an unchanged file was read for its cuts"))
+        assert slice_files(files, sliced_cfg.slice_bytes, cache) == slices
     whole, whole_report = run(tmp_path / "whole", landing, IngestConfig(slice_bytes=0))
     sliced, sliced_report = run(tmp_path / "sliced", landing, sliced_cfg)
     assert sliced_report.lsh["units_merged"] == len(slices) > len(big_slices)  # a.jsonl is sliced too
