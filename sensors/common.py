@@ -108,13 +108,20 @@ def run_asset_keys(run: dg.DagsterRun, repo: dg.RepositoryDefinition) -> set[dg.
     return set()  # a job of another code location: not ours
 
 
+def active_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    return instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE_STATUSES))
+
+
 def active_runs_touching(
-    instance: dg.DagsterInstance, repo: dg.RepositoryDefinition, keys: Iterable[dg.AssetKey]
+    instance: dg.DagsterInstance, repo: dg.RepositoryDefinition, keys: Iterable[dg.AssetKey],
+    earlier: Iterable[dg.DagsterRun] = (),
 ) -> list[dg.DagsterRun]:
-    """Queued or running runs that may materialize any of ``keys``."""
+    """Queued or running runs that may materialize any of ``keys``, now or in ``earlier`` (the runs
+    in flight when the caller began reading state: one that ended since may have written after the
+    read, so the caller's view is stale until its next tick)."""
     keys = set(keys)
-    runs = instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE_STATUSES))
-    return [r for r in runs if run_asset_keys(r, repo) & keys]
+    runs = {r.run_id: r for r in list(earlier) + active_runs(instance)}
+    return [r for r in runs.values() if run_asset_keys(r, repo) & keys]
 
 
 def describe_runs(runs: list[dg.DagsterRun], limit: int = 3) -> str:

@@ -18,7 +18,7 @@ from ml.catalog import Catalog
 from ml.quality.gate import failed_blocking_checks
 from ml.store import ArtifactStore
 from resources import ArtifactStoreResource, CatalogResource
-from sensors.common import (TRIGGER_TAG, active_runs_touching, describe_runs, interval_seconds, latest_upstream,
+from sensors.common import (TRIGGER_TAG, active_runs, active_runs_touching, describe_runs, interval_seconds, latest_upstream,
                             parse_cursor, run_config_for, short_digest)
 
 MAX_REMEMBERED_KEYS = 64
@@ -139,6 +139,7 @@ def plan(instance: dg.DagsterInstance, repo: dg.RepositoryDefinition, store: Art
     """(run requests, reasons for everything not requested)."""
     already = set(already_requested)
     notes: list[str] = []
+    in_flight = active_runs(instance)  # before any state is read (a run ending mid-tick leaves it stale)
     for job in (train_job, export_job):
         job_keys = set(repo.get_job(job.name).asset_layer.selected_asset_keys)
         if not job_keys:
@@ -159,7 +160,7 @@ def plan(instance: dg.DagsterInstance, repo: dg.RepositoryDefinition, store: Art
                 notes.append(f"{job.name}: " + ", ".join(sorted(s.asset for s in states.values())) + " up to date")
             continue  # nothing to run (or waiting/blocked, noted above): the checkpoints stay as they are
         reasons = "; ".join(states[k].why() for k in sorted(chosen) if states[k].due)
-        busy = active_runs_touching(instance, repo, chosen | ancestors(repo, chosen))
+        busy = active_runs_touching(instance, repo, chosen | ancestors(repo, chosen), in_flight)
         if busy:
             notes.append(f"{job.name} due ({reasons}); waiting for {describe_runs(busy)} to finish")
             return [], notes

@@ -150,3 +150,27 @@ def test_a_burst_during_a_training_run_yields_one_follow_up_with_the_newest_vers
         instance.add_run(ingest)
         _data(instance, tokenized_corpus="during ingest")
         assert "waiting for ingest_job" in sensor.nothing()
+
+
+def test_a_run_that_ends_while_the_tick_reads_state_holds_the_request_to_the_next_tick(home, profile, monkeypatch):
+    """The run's last materializations may land after the tick read the state: requesting on that
+    stale view would retrain what the run just built ("never built"). The next tick decides."""
+    import sensors.retrain as retrain
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        sensor = _trained(instance)
+        run = dg.DagsterRun(job_name="train_job", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED)
+        instance.add_run(run)
+        _data(instance, tokenized_corpus="new data")
+        real = retrain.assess
+
+        def assess_while_the_run_ends(*args, **kwargs):
+            states = real(*args, **kwargs)
+            if instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED:
+                instance.report_run_failed(run)  # it ends after the state was read
+            return states
+
+        monkeypatch.setattr(retrain, "assess", assess_while_the_run_ends)
+        assert f"waiting for train_job {run.run_id[:8]}" in sensor.nothing()
+        monkeypatch.setattr(retrain, "assess", real)
+        assert sensor.request().tags["lineage/trigger"] == "retrain_sensor"  # the next tick requests
