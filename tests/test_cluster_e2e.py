@@ -110,6 +110,10 @@ class Cluster:
             env = {**self.env, "LINEAGE_SCRATCH": str(wdir / "scratch"), **extra}
             return name, start_celery_worker(name, wdir, env, queues)
 
+        if not self.workers:  # the instance's schema exists before workers open it at once (else both
+            # create it and one fails: 'type "jobs" already exists'), as demo.sh does for SQLite
+            subprocess.run([str(VENV_BIN / "dagster"), "instance", "migrate"], cwd=REPO, env=self.runner_env,
+                           check=True, capture_output=True, timeout=120)
         with ThreadPoolExecutor(len(specs)) as pool:
             for name, worker in pool.map(one, specs):
                 self.workers[name] = worker
