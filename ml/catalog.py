@@ -425,8 +425,8 @@ class ObjectCatalog(Catalog):
     so a batch's rows appear in every table at once or not at all, and of two writers racing on a
     deterministic batch id (``own_batch_id``) exactly one wins; the loser's files are deleted (or,
     if it dies first, found by ``lineage gc``). Readers list the committed batches and hand DuckDB
-    the committed writers' files through the registered fsspec filesystem (obstore's; no DuckDB extension is
-    installed or loaded: no network).
+    local read copies of the committed writers' files, fetched once per machine with obstore (no DuckDB
+    extension is installed or loaded: no network).
     """
 
     def __init__(self, home: str):
@@ -532,8 +532,39 @@ class ObjectCatalog(Catalog):
                     out[table].append(SCHEME + key)
         return out
 
+    def read_copies(self, files: dict[str, list[str]]) -> dict[str, list[str]]:
+        """table -> local read copies of its committed files, under ``<scratch>/catalog/<home digest>/``.
+        A committed file never changes (its key names its writer's upload, a schema file its schema's
+        digest), so each is fetched once per machine, complete or not at all (a temporary name, then a
+        rename): a query costs one listing plus the new batches, not a GET of every batch ever written."""
+        from ml.storage import SCHEME, download, scratch_dir
+
+        root = scratch_dir() / "catalog" / digest_json(str(self.home), 12)
+        out: dict[str, list[str]] = {}
+        missing: dict[str, Path] = {}
+        for table, urls in files.items():
+            out[table] = []
+            for url in urls:
+                key = url.removeprefix(SCHEME)
+                path = root / key
+                if not path.exists():
+                    missing[key] = path
+                out[table].append(str(path))
+        if missing:
+            parts = [p.with_name(f".{p.name}.{os.getpid()}~{secrets.token_hex(4)}.part") for p in missing.values()]
+            try:
+                for part in parts:
+                    part.parent.mkdir(parents=True, exist_ok=True)
+                download(list(missing), parts)
+                for part, path in zip(parts, missing.values()):
+                    os.replace(part, path)
+            finally:
+                for part in parts:
+                    part.unlink(missing_ok=True)
+        return out
+
     def view_sql(self) -> list[str]:
-        files = self.committed_files()
+        files = self.read_copies(self.committed_files())
         out = []
         for table in SCHEMAS:
             listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files[table]) + "]"
@@ -555,13 +586,11 @@ class ObjectCatalog(Catalog):
         return self.root
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB that reads the batches through obstore's fsspec filesystem (extension autoload off: no network)."""
-        from ml.storage import filesystem
-
+        """An in-memory DuckDB over the committed batches' local read copies (``read_copies``;
+        extension autoload off: no network)."""
         self.init()
         con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
                                                  "autoload_known_extensions": False})
-        con.register_filesystem(filesystem())
         for sql in self.view_sql():
             con.execute(sql.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW"))
         return con

@@ -83,6 +83,8 @@ def test_executor_is_chosen_by_the_run_config():
 
     celery = build({"celery": {"broker": "redis://127.0.0.1:6379/0", "backend": "redis://127.0.0.1:6379/1"}})
     assert isinstance(celery, CeleryExecutor) and celery.broker == "redis://127.0.0.1:6379/0"
+    assert celery.backend == "redis://127.0.0.1:6379/1" and celery.poll_seconds == 0.1
+    assert build({"celery": {"poll_seconds": 0.5}}).poll_seconds == 0.5
     assert type(build({"in_process": {}})).__name__ == "InProcessExecutor"
     assert type(build({"multiprocess": {}})).__name__ == "MultiprocessExecutor"
     with pytest.raises(AssertionError, match="kubernetes"):
@@ -99,3 +101,21 @@ def test_gpu_steps_carry_pool_and_celery_queue():
     assert {"lm_checkpoint", "lora_adapter", "dpo_adapter", "onnx_bundle", "hf_release"} <= gpu
     assert all(queues[n][1] == "gpu" for n in gpu)
     assert queues["tokenizer"] == (None, None)  # the rest: the default queue "dagster"
+
+
+def test_celery_loop_polls_at_poll_seconds(monkeypatch):
+    """dagster-celery's loop sleeps TICK_SECONDS (1 s) between looks at the result backend: a chain of
+    short steps paid up to 1 s after each step. Our executor runs the same loop at ``poll_seconds``."""
+    from dagster_celery import core_execution_loop
+    from dagster_celery.executor import CeleryExecutor
+
+    from jobs.executor import PolledCeleryExecutor
+
+    seen = []
+    monkeypatch.setattr(core_execution_loop, "TICK_SECONDS", 1)
+    monkeypatch.setattr(CeleryExecutor, "execute", lambda self, ctx, plan: seen.append(core_execution_loop.TICK_SECONDS))
+    from dagster._core.execution.retries import RetryMode
+
+    made = CeleryExecutor(retries=RetryMode.DISABLED, broker="redis://127.0.0.1:6379/0")
+    PolledCeleryExecutor(0.1, made).execute(None, None)
+    assert seen == [0.1]

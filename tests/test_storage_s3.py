@@ -208,6 +208,31 @@ def test_catalog_on_the_bucket_answers_the_readme_lineage_sql_and_trace(s3, caps
     assert con.sql("select count(*) from duckdb_extensions() where loaded and extension_name = 'httpfs'").fetchall() == [(0,)]
 
 
+def test_catalog_queries_fetch_each_committed_batch_once(s3, tmp_path, monkeypatch):
+    """A query reads local copies of the committed batches: the next query after one new batch fetches
+    that batch's files and nothing else, and answers with every batch's rows."""
+    import ml.storage as storage
+
+    monkeypatch.setenv("LINEAGE_SCRATCH", str(tmp_path / "scratch"))
+    fetched: list[str] = []
+    real = storage.download
+    monkeypatch.setattr(storage, "download", lambda keys, paths, **kw: (fetched.extend(keys), real(keys, paths, **kw)))
+    home = s3.url("catalog-copies")
+    cat = Catalog(home)
+    for i in range(3):
+        cat.append({"dataset_stats": [{"asset": "a", "data_version": f"{i}" * 16, "stat": "kept", "value": 1.0}]})
+    assert cat.query("select count(*) from dataset_stats").item() == 3
+    first = list(fetched)
+    assert len([k for k in first if "/_schema/" not in k]) == 3  # the three batches (plus the schema files)
+    fetched.clear()
+    assert cat.query("select count(*) from dataset_stats").item() == 3
+    assert fetched == []  # nothing new: nothing fetched
+    batch = cat.append({"dataset_stats": [{"asset": "a", "data_version": "9" * 16, "stat": "kept", "value": 2.0}]})
+    assert Catalog(home).query("select sum(value) from dataset_stats").item() == 5.0
+    assert len(fetched) == 1 and f"/{batch}/" in fetched[0], fetched
+    assert not list((tmp_path / "scratch").rglob("*.part"))
+
+
 CATALOG_WRITER = """
 import sys
 sys.path.insert(0, {repo!r})
