@@ -85,6 +85,7 @@ def test_executor_is_chosen_by_the_run_config():
     assert isinstance(celery, CeleryExecutor) and celery.broker == "redis://127.0.0.1:6379/0"
     assert celery.backend == "redis://127.0.0.1:6379/1" and celery.poll_seconds == 0.1
     assert build({"celery": {"poll_seconds": 0.5}}).poll_seconds == 0.5
+    assert celery.worker_lost_seconds == 60 and build({"celery": {"worker_lost_seconds": 5}}).worker_lost_seconds == 5
     assert type(build({"in_process": {}})).__name__ == "InProcessExecutor"
     assert type(build({"multiprocess": {}})).__name__ == "MultiprocessExecutor"
     with pytest.raises(AssertionError, match="kubernetes"):
@@ -113,9 +114,53 @@ def test_celery_loop_polls_at_poll_seconds(monkeypatch):
 
     seen = []
     monkeypatch.setattr(core_execution_loop, "TICK_SECONDS", 1)
-    monkeypatch.setattr(CeleryExecutor, "execute", lambda self, ctx, plan: seen.append(core_execution_loop.TICK_SECONDS))
+    monkeypatch.setattr(core_execution_loop, "core_celery_execution_loop",
+                        lambda ctx, plan, step_execution_fn: seen.append(core_execution_loop.TICK_SECONDS))
     from dagster._core.execution.retries import RetryMode
 
     made = CeleryExecutor(retries=RetryMode.DISABLED, broker="redis://127.0.0.1:6379/0")
-    PolledCeleryExecutor(0.1, made).execute(None, None)
+    PolledCeleryExecutor(made, poll_seconds=0.1).execute(None, None)
     assert seen == [0.1]
+
+
+def test_a_step_is_lost_after_worker_lost_seconds_without_a_ping_reply(monkeypatch):
+    """While a step is STARTED its worker is pinged; it is lost only after ``lost_after`` seconds of
+    unanswered pings (not at the first silence, not at lost_after - 1), and an answer resets the wait."""
+    import jobs.executor as ex
+
+    clock = [0.0]
+    monkeypatch.setattr(ex.time, "monotonic", lambda: clock[0])
+    answers: list[bool] = []
+
+    class Result:
+        state, info = "STARTED", {"hostname": "w9@h", "pid": 7}
+
+        def ready(self):
+            return False
+
+    class Control:
+        def ping(self, destination, timeout):
+            assert destination == ["w9@h"]
+            return [{"w9@h": {"ok": "pong"}}] if answers.pop(0) else []
+
+    app = type("App", (), {"control": Control()})()
+    step = ex.WatchedStep(Result(), app, step_context=None, lost_after=8.0)  # looks every 2 s
+
+    def at(t: float, answer: bool | None = None) -> bool:
+        clock[0] = t
+        if answer is not None:
+            answers.append(answer)
+        return step.ready()
+
+    assert not at(1.0)  # too early to look: no ping
+    assert not at(2.0, False)  # silent since 2 s
+    assert not at(4.0, True)  # answered: the wait starts again
+    assert not at(6.0, False) and not at(8.0, False) and not at(10.0, False) and not at(12.0, False)
+    assert step.lost is None  # silent for 6 s: not yet (8 s needed)
+    assert at(14.0, False) and step.lost == "w9@h"  # silent for 8 s: lost
+    assert answers == []
+
+    Result.state = "PENDING"  # a queued step (no worker yet) is never pinged
+    waiting = ex.WatchedStep(Result(), app, step_context=None, lost_after=8.0)
+    clock[0] = 100.0
+    assert not waiting.ready() and waiting.lost is None

@@ -8,10 +8,10 @@ inputs did not change are cache hits):
 1. full_pipeline (`dagster job execute -c tiny.yaml -c configs/cluster/executor.yaml`: the overlay
    moves the profile onto Celery) runs until worker w2 (queues dagster and gpu) is halfway through
    uploading onnx_bundle's version, where a fault point pauses it; the test SIGKILLs w2 from outside
-   (the process group: Celery's main process and its pool child), finds no manifest-less version
-   visible to readers and `lineage gc` listing the dead writer's lease and half upload; the lost
-   run is marked canceled and its gpu pool slot freed (README "A lost worker"), and a replacement w2
-   is started;
+   (the process group: Celery's main process and its pool child); the run notices that w2 no longer
+   answers and fails the lost step (its gpu pool slot freed: README "A lost worker"); readers see no
+   manifest-less version and `lineage gc` lists the dead writer's lease and half upload; a
+   replacement w2 is started;
 2. the same job again completes, on both workers (gpu queue: w2 only), every version in the bucket,
    nothing in a local home; only the killed step and the one after it are computed again;
 3. the README's lineage SQL reaches raw_docs from the bundle through the object-store catalog, and
@@ -53,6 +53,7 @@ VENV_BIN = Path(sys.executable).parent
 HOST = socket.gethostname()
 OVERLAY = REPO / "configs" / "cluster" / "executor.yaml"
 RUN_TIMEOUT = 420  # seconds for one `dagster job execute` (a 2-core CI machine, tiny models)
+WORKER_LOST_S = 8
 KILLED = "onnx_bundle"  # the step killed mid-upload: the last but one, so the rerun shares the rest
 
 
@@ -70,6 +71,8 @@ def _profile() -> dict:
         "int8_classifier_agreement": 0.0, "int8_ranker_top1_agreement": 0.0, "int8_ranker_rank_correlation": 0.0,
         "int8_token_agreement": 0.0})
     profile["resources"] = yaml.safe_load((REPO / "configs" / "debug.yaml").read_text())["resources"]
+    # a step whose worker stops answering fails after this long (default 60 s): the killed worker below
+    profile["execution"]["config"]["celery"] = {"worker_lost_seconds": WORKER_LOST_S}
     return profile
 
 
@@ -246,22 +249,23 @@ def test_worker_killed_mid_upload_leaves_no_visible_partial_version(cluster):
         w2 = cluster.workers.pop("w2")
         w2.kill()  # SIGKILL to the worker's process group: Celery's main process and its pool child
         _wait(lambda: not Path(f"/proc/{writer}").exists(), 30, "the killed writer gone")
+        # nobody will answer for the lost step: the run notices (its pings to w2 go unanswered) and fails
+        runner.wait(WORKER_LOST_S + 60)
         cluster.state["killed_run_s"] = time.monotonic() - t0
     finally:
-        # nobody will answer the lost Celery task: the run waits for it until it is terminated
-        with contextlib.suppress(ProcessLookupError):
+        if runner.poll() is None:
             os.killpg(runner.pid, signal.SIGKILL)
-        runner.wait(30)
+            runner.wait(30)
+    assert runner.returncode != 0, log.read_text(errors="replace")[-3000:]
 
     instance = cluster.instance()
     run = _latest_run(instance)
-    assert run.status == dg.DagsterRunStatus.STARTED  # still waiting for w2's answer
-    # the run's process is gone: mark it canceled (what the UI's force-termination does) and free the gpu
-    # pool slot its lost step held (the UI's pool page does it at once, the daemon's run monitoring 60 s
-    # after the run's end; the next run's gpu steps would wait for it otherwise)
-    instance.report_run_canceled(run, message="worker w2 was SIGKILLed mid-step (test)")
-    instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-    assert _latest_run(instance).status == dg.DagsterRunStatus.CANCELED
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    lost = [e for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE) if e.step_key == KILLED]
+    assert lost and f"Celery worker w2@{HOST} stopped answering" in lost[0].dagster_event.event_specific_data.error.message
+    # the lost step's gpu pool slot was freed with its failure: the next run's gpu steps need it
+    gpu = instance.event_log_storage.get_concurrency_info("gpu")
+    assert run.run_id not in gpu.active_run_ids and gpu.active_slot_count == 0, gpu
 
     # readers see no partial version: every visible version verifies, the half upload is no version
     verify = cluster.lineage("verify", "--all")
