@@ -45,11 +45,17 @@ def test_lm_trains_loss_falls_and_reloads(lm_version, inputs):
     assert gen.shape[1] == ids.shape[1] + 3
 
 
-def test_lora_changes_only_adapter_weights(lm_version, inputs, tmp_path):
+def test_lora_changes_only_adapter_weights(lm_version, inputs, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     from ml.train.models import load_lm, load_lora_merged
 
+    import peft.utils.save_and_load as peft_save
+
+    def no_hub(*a, **k):  # saving an adapter must not depend on the network (the Hub, or its absence)
+        raise AssertionError(f"peft asked the Hub about {a}")
+
+    monkeypatch.setattr(peft_save, "check_file_exists_on_hf_hub", no_hub)
     base_before = {k: v.clone() for k, v in load_file(str(lm_version / "model" / "model.safetensors")).items()}
     out = tmp_path / "lora"
     summary = train_one("lora_adapter", TINY["lora_adapter"], {**inputs, "lm_checkpoint": str(lm_version)}, out)

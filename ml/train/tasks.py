@@ -153,7 +153,10 @@ def build_sft(settings: LoraAdapterSettings, inputs: dict[str, str]) -> Built:
             for peft_cfg in model.peft_config.values():  # (the base version is the manifest's upstream lm_checkpoint)
                 peft_cfg.base_model_name_or_path = "lm_checkpoint"
             model.get_base_model().config.name_or_path = "lm_checkpoint"  # peft's README.md names it as base_model
-        model.save_pretrained(out / ("adapter" if m.mode == "lora" else "model"), safe_serialization=True)
+        if m.mode == "lora":  # no embedding layer is trained: peft's "auto" would ask the Hub about "lm_checkpoint"
+            model.save_pretrained(out / "adapter", safe_serialization=True, save_embedding_layers=False)
+        else:
+            model.save_pretrained(out / "model", safe_serialization=True)
         card = out / "adapter" / "README.md"
         if card.is_file():  # peft also tags the card with the path the base was loaded from
             card.write_text(re.sub(r"(?m)^- base_model:adapter:.*$", "- base_model:adapter:lm_checkpoint",
