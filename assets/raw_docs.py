@@ -15,8 +15,6 @@ import ml.curation_units as units
 import ml.raw_docs as engine
 from assets.versioned import materialize_versioned, preview_table
 from ml.fsutil import source_digest
-from ml.paths import work_dir
-from ml.storage import is_url
 from ml.store import BuildResult, StoredVersion, compute_fingerprint
 from resources import ArtifactStoreResource, CatalogResource, LandingZone
 from resources.dagster_config import dagster_config_from_dataclass
@@ -65,11 +63,11 @@ def raw_docs_plan(context: dg.OpExecutionContext, config: RawDocsConfig, store: 
                   landing: LandingZone):
     """The landing files, and one unit per file unless the whole version is already stored."""
     home = store.get().home
-    cache = None if is_url(home) else work_dir(home) / "raw_docs"  # what a scan remembers: digests, cuts
-    files = engine.scan_landing(landing.dir(), cache and cache / "landing_digests.json")
+    cache = engine.scan_cache(home)  # what a scan remembers: digests, cuts
+    files = engine.scan_landing(landing.dir(), cache / "landing_digests.json")
     if not files:
         raise dg.Failure(f"no *.jsonl or *.jsonl.gz files in {landing.dir()} (try: lineage sample-corpus)")
-    files = engine.slice_files(files, config.slice_bytes, cache and cache / "slice_cuts.json")  # a large file: several units
+    files = engine.slice_files(files, config.slice_bytes, cache / "slice_cuts.json")  # a large file: several units
     yield dg.Output(files, "files")
     key = dg.AssetKey("raw_docs")
     fp = compute_fingerprint("raw_docs", context.assets_def.code_versions_by_key.get(key) or "unversioned",

@@ -196,6 +196,19 @@ def _stat_key(st: os.stat_result) -> list[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
+def scan_cache(home) -> Path:
+    """Where a scan remembers digests and slice cuts: ``<home>/work/raw_docs``; for an ``s3://``
+    home, this machine's scratch space (a cache: each machine that plans fills its own)."""
+    if is_url(home):
+        from ml.fsutil import digest_json
+        from ml.storage import scratch_dir
+
+        return scratch_dir() / "raw_docs" / digest_json(str(home), 12)
+    from ml.paths import work_dir
+
+    return work_dir(Path(home)) / "raw_docs"
+
+
 def scan_landing(landing: Path, digests: Path | None = None) -> list[LandingFile]:
     """Every *.jsonl / *.jsonl.gz under ``landing`` (recursively, hidden ones left out: see
     ``visible_files``), sorted, with size and sha256; and the entries raw_docs accounts for without
@@ -204,10 +217,9 @@ def scan_landing(landing: Path, digests: Path | None = None) -> list[LandingFile
     same rules over its objects (size from the listing, sha256 of the streamed bytes).
 
     ``digests``: a JSON file of the sha256s of an earlier scan by file (device, inode, size, mtime,
-    ctime); a file whose stat is the same is not read again (as git's index does), so a scan of
-    an unchanged landing zone costs a stat per file, not a read of the corpus. Rewritten atomically."""
-    if is_url(landing):
-        return _s3_scan(landing)
+    ctime; an object's size, last-modified time and ETag); a file whose stat is the same is not read
+    again (as git's index does), so a scan of an unchanged landing zone costs a stat per file (one
+    listing on an object store), not a read of the corpus. Rewritten atomically."""
     known: dict = {}
     if digests is not None:
         try:
@@ -215,8 +227,8 @@ def scan_landing(landing: Path, digests: Path | None = None) -> list[LandingFile
         except (OSError, ValueError):
             known = {}
     seen: dict = {}
-    out = []
-    for rel, path in visible_files(landing):
+    out = _s3_scan(landing, known, seen) if is_url(landing) else []
+    for rel, path in ([] if is_url(landing) else visible_files(landing)):
         if not is_landing_file(rel):
             continue
         try:
@@ -237,7 +249,7 @@ def scan_landing(landing: Path, digests: Path | None = None) -> list[LandingFile
         except OSError as exc:  # PermissionError, or swapped for a link (ELOOP)
             out.append(LandingFile(rel, path, 0, MARKERS["unreadable_file"], "unreadable_file",
                                    f"{type(exc).__name__}: {exc.strerror or exc}"))
-    out += landing_problems(landing)
+    out += _s3_problems(landing) if is_url(landing) else landing_problems(landing)
     if digests is not None and seen != known:
         from ml.fsutil import atomic_write_json
 
@@ -297,13 +309,28 @@ def _s3_problems(landing) -> list[LandingFile]:
     return sorted(out, key=lambda f: f.relpath)
 
 
-def _s3_scan(landing) -> list[LandingFile]:
-    from ml.storage import StorageUrl
+def _object_key(info: dict) -> list:
+    """What says an object's bytes are unchanged without reading them: every PUT gives a new
+    last-modified time, and other bytes another ETag."""
+    m = info.get("mtime")
+    return [int(info["size"]), m.isoformat() if m else None, info.get("etag")]
+
+
+def _s3_scan(landing, known: dict, seen: dict) -> list[LandingFile]:
+    """``scan_landing`` of an object prefix: an object whose listing (size, last-modified, ETag) is
+    the one ``known`` remembers is not read again; ``seen`` gets the entries to remember."""
+    from ml.storage import StorageUrl, head
 
     landing = StorageUrl(landing)
     out = []
     for rel, url, info in _s3_objects(landing):
         if not is_landing_file(rel):
+            continue
+        key = _object_key(info)
+        entry = known.get(rel)
+        if entry and entry[0] == key:
+            seen[rel] = entry
+            out.append(LandingFile(rel, url, key[0], entry[1]))
             continue
         try:
             h, n = hashlib.sha256(), 0
@@ -312,13 +339,15 @@ def _s3_scan(landing) -> list[LandingFile]:
                     h.update(block)
                     n += len(block)
             out.append(LandingFile(rel, url, n, h.hexdigest()))
+            after = head(url)  # replaced while read (ranged GETs): not remembered
+            if after is not None and _object_key(after) == key and n == key[0]:
+                seen[rel] = [key, out[-1].sha256]
         except FileNotFoundError:  # removed while scanned
             continue
         except Exception as exc:  # access denied (obstore's PermissionDeniedError), any refusal to read it
             out.append(LandingFile(rel, url, 0, MARKERS["unreadable_file"], "unreadable_file",
                                    f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"))
-    out += _s3_problems(landing)
-    return sorted(out, key=lambda f: f.relpath)
+    return out
 
 
 def stat_landing(path) -> os.stat_result | Any:

@@ -195,8 +195,24 @@ def create_only(loc: StorageUrl, data: bytes) -> bool:
         return False
 
 
+def _meta(bucket: str, meta: dict) -> tuple[str, dict]:
+    return f"{bucket}/{meta['path']}", {"size": int(meta["size"]), "mtime": meta["last_modified"], "type": "file",
+                                        "etag": meta.get("e_tag")}
+
+
+def head(url: StorageUrl) -> dict | None:
+    """``objects``' entry of one object (one HEAD), None when there is none."""
+    import obstore
+
+    bucket, _, name = url.key.partition("/")
+    try:
+        return _meta(bucket, obstore.head(native_store(bucket), name))[1]
+    except FileNotFoundError:
+        return None
+
+
 def objects(url: StorageUrl) -> dict[str, dict]:
-    """``bucket/key`` -> {size, mtime (datetime), type: file} of every object under ``url``
+    """``bucket/key`` -> {size, mtime (datetime), type: file, etag} of every object under ``url``
     (recursively), from one fresh listing. {} when there is none."""
     import obstore
 
@@ -204,7 +220,8 @@ def objects(url: StorageUrl) -> dict[str, dict]:
     out = {}
     for batch in obstore.list(native_store(bucket), prefix + "/" if prefix else None):
         for meta in batch:
-            out[f"{bucket}/{meta['path']}"] = {"size": int(meta["size"]), "mtime": meta["last_modified"], "type": "file"}
+            key, entry = _meta(bucket, meta)
+            out[key] = entry
     return out
 
 

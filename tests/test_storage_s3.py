@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+import polars as pl
 import pytest
 
 from ml import faults
@@ -296,6 +297,48 @@ def test_landing_zone_on_the_bucket_lists_objects_with_the_same_rules(s3, tmp_pa
     assert reasons["broken.jsonl.gz"] == "unreadable_file" and reasons["dir.jsonl"] == "not_regular_file"
     assert reasons[BAD] == "unreadable_file"
     assert read_docs(tmp_path / "out").collect().height == 3
+
+
+def test_landing_scan_on_the_bucket_remembers_digests_and_slices_as_a_local_one(s3, tmp_path, monkeypatch):
+    """An unchanged object (same size, last-modified time and ETag) is not read again by the next
+    scan; a replaced one is. A large object is cut into slices whose ingest equals the whole
+    object's: every document, line number and quarantine row."""
+    import hashlib
+
+    import ml.raw_docs as rd
+
+    landing = s3.url("landing-scan") + "/landing"
+    fs, key = s3.client(), landing[len("s3://"):]
+    doc = lambda i: json.dumps({"title": f"t{i}", "content": f"document {i} about topic {i % 7} " * 4,
+                                "url": f"https://e.org/{i}"})
+    lines = [doc(i) for i in range(120)]
+    lines.insert(40, "{not json")
+    big = ("\n".join(lines) + "\n").encode()
+    fs.pipe_file(f"{key}/big.jsonl", big)
+    fs.pipe_file(f"{key}/small.jsonl", (doc(500) + "\n").encode())
+    digests = tmp_path / "cache" / "landing_digests.json"
+    files = rd.scan_landing(landing, digests)
+    assert {f.relpath: f.sha256 for f in files}["big.jsonl"] == hashlib.sha256(big).hexdigest()
+    with monkeypatch.context() as mp:  # nothing changed: a listing, no read
+        mp.setattr(rd, "open_landing", lambda *a: pytest.fail("an unchanged object was read again"))
+        assert rd.scan_landing(landing, digests) == files
+    fs.pipe_file(f"{key}/small.jsonl", (doc(501) + "\n").encode())  # replaced (same size)
+    again = {f.relpath: f for f in rd.scan_landing(landing, digests)}
+    assert again["small.jsonl"].sha256 == hashlib.sha256((doc(501) + "\n").encode()).hexdigest()
+    assert again["big.jsonl"].sha256 == files[0].sha256
+
+    cuts = tmp_path / "cache" / "slice_cuts.json"
+    slices = [f for f in rd.slice_files(list(again.values()), len(big) // 5, cuts) if f.relpath == "big.jsonl"]
+    assert len(slices) >= 4 and sum(f.size for f in slices) == len(big)
+    assert [f.offset for f in slices][1:] == [f.offset + f.size for f in slices][:-1]
+    whole = rd.ingest([again["big.jsonl"]], tmp_path / "whole")
+    sliced = [rd.ingest([f], tmp_path / f"slice-{i}") for i, f in enumerate(slices)]
+    assert sum(r.kept for r in sliced) == whole.kept == 120 and sum(r.quarantined for r in sliced) == 1
+    cols = ["doc_id", "line", "title"]
+    parts = pl.concat([rd.read_docs(tmp_path / f"slice-{i}").collect().select(cols) for i in range(len(slices))])
+    assert parts.sort("line").equals(rd.read_docs(tmp_path / "whole").collect().select(cols).sort("line"))
+    bad = pl.concat([rd.read_quarantine(tmp_path / f"slice-{i}").collect() for i in range(len(slices))])
+    assert bad["line"].to_list() == [41]
 
 
 def _checkpoint(work, step: int, text: str):
