@@ -13,7 +13,7 @@ from ml.settings import validate_profile
 
 INGEST_GROUPS = ("data", "corpus", "datasets")
 TRAIN_GROUPS = ("models",)
-EXPORT_GROUPS = ("export",)
+EXPORT_GROUPS = ("evaluation", "export")  # the bundle carries its models' test figures, gated by no_regression
 
 _PROFILE_SECTIONS = ("ops", "resources", "execution", "loggers")
 
@@ -76,7 +76,8 @@ export_job = dg.define_asset_job(
     "export_job",
     selection=dg.AssetSelection.groups(*EXPORT_GROUPS),
     config=profile_mapping(*EXPORT_GROUPS),
-    description="The ONNX bundle (group export) from the current checkpoints.",
+    description="The held-out evaluation of the current checkpoints (model_evaluation, with its blocking "
+    "no_regression check) and the ONNX bundle and HF release built from them (group export).",
 )
 
 EXPERIMENT_GROUPS = ("experiments",)  # sweeps: run on demand (sweep_job), never part of full_pipeline

@@ -20,9 +20,10 @@ def _keys(d: dg.Definitions, job: str) -> set[str]:
 def test_jobs_select_their_groups():
     assert _keys(STAND_IN_DEFS, "ingest_job") == {"tokenizer", "tokenized_corpus", "sft_dataset"}
     assert _keys(STAND_IN_DEFS, "train_job") == {"lm_checkpoint", "lora_adapter"}
-    assert _keys(STAND_IN_DEFS, "export_job") == {"onnx_bundle"}
+    assert _keys(STAND_IN_DEFS, "export_job") == {"model_evaluation", "onnx_bundle"}
     assert _keys(STAND_IN_DEFS, "full_pipeline") == {
-        "tokenizer", "tokenized_corpus", "sft_dataset", "lm_checkpoint", "lora_adapter", "onnx_bundle"}
+        "tokenizer", "tokenized_corpus", "sft_dataset", "lm_checkpoint", "lora_adapter", "model_evaluation",
+        "onnx_bundle"}
     real = defs.get_repository_def().asset_graph
     by_group = {}
     for key in real.get_all_asset_keys():
@@ -31,7 +32,8 @@ def test_jobs_select_their_groups():
     assert {"raw_docs", "cleaned_chunks", "relation_triples"} <= _keys(defs, "ingest_job") == set().union(
         *(by_group.get(g, set()) for g in ("data", "corpus", "datasets")))
     assert _keys(defs, "train_job") == by_group.get("models", set())
-    assert _keys(defs, "export_job") == by_group.get("export", set())
+    assert _keys(defs, "export_job") == by_group["evaluation"] | by_group["export"] == {
+        "model_evaluation", "onnx_bundle", "hf_release"}
     # every asset but the sweeps (experiments: sweep_job, on demand)
     assert _keys(defs, "full_pipeline") == set().union(*(v for g, v in by_group.items() if g != "experiments"))
     assert _keys(defs, "sweep_job") == by_group["experiments"] == {"model_sweep"}

@@ -90,7 +90,7 @@ def test_changed_training_data_retrains_and_unchanged_data_requests_nothing(home
         assert "already requested" in sensor.nothing()  # not launched yet: never requested twice
         sensor.launch(train)
         export = sensor.request()
-        assert export.job_name == "export_job" and _names(export) == ["onnx_bundle"]
+        assert export.job_name == "export_job" and _names(export) == ["model_evaluation", "onnx_bundle"]
         sensor.launch(export)
         assert "up to date" in sensor.nothing()
 
@@ -101,11 +101,12 @@ def test_changed_training_data_retrains_and_unchanged_data_requests_nothing(home
         train = sensor.request()
         assert _names(train) == ["lora_adapter"] and "lora_adapter: sft_dataset" in train.tags["lineage/reason"]
         sensor.launch(train)
-        assert _names(sensor.request()) == ["onnx_bundle"]
+        assert _names(sensor.request()) == ["model_evaluation", "onnx_bundle"]
 
     versions = Catalog(home).query(
         "SELECT asset, count(DISTINCT data_version) AS n FROM asset_versions GROUP BY asset ORDER BY asset").rows()
-    assert dict(versions) == {"lm_checkpoint": 1, "lora_adapter": 2, "onnx_bundle": 1, "sft_dataset": 2,
+    assert dict(versions) == {"lm_checkpoint": 1, "lora_adapter": 2, "model_evaluation": 1, "onnx_bundle": 1,
+                              "sft_dataset": 2,
                               "tokenized_corpus": 1, "tokenizer": 1}
 
 
@@ -127,6 +128,32 @@ def test_a_failed_blocking_check_on_an_input_blocks_retraining(home, profile):
 
         check("token_ids_in_vocab", True, "ERROR")  # re-run of the check passes: the latest result counts
         assert _names(sensor.request()) == ["lm_checkpoint", "lora_adapter"]
+
+
+def test_retrained_models_are_evaluated_and_a_failed_no_regression_holds_the_bundle(home, profile):
+    """The automated path evaluates before it exports: after a retraining the sensor requests
+    model_evaluation with the bundle; when the new evaluation fails its blocking no_regression check,
+    the bundle is not requested (the check passing again releases it)."""
+    with dg.DagsterInstance.ephemeral() as instance:
+        sensor = _trained(instance)
+        _data(instance, sft_dataset="more sft data")
+        sensor.launch(sensor.request())  # lora_adapter retrained
+        export = sensor.request()
+        assert _names(export) == ["model_evaluation", "onnx_bundle"]
+        sensor.launch(dg.RunRequest(run_key=None, asset_selection=[dg.AssetKey("model_evaluation")]))
+        evaluated = instance.get_latest_materialization_event(dg.AssetKey("model_evaluation"))
+        version = evaluated.asset_materialization.tags["dagster/data_version"]
+
+        def no_regression(passed: bool) -> None:
+            Catalog(home).append({"check_results": [{
+                "asset": "model_evaluation", "data_version": version, "check_name": "no_regression",
+                "passed": passed, "severity": "ERROR", "details": "{}", "run_id": "r", "created_at": now_utc()}]})
+
+        no_regression(False)
+        reason = sensor.nothing()
+        assert f"onnx_bundle blocked: model_evaluation@{version} failed blocking check(s) no_regression" in reason
+        no_regression(True)
+        assert _names(sensor.request()) == ["onnx_bundle"]
 
 
 def test_a_burst_during_a_training_run_yields_one_follow_up_with_the_newest_versions(home, profile):

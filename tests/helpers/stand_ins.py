@@ -62,6 +62,7 @@ STAND_INS = [
     _stand_in("sft_dataset", "datasets", []),
     _stand_in("lm_checkpoint", "models", ["tokenized_corpus", "tokenizer"], pool="gpu"),
     _stand_in("lora_adapter", "models", ["lm_checkpoint", "sft_dataset"], pool="gpu"),
-    _stand_in("onnx_bundle", "export", ["lm_checkpoint", "lora_adapter"], pool="gpu"),
+    _stand_in("model_evaluation", "evaluation", ["lm_checkpoint", "lora_adapter"], pool="gpu"),
+    _stand_in("onnx_bundle", "export", ["lm_checkpoint", "lora_adapter", "model_evaluation"], pool="gpu"),
 ]
 DEFS = dg.Definitions(assets=STAND_INS, jobs=ALL_JOBS, sensors=[retrain_sensor], resources=RESOURCES)
