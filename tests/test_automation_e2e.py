@@ -1,7 +1,8 @@
 """End to end: `dagster dev` (webserver + daemon) with the sensors on, against a temporary home.
 
 A new corpus file dropped into the landing zone is ingested by a landing_sensor run and
-trained on by a retrain_sensor run (a new lm_checkpoint version); a content-identical copy
+trained on by a retrain_sensor run (a new lm_checkpoint version), then evaluated and exported by
+another (model_evaluation and a bundle that carries its figures); a content-identical copy
 (the same documents, gzipped) is ingested too, but trains nothing.
 """
 
@@ -110,6 +111,14 @@ def test_landing_triggers_ingest_and_training_and_an_identical_copy_trains_nothi
         assert train.dagster_run.tags["lineage/trigger"] == "retrain_sensor"
         (lm,) = store.versions("lm_checkpoint")  # a new checkpoint, trained on that corpus
         assert lm.manifest["upstream"]["tokenized_corpus"] == corpus_version
+        # then the export: the new checkpoints evaluated on their test splits, and a bundle of them
+        # that carries those figures
+        export = _wait_success(dev, instance, "export_job", 1)
+        assert export.dagster_run.tags["lineage/trigger"] == "retrain_sensor"
+        (evaluation,) = store.versions("model_evaluation")
+        assert evaluation.manifest["upstream"]["lm_checkpoint"] == lm.data_version
+        (bundle,) = store.versions("onnx_bundle")
+        assert bundle.manifest["upstream"]["model_evaluation"] == evaluation.data_version
 
         # 2. the same documents again, gzipped under another name: ingested, and nothing to retrain
         _drop(landing, "docs.jsonl.gz", gzip.compress(data))
