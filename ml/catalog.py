@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import socket
 import time
 from datetime import datetime, timezone
@@ -92,6 +93,78 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
 BATCHES = "batches"
 SCHEMA_BATCH = "_schema"
 STAGING = "_staging"
+# compaction (``Catalog.compact``): batch ``!c-<generation>`` holds the rows of every batch it absorbed; "!"
+# sorts before the digits of timestamp ids, "r-", "v-" and "_schema", so its rows come first in min(filename)
+COMPACTED = "!c-"
+ABSORBED = "_absorbed"  # marker column: one row per absorbed batch id in each table file of a compacted batch
+ABSORBED_LIST = "_absorbed.json"  # local compacted batch: its absorbed ids (object store: in its _commit.json)
+
+
+def compacted_id(generation: int) -> str:
+    return f"{COMPACTED}{generation:06d}"
+
+
+def _generation(batch_id: str) -> int:
+    try:
+        return int(batch_id[len(COMPACTED):]) if batch_id.startswith(COMPACTED) else 0
+    except ValueError:
+        return 0
+
+
+def _remembered(batch_id: str) -> bool:
+    """Ids a compaction keeps naming after they are removed: deterministic ones (``v-``, ``r-``, compacted),
+    which a writer could create again; a timestamp id is never written twice."""
+    return not batch_id[:1].isdigit()
+
+
+class Snapshot:
+    """One listing of the committed batches: ``batches`` batch id -> {table: file} (absorbed ones included
+    until removed), ``lists`` compacted batch id -> the ids it absorbed, ``keys`` (object store) batch id ->
+    every object under its prefix."""
+
+    def __init__(self, batches: dict[str, dict[str, str]], lists: dict[str, frozenset[str]],
+                 keys: dict[str, list[str]] | None = None):
+        self.batches, self.lists, self.keys = batches, lists, keys or {}
+        self.gone = frozenset().union(*lists.values()) if lists else frozenset()
+        self.visible = [b for b in sorted(batches) if b not in self.gone]
+
+    def absorbed_present(self) -> list[str]:
+        return [b for b in sorted(self.batches) if b in self.gone]
+
+    def absorber(self, batch_id: str) -> str:
+        return max((c for c, ids in self.lists.items() if batch_id in ids), key=_generation, default="")
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def select_sql(table: str, source: str, batch_expr: str | None = None) -> str:
+    """The SELECT of a catalog table over ``source`` (read_parquet's first argument: files or globs that
+    include a file with the ``_absorbed`` marker column). With ``batch_expr`` (the batch id of a row, from
+    ``filename``) rows of batches a compacted batch in the same scan absorbed are left out, inside that one
+    scan (a glob is expanded once, so the rows and the markers come from the same moment); without, the
+    caller listed only visible batches and the marker rows are dropped. Version-owned tables keep the
+    first batch (min filename) of each (asset, data_version)."""
+    scan = f"SELECT * FROM read_parquet({source}, union_by_name=true, filename=true)"
+    if batch_expr:
+        scan = (f"SELECT * EXCLUDE (_gone) FROM (SELECT *, bool_or({ABSORBED} IS NOT NULL) OVER "
+                f"(PARTITION BY coalesce({ABSORBED}, {batch_expr})) AS _gone FROM ({scan})) WHERE NOT _gone")
+    else:
+        scan = f"SELECT * FROM ({scan}) WHERE {ABSORBED} IS NULL"
+    if table in VERSION_OWNED:  # only the first batch of each version counts (races, old catalogs)
+        return (f"SELECT * EXCLUDE (filename, {ABSORBED}, _first) FROM ("
+                f"SELECT *, min(filename) OVER (PARTITION BY asset, data_version) AS _first FROM ({scan})) "
+                f"WHERE filename = _first OR asset IS NULL OR data_version IS NULL")
+    return f"SELECT * EXCLUDE (filename, {ABSORBED}) FROM ({scan})"
+
+
+def _file_list(files: list[str]) -> str:
+    return "[" + ", ".join(_sql_str(f) for f in files) + "]"
+
+
+def _is_missing_file(exc: BaseException) -> bool:
+    return isinstance(exc, (FileNotFoundError, duckdb.IOException))
 # tables whose rows belong to one (asset, data_version) and are written once per version
 VERSION_OWNED = ("dataset_stats", "quarantine", "doc_decisions", "training_metrics", "eval_results")
 
@@ -186,10 +259,60 @@ class Catalog:
             tmp = schema_dir / f".{table}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
             pl.DataFrame(schema=schema).write_parquet(tmp)
             os.replace(tmp, target)
+        marker = schema_dir / f"{ABSORBED}.parquet"  # gives every view the marker column (compaction)
+        if not marker.exists():
+            tmp = schema_dir / f".{ABSORBED}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+            pl.DataFrame(schema={ABSORBED: S}).write_parquet(tmp)
+            os.replace(tmp, marker)
         self._ready = True
 
     def has_batch(self, batch_id: str) -> bool:
-        return (self.batches / batch_id).is_dir()
+        """True when the batch is committed, or was and a compaction absorbed it (its rows live on in the
+        compacted batch: an idempotent writer must not write them again)."""
+        if (self.batches / batch_id).is_dir():
+            return True
+        return batch_id in self._gone()
+
+    def _read_list(self, batch_id: str) -> frozenset[str]:
+        """The ids a compacted batch absorbed (immutable: cached by id)."""
+        cache = self.__dict__.setdefault("_lists", {})
+        if batch_id not in cache:
+            cache[batch_id] = frozenset(json.loads((self.batches / batch_id / ABSORBED_LIST).read_text())["absorbed"])
+        return cache[batch_id]
+
+    def _gone(self) -> frozenset[str]:
+        """Every batch id a present compacted batch absorbed."""
+        for _ in range(20):
+            try:
+                names = [n for n in os.listdir(self.batches) if n.startswith(COMPACTED)]
+            except FileNotFoundError:  # no catalog yet
+                return frozenset()
+            try:
+                return frozenset().union(*(self._read_list(n) for n in names))
+            except FileNotFoundError:  # a compacted batch absorbed and removed meanwhile: its successor names all
+                continue
+        raise CatalogError(f"{self.batches}: compacted batches keep vanishing while listed")
+
+    def _snapshot(self) -> Snapshot:
+        """One listing of batches/ (a batch that vanishes while listed was removed by a compaction that
+        committed meanwhile, maybe after this listing began: list again)."""
+        self.init()
+        for _ in range(20):
+            try:
+                batches: dict[str, dict[str, str]] = {}
+                lists = {}
+                for name in sorted(os.listdir(self.batches)):
+                    if name == SCHEMA_BATCH or name.startswith("."):
+                        continue
+                    d = self.batches / name
+                    batches[name] = {f[:-8]: str(d / f) for f in os.listdir(d)
+                                     if f.endswith(".parquet") and f[:-8] in SCHEMAS}
+                    if name.startswith(COMPACTED):
+                        lists[name] = self._read_list(name)
+                return Snapshot(batches, lists)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        raise CatalogError(f"{self.batches}: batches keep vanishing while listed")
 
     def _batch(self, tables: Mapping[str, pl.DataFrame | Iterable[Mapping[str, Any]]],
                batch_id: str | None) -> tuple[dict[str, pl.DataFrame], str]:
@@ -247,22 +370,24 @@ class Catalog:
 
     # ---- reading ------------------------------------------------------------------------
     def view_sql(self) -> list[str]:
-        out = []
-        for table in SCHEMAS:
-            glob = str(self.batches / "*" / f"{table}.parquet").replace("'", "''")
-            if table in VERSION_OWNED:  # only the first batch of each version counts (races, old catalogs)
-                out.append(
-                    f"CREATE OR REPLACE VIEW {table} AS SELECT * EXCLUDE (filename, _first) FROM ("
-                    f"SELECT *, min(filename) OVER (PARTITION BY asset, data_version) AS _first FROM "
-                    f"read_parquet('{glob}', union_by_name=true, filename=true)) "
-                    f"WHERE filename = _first OR asset IS NULL OR data_version IS NULL"
-                )
-            else:
-                out.append(
-                    f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM "
-                    f"read_parquet('{glob}', union_by_name=true)"
-                )
-        return out
+        """The views of catalog.duckdb (outside tools): globs over batches/, so they stay valid as batches
+        come and go; rows of batches a compaction absorbed are left out by the marker rows of the compacted
+        batch, within the same scan (``select_sql``)."""
+        marker = _sql_str(str(self.batches / SCHEMA_BATCH / f"{ABSORBED}.parquet"))
+        batch = "parse_filename(parse_dirpath(filename))"
+        return [f"CREATE OR REPLACE VIEW {table} AS "
+                + select_sql(table, f"[{_sql_str(str(self.batches / '*' / f'{table}.parquet'))}, {marker}]", batch)
+                for table in SCHEMAS]
+
+    def _sources(self, snap: Snapshot | None = None) -> dict[str, list[str]]:
+        """table -> the local files of its visible batches (schema and marker files first)."""
+        snap = snap or self._snapshot()
+        head = [str(self.batches / SCHEMA_BATCH / f"{ABSORBED}.parquet")]
+        return {t: [str(self.batches / SCHEMA_BATCH / f"{t}.parquet"), *head,
+                    *(snap.batches[b][t] for b in snap.visible if t in snap.batches[b])] for t in SCHEMAS}
+
+    def _duckdb(self) -> duckdb.DuckDBPyConnection:
+        return duckdb.connect(":memory:")
 
     def ensure_views(self) -> Path:
         """Create/refresh the views in catalog.duckdb for people and tools that open it.
@@ -291,19 +416,29 @@ class Catalog:
         return self.db_path
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with every catalog table as a view."""
+        """An in-memory DuckDB connection with every catalog table as a view over the files of the batches
+        visible now (one listing; absorbed batches are not even opened)."""
         self.init()
-        con = duckdb.connect(":memory:")
-        for sql in self.view_sql():
-            con.execute(sql.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW"))
+        con = self._duckdb()
+        for table, files in self._sources().items():
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS {select_sql(table, _file_list(files))}")
         return con
 
     def query(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
-        con = self.connect()
-        try:
-            return con.sql(sql, params=params or None).pl()
-        finally:
-            con.close()
+        """Run SQL on the catalog. A file that vanishes under the query (a compaction removed the batches it
+        absorbed after this query listed them) makes it list again, once: the new listing holds the
+        compacted batch instead."""
+        for attempt in (0, 1):
+            try:
+                con = self.connect()
+                try:
+                    return con.sql(sql, params=params or None).pl()
+                finally:
+                    con.close()
+            except Exception as exc:
+                if attempt or not _is_missing_file(exc):
+                    raise
+        raise AssertionError("unreachable")
 
     def table(self, name: str) -> pl.DataFrame:
         if name not in SCHEMAS:
@@ -347,6 +482,93 @@ class Catalog:
             "dataset_stats": stat_rows(version.asset, version.data_version, version.stats),
         }
         return self.append(rows, batch_id=repair_batch_id(version.asset, version.data_version)) is not None
+
+    # ---- compaction ---------------------------------------------------------------------------
+    def compact(self, dry_run: bool = False) -> dict[str, Any]:
+        """Fold every visible batch into one compacted batch ``!c-<generation>`` and remove the batches it
+        absorbed (DESIGN.md, "Module notes": ml/catalog.py). Every query answers as before. The compacted
+        batch is committed create-only (local: a rename onto a new name; object store: its _commit.json),
+        so of two compactors of one generation exactly one commits; a batch committed after this listing is
+        neither absorbed nor removed. Returns what was (dry run: would be) done."""
+        self.init()
+        snap = self._snapshot()
+        known = set(snap.batches) | snap.gone
+        cid = compacted_id(1 + max((_generation(b) for b in known), default=0))
+        out: dict[str, Any] = {"batch": cid, "fold": snap.visible, "leftovers": snap.absorbed_present(),
+                               "status": "dry run" if dry_run else "committed", "removed": 0}
+        if len(snap.visible) < 2:
+            out.update(batch=None, status="nothing to compact")
+            if not dry_run and out["leftovers"]:  # a compaction died before its cleanup
+                out["removed"] = self.remove_batches(out["leftovers"], snap)
+            return out
+        if dry_run:
+            return out
+        absorbed = sorted(set(snap.batches) | {b for b in snap.gone if _remembered(b)})
+        if not self._publish_compacted(cid, snap, absorbed):
+            out.update(status="lost: another compaction committed this generation first", removed=0)
+            return out
+        fault_point("catalog.compact_before_cleanup")
+        out["removed"] = self.remove_batches(sorted(snap.batches), snap)
+        return out
+
+    def _write_compacted(self, sources: dict[str, list[str]], out: Path, absorbed: list[str]) -> None:
+        """One Parquet file per table: the rows the views show over ``sources`` (version-owned tables already
+        reduced to the first batch of each version), then one marker row per absorbed batch id."""
+        con = self._duckdb()
+        try:
+            con.execute(f"CREATE TEMP TABLE _m AS SELECT unnest(?::VARCHAR[]) AS {ABSORBED}", [absorbed])
+            for table, files in sources.items():
+                con.execute(f"COPY (SELECT *, NULL::VARCHAR AS {ABSORBED} FROM ({select_sql(table, _file_list(files))}) "
+                            f"UNION ALL BY NAME SELECT {ABSORBED} FROM _m) TO {_sql_str(str(out / f'{table}.parquet'))} "
+                            f"(FORMAT parquet)")
+        finally:
+            con.close()
+
+    def _publish_compacted(self, cid: str, snap: Snapshot, absorbed: list[str]) -> bool:
+        staging = self.root / STAGING / f"{cid}~{os.getpid()}~{secrets.token_hex(4)}~{socket.gethostname()}"
+        staging.mkdir(parents=True)
+        try:
+            self._write_compacted(self._sources(snap), staging, absorbed)
+            (staging / ABSORBED_LIST).write_text(json.dumps({"absorbed": absorbed, "generation": _generation(cid),
+                                                             "host": socket.gethostname(), "pid": os.getpid(),
+                                                             "committed_at": time.time()}))
+            for p in staging.iterdir():
+                with open(p, "rb+") as f:
+                    os.fsync(f.fileno())
+            fsync_dir(staging)
+            fault_point("catalog.compact_before_commit")
+            try:
+                os.rename(staging, self.batches / cid)
+            except OSError as exc:  # another compactor committed this generation
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    return False
+                raise
+            fsync_dir(self.batches)
+            return True
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def remove_batches(self, batch_ids: list[str], snap: Snapshot | None = None) -> int:
+        """Remove batches a committed compaction absorbed: each is renamed out of batches/ (it vanishes from
+        every listing at once), then deleted; a compactor killed in between leaves ``catalog/_staging/``
+        entries of a dead pid, which ``lineage gc`` removes. Returns how many were removed."""
+        tag = f"{os.getpid()}~{secrets.token_hex(4)}~{socket.gethostname()}"
+        (self.root / STAGING).mkdir(parents=True, exist_ok=True)
+        moved = []
+        half = len(batch_ids) // 2
+        for i, b in enumerate(batch_ids):
+            if i == half:
+                fault_point("catalog.compact_during_cleanup")
+            target = self.root / STAGING / f"{b}~{tag}"
+            try:
+                os.rename(self.batches / b, target)
+            except FileNotFoundError:  # removed by another compactor or gc meanwhile
+                continue
+            moved.append(target)
+        for target in moved:
+            shutil.rmtree(target, ignore_errors=True)
+        return len(moved)
 
     # ---- questions asked often ------------------------------------------------------------
     def latest_versions(self) -> pl.DataFrame:
@@ -411,6 +633,7 @@ class Catalog:
 # ---- object storage (s3://bucket/prefix homes) ----------------------------------------------------
 
 COMMIT = "_commit.json"
+_COMMIT_CACHE: dict[tuple[str, Any], dict] = {}
 
 
 class ObjectCatalog(Catalog):
@@ -447,12 +670,16 @@ class ObjectCatalog(Catalog):
     def _schema_url(self, table: str):
         return self.batches / SCHEMA_BATCH / f"{table}-{digest_json({k: str(v) for k, v in SCHEMAS[table].items()}, 8)}.parquet"
 
+    def _marker_url(self):
+        return self.batches / SCHEMA_BATCH / f"{ABSORBED}-{digest_json({ABSORBED: str(S)}, 8)}.parquet"
+
     def init(self) -> None:
         if self._ready:
             return
         import io
 
         want = {table: self._schema_url(table) for table in SCHEMAS}
+        want[ABSORBED] = self._marker_url()
         sdir = self.batches / SCHEMA_BATCH
         from ml.storage import objects
 
@@ -460,12 +687,41 @@ class ObjectCatalog(Catalog):
         for table, url in want.items():
             if url.key not in have:
                 buf = io.BytesIO()
-                pl.DataFrame(schema=SCHEMAS[table]).write_parquet(buf)
+                pl.DataFrame(schema=SCHEMAS.get(table, {ABSORBED: S})).write_parquet(buf)
                 self.fs.pipe_file(url.key, buf.getvalue())  # one PUT: whole or absent
         self._ready = True
 
     def has_batch(self, batch_id: str) -> bool:
-        return self.fs.exists((self.batches / batch_id / COMMIT).key)
+        if self.fs.exists((self.batches / batch_id / COMMIT).key):
+            return True
+        return batch_id in self._gone()
+
+    def _commits(self, keys: list[tuple[str, Any]]) -> dict[str, dict]:
+        """Commit markers by key. One with an ETag (from a listing) is cached by key and ETag for this
+        process: a compacted batch's marker never changes."""
+        want = [k for k, etag in keys if etag is None or (k, etag) not in _COMMIT_CACHE]
+        got = {k: json.loads(v) for k, v in self.fs.cat(want, on_error="omit").items()} if want else {}
+        out = {}
+        for key, etag in keys:
+            if key in got:
+                out[key] = got[key]
+                if etag is not None:
+                    _COMMIT_CACHE[(key, etag)] = got[key]
+            elif (key, etag) in _COMMIT_CACHE:
+                out[key] = _COMMIT_CACHE[(key, etag)]
+        return out
+
+    def _gone(self) -> frozenset[str]:
+        """Every batch id a committed compacted batch absorbed (one delimited listing of batches/)."""
+        import obstore
+
+        from ml.storage import native_store
+
+        bucket, _, prefix = self.batches.key.partition("/")
+        listing = obstore.list_with_delimiter(native_store(bucket), prefix + "/")
+        keys = [(f"{bucket}/{p.rstrip('/')}/{COMMIT}", None) for p in listing["common_prefixes"]
+                if p.rstrip("/").rsplit("/", 1)[-1].startswith(COMPACTED)]
+        return frozenset().union(*(frozenset(c.get("absorbed", ())) for c in self._commits(keys).values()))
 
     def append(self, tables, batch_id: str | None = None) -> str | None:
         import io
@@ -493,44 +749,58 @@ class ObjectCatalog(Catalog):
             return None
         return batch_id
 
-    def committed_files(self) -> dict[str, list[str]]:
-        """table -> s3:// URLs of its Parquet files in committed batches (the schema file first)."""
-        from ml.storage import SCHEME
-
-        from ml.storage import objects
+    def _snapshot(self) -> Snapshot:
+        """One listing of catalog/batches/: the committed batches (the writer each _commit.json names) and
+        the ids each committed compacted batch absorbed (from its _commit.json)."""
+        from ml.storage import SCHEME, objects
 
         self.init()
-        keys = objects(self.batches)
+        listing = objects(self.batches)
         by_batch: dict[str, dict[str, list[str]]] = {}
-        commits = []
-        for key in keys:
-            rel = self.batches.relative(key)
-            parts = rel.split("/")
+        keys: dict[str, list[str]] = {}
+        commits: dict[str, tuple[str, Any]] = {}
+        for key, info in listing.items():
+            parts = self.batches.relative(key).split("/")
             if parts[0] == SCHEMA_BATCH:
                 continue
+            keys.setdefault(parts[0], []).append(key)
             if len(parts) == 2 and parts[1] == COMMIT:
-                commits.append(key)
+                commits[parts[0]] = (key, info.get("etag"))
             elif len(parts) == 3 and parts[2].endswith(".parquet"):
                 by_batch.setdefault(parts[0], {}).setdefault(parts[1], []).append(key)
-        committed = {}
-        ambiguous = []
-        for key in commits:
-            batch = self.batches.relative(key).split("/")[0]
+        committed: dict[str, str] = {}
+        read = []  # several uploads under one batch id: the commit marker names the winner; compacted: its list
+        for batch, (key, etag) in commits.items():
             writers = by_batch.get(batch, {})
-            if len(writers) == 1:
-                committed[batch] = next(iter(writers))
+            if batch.startswith(COMPACTED) or len(writers) > 1:
+                read.append((key, etag))
             elif writers:
-                ambiguous.append(key)
-        if ambiguous:  # several uploads under one batch id: the commit marker names the winner
-            for key, raw in self.fs.cat(ambiguous, on_error="omit").items():
-                committed[self.batches.relative(key).split("/")[0]] = json.loads(raw)["writer"]
-        out: dict[str, list[str]] = {t: [SCHEME + self._schema_url(t).key] for t in SCHEMAS}
-        for batch, writer in sorted(committed.items()):
-            for key in by_batch.get(batch, {}).get(writer, []):
+                committed[batch] = next(iter(writers))
+        lists = {}
+        for key, marker in self._commits(read).items():
+            batch = self.batches.relative(key).split("/")[0]
+            if marker.get("writer") in by_batch.get(batch, {}):
+                committed[batch] = marker["writer"]
+                if batch.startswith(COMPACTED):
+                    lists[batch] = frozenset(marker.get("absorbed", ()))
+        batches = {}
+        for batch, writer in committed.items():
+            files = {}
+            for key in by_batch[batch][writer]:
                 table = key.rsplit("/", 1)[-1][: -len(".parquet")]
-                if table in out:
-                    out[table].append(SCHEME + key)
-        return out
+                if table in SCHEMAS:
+                    files[table] = SCHEME + key
+            batches[batch] = files
+        return Snapshot(batches, lists, keys)
+
+    def committed_files(self, snap: Snapshot | None = None) -> dict[str, list[str]]:
+        """table -> s3:// URLs of its Parquet files in the visible committed batches (the schema and marker
+        files first); batches a compaction absorbed are left out (and never fetched)."""
+        from ml.storage import SCHEME
+
+        snap = snap or self._snapshot()
+        return {t: [SCHEME + self._schema_url(t).key, SCHEME + self._marker_url().key,
+                    *(snap.batches[b][t] for b in snap.visible if t in snap.batches[b])] for t in SCHEMAS}
 
     def read_copies(self, files: dict[str, list[str]]) -> dict[str, list[str]]:
         """table -> local read copies of its committed files, under ``<scratch>/catalog/<home digest>/``.
@@ -563,21 +833,22 @@ class ObjectCatalog(Catalog):
                     part.unlink(missing_ok=True)
         return out
 
+    def _sources(self, snap: Snapshot | None = None) -> dict[str, list[str]]:
+        for attempt in (0, 1):
+            try:
+                return self.read_copies(self.committed_files(snap if not attempt else None))
+            except FileNotFoundError:  # a batch removed by a compaction after this listing: list again
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _duckdb(self) -> duckdb.DuckDBPyConnection:
+        return duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
+                                                  "autoload_known_extensions": False})
+
     def view_sql(self) -> list[str]:
-        files = self.read_copies(self.committed_files())
-        out = []
-        for table in SCHEMAS:
-            listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files[table]) + "]"
-            if table in VERSION_OWNED:
-                out.append(
-                    f"CREATE OR REPLACE VIEW {table} AS SELECT * EXCLUDE (filename, _first) FROM ("
-                    f"SELECT *, min(filename) OVER (PARTITION BY asset, data_version) AS _first FROM "
-                    f"read_parquet({listed}, union_by_name=true, filename=true)) "
-                    f"WHERE filename = _first OR asset IS NULL OR data_version IS NULL"
-                )
-            else:
-                out.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({listed}, union_by_name=true)")
-        return out
+        return [f"CREATE OR REPLACE VIEW {table} AS {select_sql(table, _file_list(files))}"
+                for table, files in self._sources().items()]
 
     def ensure_views(self):
         """Nothing to refresh: on an object store there is no catalog.duckdb; ``connect``/``query``
@@ -585,12 +856,42 @@ class ObjectCatalog(Catalog):
         self.init()
         return self.root
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB over the committed batches' local read copies (``read_copies``;
-        extension autoload off: no network)."""
-        self.init()
-        con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
-                                                 "autoload_known_extensions": False})
-        for sql in self.view_sql():
-            con.execute(sql.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW"))
-        return con
+    def _publish_compacted(self, cid: str, snap: Snapshot, absorbed: list[str]) -> bool:
+        from ml.storage import create_only, scratch_dir
+
+        writer = f"{os.getpid()}~{secrets.token_hex(4)}~{socket.gethostname()}"
+        local = scratch_dir() / "staging" / f"catalog-compact~{writer}"  # lineage gc: scratch staging
+        local.mkdir(parents=True)
+        bdir = self.batches / cid
+        keys = []
+        try:
+            self._write_compacted(self._sources(snap), local, absorbed)
+            for p in sorted(local.iterdir()):
+                key = (bdir / writer / p.name).key
+                self.fs.pipe_file(key, p.read_bytes())  # one PUT each
+                keys.append(key)
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+        fault_point("catalog.compact_before_commit")
+        commit = json.dumps({"writer": writer, "tables": sorted(SCHEMAS), "host": socket.gethostname(),
+                             "pid": os.getpid(), "committed_at": time.time(), "absorbed": absorbed,
+                             "generation": _generation(cid)}).encode()
+        if not create_only(bdir / COMMIT, commit):  # another compactor committed this generation
+            self.fs.rm(keys)
+            return False
+        return True
+
+    def remove_batches(self, batch_ids: list[str], snap: Snapshot | None = None) -> int:
+        """Remove absorbed batches: each one's _commit.json first (from then on it is no batch to any
+        listing), then its uploads; a compactor killed in between leaves uncommitted uploads of a dead
+        writer, which ``lineage gc`` removes. Returns how many were removed."""
+        snap = snap or self._snapshot()
+        half = len(batch_ids) // 2
+        for i, part in enumerate((batch_ids[:half], batch_ids[half:])):
+            if i:
+                fault_point("catalog.compact_during_cleanup")
+            keys = [k for b in part for k in snap.keys.get(b, [])]
+            for chunk in ([k for k in keys if k.endswith("/" + COMMIT)], [k for k in keys if not k.endswith("/" + COMMIT)]):
+                if chunk:
+                    self.fs.rm(chunk)
+        return len(batch_ids)

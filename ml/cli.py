@@ -20,8 +20,8 @@ import polars as pl
 from ml.catalog import SCHEMAS, Catalog, CatalogError
 from ml.paths import landing_dir, lineage_home
 
-# modules with ``add_commands(subparsers)``: validate-config (training), verify/promote (export), gc
-PLUGIN_MODULES = ("ml.train.cli", "ml.export.cli", "ml.gc", "ml.rebuild")
+# modules with ``add_commands(subparsers)``: validate-config (training), verify/promote (export), gc, catalog compact
+PLUGIN_MODULES = ("ml.train.cli", "ml.export.cli", "ml.gc", "ml.rebuild", "ml.catalog_cli")
 
 
 def _terminal_width() -> int:

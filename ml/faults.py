@@ -21,6 +21,10 @@ EVENTS = {
     "catalog.before_rename": "a catalog batch is complete in catalog/_staging, not yet renamed into batches/",
     "materialize.before_catalog": "the version is published and indexed; no catalog row of this run is written yet",
     "catalog.before_own_batch": "a materialization found no catalog rows of its version and is about to write them",
+    "catalog.compact_before_commit": "a compacted catalog batch is complete in catalog/_staging (object store: "
+                                     "uploaded), not yet renamed into batches/ (its _commit.json not yet written)",
+    "catalog.compact_before_cleanup": "a compacted batch is committed; the batches it absorbed are not removed yet",
+    "catalog.compact_during_cleanup": "half of the batches a compaction absorbed are removed, the rest not yet",
 }
 
 def _from_env(event: str, subject: str | None = None) -> str | None:

@@ -91,6 +91,8 @@ def find_leftovers(home: Path, min_age_s: float = DEFAULT_MIN_AGE_S, now: float 
         if why:
             out.append(Leftover("catalog staging", child, why, _size(child)))
 
+    out += _absorbed_leftovers(home)
+
     tmp_age = min(min_age_s, TMP_MAX_AGE_S)
     tmp_dirs = [*(sorted(art.glob("*/_fingerprints")) if art.is_dir() else []), cat / "batches" / "_schema", cat]
     for d in tmp_dirs:
@@ -100,6 +102,29 @@ def find_leftovers(home: Path, min_age_s: float = DEFAULT_MIN_AGE_S, now: float 
             if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file() and age(p) >= tmp_age:
                 out.append(Leftover("temporary file", p, f"atomic-write temporary, {age(p):.0f} s old", _size(p)))
     return out
+
+
+def _absorbed_leftovers(home) -> list[Leftover]:
+    """Batches a committed compaction absorbed that are still there (its compactor died before removing
+    them): readers leave them out already, so they go whatever their age."""
+    from ml.catalog import Catalog
+
+    cat = Catalog(home)
+    if not is_url(home) and not cat.batches.is_dir():
+        return []
+    snap = cat._snapshot()
+    out = []
+    for b in snap.absorbed_present():
+        path = cat.batches / b
+        size = sum(_object_sizes(snap.keys.get(b, []))) if is_url(home) else _size(path)
+        out.append(Leftover("absorbed batch", path, f"absorbed by compaction {snap.absorber(b)}", size))
+    return out
+
+
+def _object_sizes(keys: list[str]) -> list[int]:
+    from ml.storage import head, StorageUrl
+
+    return [(head(StorageUrl("s3://" + k)) or {}).get("size", 0) for k in keys]
 
 
 def _scratch_leftovers() -> list[Leftover]:
@@ -198,8 +223,11 @@ def find_object_leftovers(home, min_age_s: float, now: float) -> list[Leftover]:
     winners = {}
     for key, raw in fs.cat(commits, on_error="omit").items() if commits else []:
         winners[batches.relative(key).split("/")[0]] = json.loads(raw).get("writer")
+    absorbed = _absorbed_leftovers(home)
+    out += absorbed
+    gone = {x.path.name for x in absorbed}
     for (batch, writer), objs in sorted(uploads.items()):
-        if winners.get(batch) == writer:
+        if winners.get(batch) == writer or batch in gone:
             continue
         if batch in winners:
             why = f"batch committed by another writer ({winners[batch]})"
@@ -216,6 +244,12 @@ def find_object_leftovers(home, min_age_s: float, now: float) -> list[Leftover]:
 
 def remove(leftover: Leftover) -> None:
     path = leftover.path
+    if leftover.kind == "absorbed batch":  # as a compaction removes them: atomically out of every listing
+        from ml.catalog import Catalog
+
+        home = path.parent.parent.parent
+        Catalog(home).remove_batches([path.name])
+        return
     if is_url(path):
         from ml.storage import filesystem
         from ml.store import MANIFEST
