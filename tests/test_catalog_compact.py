@@ -22,6 +22,7 @@ import pytest
 from ml import faults
 from ml.catalog import BATCHES, COMPACTED, SCHEMAS, STAGING, VERSION_OWNED, Catalog, own_batch_id
 from ml.cli import main as lineage
+from ml.fsutil import scoped_environ
 from ml.gc import find_leftovers
 from ml.storage import location
 from tests.conftest import REPO
@@ -94,7 +95,7 @@ def _batch_ids(cat: Catalog) -> list[str]:
     return sorted(snap.batches)
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
 def home(request, tmp_path):
     if request.param == "local":
         return tmp_path / "lh"
@@ -126,6 +127,12 @@ def test_compaction_keeps_every_answer_and_the_own_batches_recorded(home, capsys
     for t in VERSION_OWNED:
         extra = 1 if t == "quarantine" else 0  # its row of no version counts
         assert after_late[t].height == before[t].height + extra, t
+    # a writer that checked has_batch before the compaction removed the own batch writes it again: left out
+    racing = Catalog(home)
+    racing.has_batch = lambda batch_id: False
+    assert racing.append({"dataset_stats": [{"asset": OWN[0], "data_version": OWN[1], "stat": "again",
+                                             "value": 1.0}]}, batch_id=own_batch_id(*OWN))
+    _same(after_late, _results(home))
     # a second compaction absorbs the first, and the late batch
     assert Catalog(home).compact()["status"] == "committed"
     assert _batch_ids(Catalog(home)) == [f"{COMPACTED}000002"]
@@ -225,3 +232,28 @@ def test_two_racing_compactors_one_commits(home, tmp_path):
     if cat.db_path is not None:
         assert list((cat.root / STAGING).iterdir()) == []
         assert sorted(os.listdir(cat.root / BATCHES)) == [f"{COMPACTED}000001", "_schema"]
+
+
+def test_a_reader_that_listed_before_the_commit_answers_after_the_removal(home, tmp_path, monkeypatch):
+    """The reader's listing predates the commit, its read follows the removal of the folded batches (whose
+    files it was about to open, or fetch: a fresh scratch space): it lists again, once, and answers."""
+    cat = Catalog(home)
+    _fill(cat, n=4)
+    before = _results(home)
+    monkeypatch.setenv("LINEAGE_SCRATCH", str(tmp_path / "fresh-scratch"))  # s3: nothing fetched yet
+    reader = Catalog(home)
+    real = reader._snapshot
+    listings = []
+
+    def snapshot():
+        snap = real()
+        if not listings:  # the first listing: then a compaction (another machine) commits and removes it all
+            with scoped_environ({"LINEAGE_SCRATCH": str(tmp_path / "compactor-scratch")}):
+                assert Catalog(home).compact()["status"] == "committed"
+        listings.append(snap)
+        return snap
+
+    reader._snapshot = snapshot
+    assert reader.query("select count(*) from dataset_stats").item() == before["dataset_stats"].height
+    assert len(listings) == 2  # listed again once
+    _same(before, _results(home))
