@@ -297,7 +297,9 @@ class Catalog:
         """One listing of batches/ (a batch that vanishes while listed was removed by a compaction that
         committed meanwhile, maybe after this listing began: list again)."""
         self.init()
-        for _ in range(20):
+        for attempt in range(100):
+            if attempt > 2:
+                time.sleep(0.01)
             try:
                 batches: dict[str, dict[str, str]] = {}
                 lists = {}
@@ -504,8 +506,15 @@ class Catalog:
         if dry_run:
             return out
         absorbed = sorted(set(snap.batches) | {b for b in snap.gone if _remembered(b)})
-        if not self._publish_compacted(cid, snap, absorbed):
-            out.update(status="lost: another compaction committed this generation first", removed=0)
+        try:
+            won = self._publish_compacted(cid, snap, absorbed)
+        except Exception as exc:
+            if not _is_missing_file(exc):
+                raise
+            out.update(status="lost: another compaction removed batches while this one read them")
+            return out
+        if not won:
+            out.update(status="lost: another compaction committed this generation first")
             return out
         fault_point("catalog.compact_before_cleanup")
         out["removed"] = self.remove_batches(sorted(snap.batches), snap)
@@ -712,15 +721,27 @@ class ObjectCatalog(Catalog):
         return out
 
     def _gone(self) -> frozenset[str]:
-        """Every batch id a committed compacted batch absorbed (one delimited listing of batches/)."""
+        """Every batch id a committed compacted batch absorbed. Listings are in key order and "!c-" sorts
+        before every other batch id, so the listing stops at the first other batch: one page, whatever the
+        number of batches. (A store listing out of order could only make this miss an absorbed id; a writer
+        would then write a batch again that readers leave out by name.)"""
         import obstore
 
         from ml.storage import native_store
 
         bucket, _, prefix = self.batches.key.partition("/")
-        listing = obstore.list_with_delimiter(native_store(bucket), prefix + "/")
-        keys = [(f"{bucket}/{p.rstrip('/')}/{COMMIT}", None) for p in listing["common_prefixes"]
-                if p.rstrip("/").rsplit("/", 1)[-1].startswith(COMPACTED)]
+        keys = []
+        for chunk in obstore.list(native_store(bucket), prefix + "/", chunk_size=1000):
+            name = ""
+            for meta in chunk:
+                rel = meta["path"][len(prefix) + 1:]
+                name = rel.split("/", 1)[0]
+                if name.startswith(COMPACTED) and rel == f"{name}/{COMMIT}":
+                    keys.append((f"{bucket}/{meta['path']}", meta.get("e_tag")))
+                elif name > COMPACTED and not name.startswith(COMPACTED):
+                    break
+            if name > COMPACTED and not name.startswith(COMPACTED):
+                break
         return frozenset().union(*(frozenset(c.get("absorbed", ())) for c in self._commits(keys).values()))
 
     def append(self, tables, batch_id: str | None = None) -> str | None:
@@ -834,11 +855,14 @@ class ObjectCatalog(Catalog):
         return out
 
     def _sources(self, snap: Snapshot | None = None) -> dict[str, list[str]]:
+        """table -> local read copies of its visible files; a batch removed by a compaction after this
+        listing makes it list again, once (not when the caller passes its own listing: a compactor's
+        output must hold exactly the batches it lists as absorbed)."""
         for attempt in (0, 1):
             try:
-                return self.read_copies(self.committed_files(snap if not attempt else None))
-            except FileNotFoundError:  # a batch removed by a compaction after this listing: list again
-                if attempt:
+                return self.read_copies(self.committed_files(snap))
+            except FileNotFoundError:
+                if attempt or snap is not None:
                     raise
         raise AssertionError("unreachable")
 

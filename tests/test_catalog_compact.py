@@ -257,3 +257,23 @@ def test_a_reader_that_listed_before_the_commit_answers_after_the_removal(home, 
     assert reader.query("select count(*) from dataset_stats").item() == before["dataset_stats"].height
     assert len(listings) == 2  # listed again once
     _same(before, _results(home))
+
+
+def test_a_compactor_overtaken_by_another_reports_lost_and_changes_nothing(home, tmp_path):
+    """Another compaction commits and removes the batches while this one reads them: this one commits
+    nothing (local: its files vanished; s3: the generation is taken) and every answer holds."""
+    cat = Catalog(home)
+    _fill(cat, n=4)
+    before = _results(home)
+    real = cat._write_compacted
+
+    def write(sources, out, absorbed):
+        with scoped_environ({"LINEAGE_SCRATCH": str(tmp_path / "other-scratch")}):
+            assert Catalog(home).compact()["status"] == "committed"
+        return real(sources, out, absorbed)
+
+    cat._write_compacted = write
+    assert cat.compact()["status"].startswith("lost: another compaction")
+    assert _batch_ids(Catalog(home)) == [f"{COMPACTED}000001"]
+    _same(before, _results(home))
+    assert find_leftovers(location(str(home)), min_age_s=0) == []
