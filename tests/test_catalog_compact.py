@@ -180,7 +180,7 @@ def _compactor(home, fault: str) -> subprocess.Popen:
                                    "catalog.compact_during_cleanup"])
 def test_a_compactor_killed_at_any_moment_changes_no_answer_and_gc_or_the_next_compaction_cleans_up(home, point, capsys):
     cat = Catalog(home)
-    _fill(cat, n=6)
+    _fill(cat, n=4)
     before = _results(home)
     proc = _compactor(home, f"{point}=kill")
     assert proc.wait(timeout=120) == -9, proc.stderr.read()
@@ -192,26 +192,18 @@ def test_a_compactor_killed_at_any_moment_changes_no_answer_and_gc_or_the_next_c
                 else ["absorbed batch", "catalog staging"]}[point]
     assert kinds == expected
     assert Catalog(home).has_batch(own_batch_id(*OWN))
-    assert lineage(["--home", str(home), "gc", "--apply"]) == 0
-    assert "removed" in capsys.readouterr().out
+    if point == "catalog.compact_before_cleanup":  # the next compaction removes what the dead one absorbed
+        out = Catalog(home).compact()
+        assert out["status"] == "nothing to compact" and out["removed"] == 5
+    else:
+        assert lineage(["--home", str(home), "gc", "--apply"]) == 0
+        assert "removed" in capsys.readouterr().out
+        status = Catalog(home).compact()["status"]
+        assert status == ("committed" if point == "catalog.compact_before_commit" else "nothing to compact")
     assert find_leftovers(location(str(home)), min_age_s=0) == []
-    _same(before, _results(home))
-    status = Catalog(home).compact()["status"]
-    assert status == ("committed" if point == "catalog.compact_before_commit" else "nothing to compact")
     assert _batch_ids(Catalog(home)) == [f"{COMPACTED}000001"]
     _same(before, _results(home))
     assert Catalog(home).has_batch(own_batch_id(*OWN))
-
-
-def test_killed_compactor_leftovers_are_also_removed_by_the_next_compaction(home):
-    cat = Catalog(home)
-    _fill(cat, n=4)
-    before = _results(home)
-    assert _compactor(home, "catalog.compact_before_cleanup=kill").wait(timeout=120) == -9
-    out = Catalog(home).compact()
-    assert out["status"] == "nothing to compact" and out["removed"] == 5
-    assert _batch_ids(Catalog(home)) == [f"{COMPACTED}000001"]
-    _same(before, _results(home))
 
 
 def test_two_racing_compactors_one_commits(home, tmp_path):
