@@ -342,6 +342,7 @@ class Catalog:
         With a ``batch_id`` (``own_batch_id``) the write is idempotent: when that batch exists
         already, nothing is written and None is returned."""
         self.init()
+        deterministic = batch_id is not None
         frames, batch_id = self._batch(tables, batch_id)
         if not frames:
             return None
@@ -356,6 +357,8 @@ class Catalog:
                     os.fsync(f.fileno())
             fsync_dir(staging)
             fault_point("catalog.before_rename")
+            if deterministic and batch_id in self._gone():  # recorded, folded and removed since has_batch
+                return None
             try:
                 os.rename(staging, self.batches / batch_id)
             except OSError as exc:  # a deterministic batch another writer renamed into place first
@@ -750,6 +753,7 @@ class ObjectCatalog(Catalog):
         from ml.storage import create_only
 
         self.init()
+        deterministic = batch_id is not None
         frames, batch_id = self._batch(tables, batch_id)
         if not frames:
             return None
@@ -765,7 +769,8 @@ class ObjectCatalog(Catalog):
         fault_point("catalog.before_rename")
         commit = json.dumps({"writer": writer, "tables": sorted(frames), "host": socket.gethostname(),
                              "pid": os.getpid(), "committed_at": time.time()}).encode()
-        if not create_only(bdir / COMMIT, commit):  # another writer committed this batch first
+        # another writer committed this batch first (or committed it and a compaction folded and removed it)
+        if (deterministic and batch_id in self._gone()) or not create_only(bdir / COMMIT, commit):
             self.fs.rm(keys)
             return None
         return batch_id
