@@ -269,9 +269,10 @@ class Catalog:
     def has_batch(self, batch_id: str) -> bool:
         """True when the batch is committed, or was and a compaction absorbed it (its rows live on in the
         compacted batch: an idempotent writer must not write them again)."""
-        if (self.batches / batch_id).is_dir():
-            return True
-        return batch_id in self._gone()
+        return self._committed(batch_id) or batch_id in self._gone()
+
+    def _committed(self, batch_id: str) -> bool:
+        return (self.batches / batch_id).is_dir()
 
     def _read_list(self, batch_id: str) -> frozenset[str]:
         """The ids a compacted batch absorbed (immutable: cached by id)."""
@@ -331,7 +332,7 @@ class Catalog:
         if batch_id is None:
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
             batch_id = f"{stamp}-{time.time_ns() % 10**9:09d}-{os.getpid()}-{secrets.token_hex(4)}"
-        elif self.has_batch(batch_id):
+        elif self._committed(batch_id):  # folded by a compaction: append checks right before its commit
             return {}, batch_id
         return frames, batch_id
 
@@ -704,9 +705,10 @@ class ObjectCatalog(Catalog):
         self._ready = True
 
     def has_batch(self, batch_id: str) -> bool:
-        if self.fs.exists((self.batches / batch_id / COMMIT).key):
-            return True
-        return batch_id in self._gone()
+        return self._committed(batch_id) or batch_id in self._gone()
+
+    def _committed(self, batch_id: str) -> bool:
+        return self.fs.exists((self.batches / batch_id / COMMIT).key)
 
     def _commits(self, keys: list[tuple[str, Any]]) -> dict[str, dict]:
         """Commit markers by key. One with an ETag (from a listing) is cached by key and ETag for this
