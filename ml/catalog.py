@@ -830,6 +830,11 @@ class ObjectCatalog(Catalog):
         return {t: [SCHEME + self._schema_url(t).key, SCHEME + self._marker_url().key,
                     *(snap.batches[b][t] for b in snap.visible if t in snap.batches[b])] for t in SCHEMAS}
 
+    def _copies_root(self) -> Path:
+        from ml.storage import scratch_dir
+
+        return scratch_dir() / "catalog" / digest_json(str(self.home), 12)
+
     def read_copies(self, files: dict[str, list[str]]) -> dict[str, list[str]]:
         """table -> local read copies of its committed files, under ``<scratch>/catalog/<home digest>/``.
         A committed file never changes (its key names its writer's upload, a schema file its schema's
@@ -837,7 +842,7 @@ class ObjectCatalog(Catalog):
         rename): a query costs one listing plus the new batches, not a GET of every batch ever written."""
         from ml.storage import SCHEME, download, scratch_dir
 
-        root = scratch_dir() / "catalog" / digest_json(str(self.home), 12)
+        root = self._copies_root()
         out: dict[str, list[str]] = {}
         missing: dict[str, Path] = {}
         for table, urls in files.items():
@@ -925,4 +930,6 @@ class ObjectCatalog(Catalog):
             for chunk in ([k for k in keys if k.endswith("/" + COMMIT)], [k for k in keys if not k.endswith("/" + COMMIT)]):
                 if chunk:
                     self.fs.rm(chunk)
+        for b in batch_ids:  # this machine's read copies of them (a reader that still lists them lists again)
+            shutil.rmtree(self._copies_root() / (self.batches / b).key, ignore_errors=True)
         return len(batch_ids)
