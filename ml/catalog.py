@@ -840,7 +840,7 @@ class ObjectCatalog(Catalog):
         A committed file never changes (its key names its writer's upload, a schema file its schema's
         digest), so each is fetched once per machine, complete or not at all (a temporary name, then a
         rename): a query costs one listing plus the new batches, not a GET of every batch ever written."""
-        from ml.storage import SCHEME, download, scratch_dir
+        from ml.storage import SCHEME, download
 
         root = self._copies_root()
         out: dict[str, list[str]] = {}

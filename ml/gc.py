@@ -104,9 +104,9 @@ def find_leftovers(home: Path, min_age_s: float = DEFAULT_MIN_AGE_S, now: float 
     return out
 
 
-def _absorbed_leftovers(home) -> list[Leftover]:
+def _absorbed_leftovers(home, sizes: dict[str, int] | None = None) -> list[Leftover]:
     """Batches a committed compaction absorbed that are still there (its compactor died before removing
-    them): readers leave them out already, so they go whatever their age."""
+    them): readers leave them out already, so they go whatever their age. ``sizes``: object key -> bytes."""
     from ml.catalog import Catalog
 
     cat = Catalog(home)
@@ -116,15 +116,9 @@ def _absorbed_leftovers(home) -> list[Leftover]:
     out = []
     for b in snap.absorbed_present():
         path = cat.batches / b
-        size = sum(_object_sizes(snap.keys.get(b, []))) if is_url(home) else _size(path)
+        size = sum((sizes or {}).get(k, 0) for k in snap.keys.get(b, [])) if is_url(home) else _size(path)
         out.append(Leftover("absorbed batch", path, f"absorbed by compaction {snap.absorber(b)}", size))
     return out
-
-
-def _object_sizes(keys: list[str]) -> list[int]:
-    from ml.storage import head, StorageUrl
-
-    return [(head(StorageUrl("s3://" + k)) or {}).get("size", 0) for k in keys]
 
 
 def _scratch_leftovers() -> list[Leftover]:
@@ -223,7 +217,7 @@ def find_object_leftovers(home, min_age_s: float, now: float) -> list[Leftover]:
     winners = {}
     for key, raw in fs.cat(commits, on_error="omit").items() if commits else []:
         winners[batches.relative(key).split("/")[0]] = json.loads(raw).get("writer")
-    absorbed = _absorbed_leftovers(home)
+    absorbed = _absorbed_leftovers(home, {k: i["size"] for k, i in objects.items()})
     out += absorbed
     gone = {x.path.name for x in absorbed}
     for (batch, writer), objs in sorted(uploads.items()):
