@@ -111,6 +111,14 @@ def _generation(batch_id: str) -> int:
         return 0
 
 
+def keep_absorbed_s() -> float:
+    """How long absorbed batches stay after the compaction that absorbed them (``$LINEAGE_CATALOG_KEEP_S``,
+    default 15 min): a listing is not atomic (S3 pages, directory reads), so a reader whose listing began
+    before the commit may miss the compacted batch; while the absorbed batches are still there it answers
+    from them, as before the compaction. The next compaction, or ``lineage gc``, removes them after that."""
+    return float(os.environ.get("LINEAGE_CATALOG_KEEP_S", 15 * 60))
+
+
 def _remembered(batch_id: str) -> bool:
     """Ids a compaction keeps naming after they are removed: deterministic ones (``v-``, ``r-``, compacted),
     which a writer could create again; a timestamp id is never written twice."""
@@ -123,8 +131,9 @@ class Snapshot:
     every object under its prefix."""
 
     def __init__(self, batches: dict[str, dict[str, str]], lists: dict[str, frozenset[str]],
-                 keys: dict[str, list[str]] | None = None):
+                 keys: dict[str, list[str]] | None = None, committed_at: dict[str, float] | None = None):
         self.batches, self.lists, self.keys = batches, lists, keys or {}
+        self.committed_at = committed_at or {}  # compacted batch id -> when it was committed
         self.gone = frozenset().union(*lists.values()) if lists else frozenset()
         self.visible = [b for b in sorted(batches) if b not in self.gone]
 
@@ -133,6 +142,12 @@ class Snapshot:
 
     def absorber(self, batch_id: str) -> str:
         return max((c for c, ids in self.lists.items() if batch_id in ids), key=_generation, default="")
+
+    def expired(self, keep_s: float, now: float | None = None) -> list[str]:
+        """Absorbed batches still present whose first absorbing compaction committed ``keep_s`` or more ago."""
+        now = time.time() if now is None else now
+        return [b for b in self.absorbed_present()
+                if now - min(self.committed_at.get(c, 0.0) for c, ids in self.lists.items() if b in ids) >= keep_s]
 
 
 def _sql_str(text: str) -> str:
@@ -276,9 +291,14 @@ class Catalog:
 
     def _read_list(self, batch_id: str) -> frozenset[str]:
         """The ids a compacted batch absorbed (immutable: cached by id)."""
+        return self._read_marker(batch_id)[0]
+
+    def _read_marker(self, batch_id: str) -> tuple[frozenset[str], float]:
+        """(absorbed ids, committed_at) of a local compacted batch (immutable: cached by id)."""
         cache = self.__dict__.setdefault("_lists", {})
         if batch_id not in cache:
-            cache[batch_id] = frozenset(json.loads((self.batches / batch_id / ABSORBED_LIST).read_text())["absorbed"])
+            marker = json.loads((self.batches / batch_id / ABSORBED_LIST).read_text())
+            cache[batch_id] = (frozenset(marker["absorbed"]), float(marker.get("committed_at", 0.0)))
         return cache[batch_id]
 
     def _gone(self) -> frozenset[str]:
@@ -294,16 +314,18 @@ class Catalog:
                 continue
         raise CatalogError(f"{self.batches}: compacted batches keep vanishing while listed")
 
-    def _snapshot(self) -> Snapshot:
+    def _snapshot(self, init: bool = True) -> Snapshot:
         """One listing of batches/ (a batch that vanishes while listed was removed by a compaction that
-        committed meanwhile, maybe after this listing began: list again)."""
-        self.init()
+        committed meanwhile, maybe after this listing began: list again). ``init=False``: create nothing
+        (``lineage gc``'s dry run)."""
+        if init:
+            self.init()
         for attempt in range(100):
             if attempt > 2:
                 time.sleep(0.01)
             try:
                 batches: dict[str, dict[str, str]] = {}
-                lists = {}
+                lists, committed_at = {}, {}
                 for name in sorted(os.listdir(self.batches)):
                     if name == SCHEMA_BATCH or name.startswith("."):
                         continue
@@ -311,8 +333,8 @@ class Catalog:
                     batches[name] = {f[:-8]: str(d / f) for f in os.listdir(d)
                                      if f.endswith(".parquet") and f[:-8] in SCHEMAS}
                     if name.startswith(COMPACTED):
-                        lists[name] = self._read_list(name)
-                return Snapshot(batches, lists)
+                        lists[name], committed_at[name] = self._read_marker(name)
+                return Snapshot(batches, lists, committed_at=committed_at)
             except (FileNotFoundError, NotADirectoryError):
                 continue
         raise CatalogError(f"{self.batches}: batches keep vanishing while listed")
@@ -502,10 +524,11 @@ class Catalog:
         cid = compacted_id(1 + max((_generation(b) for b in known), default=0))
         out: dict[str, Any] = {"batch": cid, "fold": snap.visible, "leftovers": snap.absorbed_present(),
                                "status": "dry run" if dry_run else "committed", "removed": 0}
+        expired = snap.expired(keep_absorbed_s())  # absorbed long enough ago: no reader can still need them
         if len(snap.visible) < 2:
             out.update(batch=None, status="nothing to compact")
-            if not dry_run and out["leftovers"]:  # a compaction died before its cleanup
-                out["removed"] = self.remove_batches(out["leftovers"], snap)
+            if not dry_run and expired:
+                out["removed"] = self.remove_batches(expired, snap)
             return out
         if dry_run:
             return out
@@ -521,7 +544,10 @@ class Catalog:
             out.update(status="lost: another compaction committed this generation first")
             return out
         fault_point("catalog.compact_before_cleanup")
-        out["removed"] = self.remove_batches(sorted(snap.batches), snap)
+        # what this compaction absorbed stays for keep_absorbed_s(): a reader whose listing missed the new
+        # compacted batch answers from them (the next compaction or gc removes them)
+        out["removed"] = self.remove_batches(sorted(set(expired) | (set(snap.batches) if keep_absorbed_s() <= 0
+                                                                    else set())), snap)
         return out
 
     def _write_compacted(self, sources: dict[str, list[str]], out: Path, absorbed: list[str]) -> None:
@@ -777,12 +803,13 @@ class ObjectCatalog(Catalog):
             return None
         return batch_id
 
-    def _snapshot(self) -> Snapshot:
+    def _snapshot(self, init: bool = True) -> Snapshot:
         """One listing of catalog/batches/: the committed batches (the writer each _commit.json names) and
         the ids each committed compacted batch absorbed (from its _commit.json)."""
         from ml.storage import SCHEME, objects
 
-        self.init()
+        if init:
+            self.init()
         listing = objects(self.batches)
         by_batch: dict[str, dict[str, list[str]]] = {}
         keys: dict[str, list[str]] = {}
@@ -804,13 +831,14 @@ class ObjectCatalog(Catalog):
                 read.append((key, etag))
             elif writers:
                 committed[batch] = next(iter(writers))
-        lists = {}
+        lists, committed_at = {}, {}
         for key, marker in self._commits(read).items():
             batch = self.batches.relative(key).split("/")[0]
             if marker.get("writer") in by_batch.get(batch, {}):
                 committed[batch] = marker["writer"]
                 if batch.startswith(COMPACTED):
                     lists[batch] = frozenset(marker.get("absorbed", ()))
+                    committed_at[batch] = float(marker.get("committed_at", 0.0))
         batches = {}
         for batch, writer in committed.items():
             files = {}
@@ -819,7 +847,7 @@ class ObjectCatalog(Catalog):
                 if table in SCHEMAS:
                     files[table] = SCHEME + key
             batches[batch] = files
-        return Snapshot(batches, lists, keys)
+        return Snapshot(batches, lists, keys, committed_at)
 
     def committed_files(self, snap: Snapshot | None = None) -> dict[str, list[str]]:
         """table -> s3:// URLs of its Parquet files in the visible committed batches (the schema and marker

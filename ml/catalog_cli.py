@@ -1,6 +1,7 @@
 """``lineage catalog compact``: fold the catalog's batches into one, so queries stop slowing down with every run.
 
-    lineage catalog compact             fold every committed batch into one compacted batch, remove the folded ones
+    lineage catalog compact             fold every committed batch into one compacted batch; remove the batches
+                                        folded at least $LINEAGE_CATALOG_KEEP_S (15 min) ago
     lineage catalog compact --dry-run   list what it would fold, change nothing
 
 Safe to run at any time, beside running pipelines, readers and another compactor: every query answers as

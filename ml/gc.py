@@ -105,16 +105,17 @@ def find_leftovers(home: Path, min_age_s: float = DEFAULT_MIN_AGE_S, now: float 
 
 
 def _absorbed_leftovers(home, sizes: dict[str, int] | None = None) -> list[Leftover]:
-    """Batches a committed compaction absorbed that are still there (its compactor died before removing
-    them): readers leave them out already, so they go whatever their age. ``sizes``: object key -> bytes."""
-    from ml.catalog import Catalog
+    """Batches a committed compaction absorbed that are still there ``keep_absorbed_s()`` after it
+    committed (a reader whose listing began before that commit may still read them until then).
+    ``sizes``: object key -> bytes. Creates nothing (no catalog: none)."""
+    from ml.catalog import Catalog, keep_absorbed_s
 
     cat = Catalog(home)
     if not is_url(home) and not cat.batches.is_dir():
         return []
-    snap = cat._snapshot()
+    snap = cat._snapshot(init=False)
     out = []
-    for b in snap.absorbed_present():
+    for b in snap.expired(keep_absorbed_s()):
         path = cat.batches / b
         size = sum((sizes or {}).get(k, 0) for k in snap.keys.get(b, [])) if is_url(home) else _size(path)
         out.append(Leftover("absorbed batch", path, f"absorbed by compaction {snap.absorber(b)}", size))

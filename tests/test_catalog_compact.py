@@ -95,6 +95,12 @@ def _batch_ids(cat: Catalog) -> list[str]:
     return sorted(snap.batches)
 
 
+@pytest.fixture(autouse=True)
+def _remove_at_once(monkeypatch):
+    """Absorbed batches go at once here (the default keeps them 15 min: tested below)."""
+    monkeypatch.setenv("LINEAGE_CATALOG_KEEP_S", "0")
+
+
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
 def home(request, tmp_path):
     if request.param == "local":
@@ -300,3 +306,33 @@ def test_a_materialization_after_compaction_writes_no_own_rows_again(tmp_path, m
     run = _materialize()
     assert run.asset_materializations_for_node("raw_docs")[0].metadata["cache_hit"].value is True
     assert _counts(home) == {**twice, "asset_versions": 3}
+
+
+def test_absorbed_batches_stay_until_no_reader_can_still_need_them(home, monkeypatch):
+    """A listing is not atomic: a reader whose listing began before the commit may miss the compacted
+    batch. Absorbed batches therefore stay for LINEAGE_CATALOG_KEEP_S after the commit, so such a reader
+    (here: a listing taken before the commit, read after it) answers completely from them; queries leave
+    them out at once; gc and the next compaction remove them once the time is up, not before."""
+    monkeypatch.setenv("LINEAGE_CATALOG_KEEP_S", "3600")
+    cat = Catalog(home)
+    _fill(cat, n=6)
+    before = _results(home)
+    stale = Catalog(home)._snapshot()  # a reader's listing from before the commit
+    out = Catalog(home).compact()
+    assert out["status"] == "committed" and out["removed"] == 0
+    _same(before, _results(home))
+    reader = Catalog(home)
+    con = reader._duckdb()
+    sources = reader.committed_files(stale) if reader.db_path is None else reader._sources(stale)
+    if reader.db_path is None:
+        sources = reader.read_copies(sources)
+    from ml.catalog import _file_list, select_sql
+
+    stale_rows = con.sql(f"select count(*) from ({select_sql('asset_versions', _file_list(sources['asset_versions']))})")
+    assert stale_rows.fetchall()[0][0] == before["asset_versions"].height  # every row, none twice
+    assert find_leftovers(location(str(home)), min_age_s=0) == []  # not yet expired: no leftover
+    assert Catalog(home).compact()["removed"] == 0
+    monkeypatch.setenv("LINEAGE_CATALOG_KEEP_S", "0")  # the time is up
+    assert sorted({x.kind for x in find_leftovers(location(str(home)), min_age_s=0)}) == ["absorbed batch"]
+    assert Catalog(home).compact()["removed"] == len(stale.batches)
+    _same(before, _results(home))
