@@ -336,3 +336,11 @@ def test_absorbed_batches_stay_until_no_reader_can_still_need_them(home, monkeyp
     assert sorted({x.kind for x in find_leftovers(location(str(home)), min_age_s=0)}) == ["absorbed batch"]
     assert Catalog(home).compact()["removed"] == len(stale.batches)
     _same(before, _results(home))
+
+
+def test_gc_dry_run_on_a_home_without_a_catalog_creates_nothing(home, s3):
+    find_leftovers(location(str(home)), min_age_s=0)
+    if str(home).startswith("s3://"):
+        assert s3.client().find(str(home).removeprefix("s3://")) == []
+    else:
+        assert not os.path.exists(home)
