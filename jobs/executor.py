@@ -52,12 +52,12 @@ def lineage_executor(init_context: InitExecutorContext) -> dg.Executor:
     if kind != "celery":
         return multi_or_in_process_executor.executor_creation_fn(
             init_context._replace(executor_config={kind: config}))
-    from dagster_celery.executor import celery_executor
+    from dagster._core.execution.retries import RetryMode
 
-    config = dict(config)
-    poll, lost = config.pop("poll_seconds", 0.1), config.pop("worker_lost_seconds", 60.0)
-    made = celery_executor.executor_creation_fn(init_context._replace(executor_config=config))
-    return PolledCeleryExecutor(made, poll_seconds=poll, worker_lost_seconds=lost)
+    return PolledCeleryExecutor(  # as dagster_celery.celery_executor builds its executor, plus our two settings
+        broker=config.get("broker"), backend=config.get("backend"), config_source=config.get("config_source"),
+        include=config.get("include"), retries=RetryMode.from_config(config["retries"]),
+        poll_seconds=config.get("poll_seconds", 0.1), worker_lost_seconds=config.get("worker_lost_seconds", 60.0))
 
 
 class PolledCeleryExecutor(CeleryExecutor):
@@ -66,8 +66,8 @@ class PolledCeleryExecutor(CeleryExecutor):
     worker stops answering pings for ``worker_lost_seconds`` fails (``WatchedStep``) instead of
     leaving the run waiting for an answer that never comes."""
 
-    def __init__(self, made: CeleryExecutor, poll_seconds: float = 0.1, worker_lost_seconds: float = 60.0):
-        self.__dict__.update(made.__dict__)
+    def __init__(self, *, poll_seconds: float = 0.1, worker_lost_seconds: float = 60.0, **celery):
+        super().__init__(**celery)
         self.poll_seconds = poll_seconds
         self.worker_lost_seconds = worker_lost_seconds
 

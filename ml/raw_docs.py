@@ -357,11 +357,13 @@ def stat_landing(path) -> os.stat_result | Any:
         return Path(path).stat()
     from types import SimpleNamespace
 
-    from ml.storage import filesystem
+    from ml.storage import head
 
-    info = filesystem().info(path.key)
-    m = info.get("last_modified")
-    return SimpleNamespace(st_size=int(info["size"]), st_mtime_ns=int(m.timestamp() * 1e9) if m else 0)
+    info = head(path)
+    if info is None:
+        raise FileNotFoundError(str(path))
+    m = info["mtime"]
+    return SimpleNamespace(st_size=info["size"], st_mtime_ns=int(m.timestamp() * 1e9) if m else 0)
 
 
 # ---- identity ------------------------------------------------------------------------------
