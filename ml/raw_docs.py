@@ -220,12 +220,7 @@ def scan_landing(landing: Path, digests: Path | None = None) -> list[LandingFile
     ctime; an object's size, last-modified time and ETag); a file whose stat is the same is not read
     again (as git's index does), so a scan of an unchanged landing zone costs a stat per file (one
     listing on an object store), not a read of the corpus. Rewritten atomically."""
-    known: dict = {}
-    if digests is not None:
-        try:
-            known = json.loads(Path(digests).read_text())
-        except (OSError, ValueError):
-            known = {}
+    known = _read_memo(digests)
     seen: dict = {}
     out = _s3_scan(landing, known, seen) if is_url(landing) else []
     for rel, path in ([] if is_url(landing) else visible_files(landing)):
@@ -250,12 +245,26 @@ def scan_landing(landing: Path, digests: Path | None = None) -> list[LandingFile
             out.append(LandingFile(rel, path, 0, MARKERS["unreadable_file"], "unreadable_file",
                                    f"{type(exc).__name__}: {exc.strerror or exc}"))
     out += _s3_problems(landing) if is_url(landing) else landing_problems(landing)
-    if digests is not None and seen != known:
+    _write_memo(digests, seen, known)
+    return sorted(out, key=lambda f: f.relpath)
+
+
+def _read_memo(path: Path | None) -> dict:
+    """A scan's memory (digests, slice cuts): {} when there is none or it cannot be read."""
+    if path is None:
+        return {}
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_memo(path: Path | None, now: dict, before: dict) -> None:
+    if path is not None and now != before:
         from ml.fsutil import atomic_write_json
 
-        Path(digests).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(Path(digests), seen)
-    return sorted(out, key=lambda f: f.relpath)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(path), now)
 
 
 # ---- landing zone on an object store (s3://bucket/prefix) ----------------------------------
@@ -604,12 +613,7 @@ def slice_files(files: list[LandingFile], slice_bytes: int, cache: Path | None =
     so an unchanged large file is not read again to find them (rewritten atomically)."""
     if slice_bytes <= 0:
         return list(files)
-    known: dict = {}
-    if cache is not None:
-        try:
-            known = json.loads(Path(cache).read_text())
-        except (OSError, ValueError):
-            known = {}
+    known = _read_memo(cache)
     used: dict = {}
     out = []
     for lf in files:
@@ -620,11 +624,7 @@ def slice_files(files: list[LandingFile], slice_bytes: int, cache: Path | None =
         cuts = used[key] = known.get(key) or _slice_cuts(lf, slice_bytes)
         for (start, lines_before), (end, _) in zip(cuts, cuts[1:]):
             out.append(replace(lf, size=end - start, offset=start, first_line=lines_before, sliced=True))
-    if cache is not None and used != known:
-        from ml.fsutil import atomic_write_json
-
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(Path(cache), used)
+    _write_memo(cache, used, known)
     return out
 
 
