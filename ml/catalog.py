@@ -859,9 +859,9 @@ class ObjectCatalog(Catalog):
                     *(snap.batches[b][t] for b in snap.visible if t in snap.batches[b])] for t in SCHEMAS}
 
     def _copies_root(self) -> Path:
-        from ml.storage import scratch_dir
+        from ml.storage import home_scratch
 
-        return scratch_dir() / "catalog" / digest_json(str(self.home), 12)
+        return home_scratch(self.home, "catalog")
 
     def read_copies(self, files: dict[str, list[str]]) -> dict[str, list[str]]:
         """table -> local read copies of its committed files, under ``<scratch>/catalog/<home digest>/``.

@@ -200,10 +200,9 @@ def scan_cache(home) -> Path:
     """Where a scan remembers digests and slice cuts: ``<home>/work/raw_docs``; for an ``s3://``
     home, this machine's scratch space (a cache: each machine that plans fills its own)."""
     if is_url(home):
-        from ml.fsutil import digest_json
-        from ml.storage import scratch_dir
+        from ml.storage import home_scratch
 
-        return scratch_dir() / "raw_docs" / digest_json(str(home), 12)
+        return home_scratch(home, "raw_docs")
     from ml.paths import work_dir
 
     return work_dir(Path(home)) / "raw_docs"

@@ -163,6 +163,14 @@ def scratch_dir() -> Path:
     return path
 
 
+def home_scratch(home, kind: str) -> Path:
+    """``<scratch>/<kind>/<digest of home>``: this machine's local state of kind ``kind`` for an ``s3://``
+    home (read copies, caches, work directories), not created."""
+    from ml.fsutil import digest_json
+
+    return scratch_dir() / kind / digest_json(str(home), 12)
+
+
 def exists(loc: Path | StorageUrl) -> bool:
     return filesystem().exists(loc.key) if is_url(loc) else Path(loc).exists()
 

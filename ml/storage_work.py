@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ml.fsutil import digest_json
 from ml.paths import work_dir
-from ml.storage import StorageUrl, download, is_url, objects, scratch_dir
+from ml.storage import StorageUrl, download, home_scratch, is_url, objects
 from ml.train.checkpoint_layout import step_dirs, update_names
 
 STATE = "state.json"  # ml/train/checkpoint_layout.py: STATE
@@ -139,7 +138,7 @@ class WorkState:
 def work_root(home) -> Path:
     """The local directory holding ``<asset>/<fingerprint>/`` work directories of ``home``."""
     if is_url(home):
-        return scratch_dir() / "work" / digest_json(str(home), 12)
+        return home_scratch(home, "work")
     return work_dir(Path(home))
 
 

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ml.faults import fault_point
-from ml.fsutil import digest_json
 from ml.paths import ASSET_NAME_RE, check_asset_name, check_hex, safe_join
 from ml.run_record import is_run_fact
-from ml.storage import (StorageUrl, create_only, download, filesystem, is_url, objects, scratch_dir,
+from ml.storage import (StorageUrl, create_only, download, filesystem, home_scratch, is_url, objects, scratch_dir,
                         write_bytes_atomic)
 from ml.store_base import (CORRUPT, MANIFEST, ArtifactStore, CorruptVersionError, StoredVersion, _rmtree,
                       hex_ok, verify_tree)
@@ -53,7 +52,7 @@ class ObjectArtifactStore(ArtifactStore):
         self._verified = set()
         self._fetched: dict[tuple[str, str], Path] = {}
         self.scratch = scratch_dir()
-        self.cache_root = self.scratch / "cache" / digest_json(str(self.home), 12)
+        self.cache_root = home_scratch(self.home, "cache")
 
     @property
     def fs(self):

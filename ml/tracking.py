@@ -21,12 +21,10 @@ DEFAULT_EXPERIMENT = "lineage-forge"
 def tracking_home(home: Path | str) -> Path:
     """``<home>/mlflow``; for an ``s3://`` home (no local part) a store in this machine's scratch space:
     set MLFLOW_TRACKING_URI to a tracking server to share runs across workers."""
-    from ml.storage import is_url, scratch_dir
+    from ml.storage import home_scratch, is_url
 
     if is_url(home):
-        from ml.fsutil import digest_json
-
-        return scratch_dir() / "mlflow" / digest_json(str(home), 12)
+        return home_scratch(home, "mlflow")
     return Path(home) / "mlflow"
 
 
